@@ -1,0 +1,1 @@
+"""kafka-event-tracing: one OpenTelemetry trace per Kafka event chain."""
