@@ -1,0 +1,113 @@
+"""``tracing.instrument()``: trace existing confluent-kafka code without editing it.
+
+Replaces ``confluent_kafka.Producer``, ``Consumer``, ``SerializingProducer`` and
+``DeserializingConsumer`` (in the package and in the modules that define them) with
+classes that build the original client and wrap it. Code that imported the classes
+before ``instrument()`` ran keeps the originals, as with every patching instrumentation:
+call it first, or run the app under ``opentelemetry-instrument`` (entry point
+``kafka_event_tracing``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import deserializing_consumer, serializing_producer
+
+from tracing.write.consumer import TracedConsumer
+from tracing.write.producer import TracedProducer
+
+_lock = threading.Lock()
+_originals: dict[tuple[Any, str], Any] = {}
+
+# (module, attribute, wrapper) for every place a user may import a client class from.
+_TARGETS = (
+    (confluent_kafka, "Producer", TracedProducer),
+    (confluent_kafka, "SerializingProducer", TracedProducer),
+    (serializing_producer, "SerializingProducer", TracedProducer),
+    (confluent_kafka, "Consumer", TracedConsumer),
+    (confluent_kafka, "DeserializingConsumer", TracedConsumer),
+    (deserializing_consumer, "DeserializingConsumer", TracedConsumer),
+)
+
+
+def _config_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The client config from the constructor's arguments (dict and/or keywords)."""
+    config: dict[str, Any] = {}
+    if args and isinstance(args[0], dict):
+        config.update(args[0])
+    for key, value in kwargs.items():
+        config[key.replace("_", ".")] = value  # Producer(bootstrap_servers=...) style
+    return config
+
+
+def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
+    """A class named like ``original`` whose instances are traced wrappers of it."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        client = original(*args, **kwargs)
+        wrapper.__init__(self, client, client_config=_config_of(args, kwargs), **options)
+
+    namespace = {"__init__": __init__, "__doc__": original.__doc__, "__module__": original.__module__}
+    cls = type(original.__name__, (wrapper,), namespace)
+    cls.__qualname__ = original.__qualname__
+    cls._kafka_event_tracing_original = original  # type: ignore[attr-defined]
+    return cls
+
+
+def instrument(*, tracer_provider: Any = None, propagator: Any = None, **consumer_options: Any) -> None:
+    """Trace every confluent-kafka client built from now on. Idempotent.
+
+    >>> import tracing; tracing.instrument()
+    >>> from confluent_kafka import Producer   # now a traced producer
+
+    ``consumer_options`` (``trust``, ``baggage_keys``) go to every traced consumer.
+    """
+    with _lock:
+        if _originals:
+            return
+        built: dict[Any, type] = {}
+        for module, name, wrapper in _TARGETS:
+            original = getattr(module, name)
+            if getattr(original, "_kafka_event_tracing_original", None) is not None:
+                continue
+            options: dict[str, Any] = {"tracer_provider": tracer_provider, "propagator": propagator}
+            if wrapper is TracedConsumer:
+                options.update(consumer_options)
+            if original not in built:
+                built[original] = _patched(original, wrapper, options)
+            _originals[(module, name)] = original
+            setattr(module, name, built[original])
+
+
+def uninstrument() -> None:
+    """Put the original confluent-kafka classes back (clients already built stay traced)."""
+    with _lock:
+        for (module, name), original in _originals.items():
+            setattr(module, name, original)
+        _originals.clear()
+
+
+def is_instrumented() -> bool:
+    """Whether ``instrument()`` is in effect."""
+    return bool(_originals)
+
+
+class KafkaEventTracingInstrumentor:
+    """Entry point for ``opentelemetry-instrument`` (group ``opentelemetry_instrumentor``)."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("confluent-kafka >= 2.6, < 3",)
+
+    def instrument(self, **kwargs: Any) -> None:
+        instrument(tracer_provider=kwargs.get("tracer_provider"))
+
+    def uninstrument(self, **kwargs: Any) -> None:
+        uninstrument()
+
+    @property
+    def is_instrumented_by_opentelemetry(self) -> bool:
+        return is_instrumented()

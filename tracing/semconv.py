@@ -1,0 +1,26 @@
+"""Attribute names of the OpenTelemetry messaging conventions (Kafka), in one place.
+
+Shared by the write side (spans we record) and the read side (spans we interpret).
+"""
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+
+SYSTEM = "messaging.system"
+OPERATION_NAME = "messaging.operation.name"
+OPERATION_TYPE = "messaging.operation.type"
+DESTINATION_NAME = "messaging.destination.name"
+PARTITION = "messaging.destination.partition.id"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+CLIENT_ID = "messaging.client.id"
+MESSAGE_ID = "messaging.message.id"
+BODY_SIZE = "messaging.message.body.size"
+BATCH_COUNT = "messaging.batch.message_count"
+KAFKA_OFFSET = "messaging.kafka.offset"
+KAFKA_KEY = "messaging.kafka.message.key"
+KAFKA_TOMBSTONE = "messaging.kafka.message.tombstone"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+# Not in the conventions: the OpenTelemetry Java agent's experimental attribute for the
+# time between the record's timestamp and the start of its processing.
+QUEUE_TIME_MS = "kafka.record.queue_time_ms"

@@ -1,0 +1,267 @@
+"""TracedConsumer: a confluent-kafka consumer whose messages continue their producer's trace.
+
+Three consuming styles, exactly ONE ``process {topic}`` span per message in each:
+
+- drop-in: ``msg = consumer.poll(1.0)`` opens the message's process span and makes it
+  current; it ends at the next ``poll``/``consume``/``close``.
+- block: ``with consumer.process(msg): ...`` — the span covers exactly the block (and
+  takes over the span ``poll`` opened for that same message).
+- batch: ``consume(n, t)`` records one ``receive`` span with a link per message; each
+  message handled inside ``process(msg)`` gets its own process span.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka.cimpl import Consumer as _Consumer
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import Span, TracerProvider
+
+from tracing.write.propagation import Propagation, report_problem
+from tracing.write.recipe import Telemetry, link_limit, server_of
+
+_get_ident = threading.get_ident
+PARENT = "parent"
+LINK = "link"
+
+
+class _Open:
+    """A process span that is open, and the context token that made it current."""
+
+    __slots__ = ("msg", "span", "token", "thread")
+
+    def __init__(self, msg: Any, span: Span | None, token: Any) -> None:
+        self.msg = msg
+        self.span = span
+        self.token = token
+        self.thread = _get_ident()
+
+    def close(self, exc: BaseException | None = None) -> None:
+        token, self.token = self.token, None
+        if token is not None and self.thread == _get_ident():
+            # A token can only be reset in the context that set it; from another thread
+            # we leave that thread's context alone rather than corrupt ours.
+            context_api.detach(token)
+        span, self.span = self.span, None
+        if span is not None:
+            if exc is not None:
+                Telemetry.fail(span, exc)
+            else:
+                span.end()
+
+
+class Processing:
+    """``with consumer.process(msg) as span:`` — the message's process span for the block.
+
+    An exception marks the span ERROR, is recorded as an event and re-raised unchanged.
+    """
+
+    __slots__ = ("_consumer", "_msg", "_open")
+
+    def __init__(self, consumer: TracedConsumer, msg: Any) -> None:
+        self._consumer = consumer
+        self._msg = msg
+        self._open: _Open | None = None
+
+    def __enter__(self) -> Span:
+        consumer = self._consumer
+        current = consumer._open
+        if current is not None and current.msg is self._msg:
+            consumer._open = None  # poll() opened this message's span: the block takes it over
+            self._open = current
+        else:
+            self._open = consumer._start(self._msg)
+        span = self._open.span if self._open is not None else None
+        return span if span is not None else trace.get_current_span()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        opened, self._open = self._open, None
+        if opened is not None:
+            try:
+                opened.close(exc)
+            except Exception:
+                report_problem("could not end a process span")
+        return False
+
+
+class TracedConsumer:
+    """Wraps a confluent-kafka ``Consumer`` or ``DeserializingConsumer``.
+
+    >>> consumer = TracedConsumer({"bootstrap.servers": "127.0.0.1:19092", "group.id": "inventory"})
+    >>> consumer.subscribe(["orders"])
+    >>> msg = consumer.poll(1.0)          # its process span is now current
+    >>> with consumer.process(msg):       # or: the span covers exactly this block
+    ...     handle(msg)
+
+    Args:
+        conf_or_consumer: a config dict (a ``confluent_kafka.Consumer`` is built from
+            it) or an existing ``Consumer``/``DeserializingConsumer``.
+        tracer_provider: defaults to the global one.
+        propagator: defaults to the global one (``OTEL_PROPAGATORS``).
+        trust: ``"parent"`` (default): a message's process span continues the
+            producer's trace. ``"link"``: it starts a new trace that only links to the
+            producer, ignoring its sampled flag and baggage — for untrusted or fan-in
+            topics. A mapping ``{topic: mode}`` sets it per topic (``"*"``: the rest).
+        baggage_keys: only these incoming baggage keys are kept (default: all, within
+            the W3C limits).
+        client_config: the config an existing client was built with; only read for
+            span attributes (``group.id``, ``client.id``, ``bootstrap.servers``).
+    """
+
+    def __init__(
+        self,
+        conf_or_consumer: Mapping[str, Any] | Any,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        propagator: TextMapPropagator | None = None,
+        trust: str | Mapping[str, str] = PARENT,
+        baggage_keys: Iterable[str] | None = None,
+        client_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(conf_or_consumer, Mapping):
+            config: Mapping[str, Any] | None = conf_or_consumer
+            consumer = _Consumer(dict(conf_or_consumer))
+        else:
+            config = client_config
+            consumer = conf_or_consumer
+        self._consumer = consumer
+        self._poll = consumer.poll
+        self._propagation = Propagation(propagator, baggage_keys=baggage_keys)
+        config = config or {}
+        self._telemetry = Telemetry(
+            tracer_provider,
+            client_id=config.get("client.id"),
+            server=server_of(config),
+            consumer_group=config.get("group.id"),
+        )
+        self._tracer_provider = tracer_provider
+        self._trust = _trust_policy(trust)
+        self._open: _Open | None = None
+
+    @property
+    def wrapped(self) -> Any:
+        """The confluent-kafka consumer underneath."""
+        return self._consumer
+
+    # -- consuming --------------------------------------------------------------
+    def poll(self, *args: Any, **kwargs: Any) -> Any:
+        """As ``Consumer.poll``; the returned message's process span is made current."""
+        if self._open is not None:
+            self._end_open()
+        msg = self._poll(*args, **kwargs)
+        if msg is None or msg.error() is not None:
+            return msg
+        try:
+            self._open = self._start(msg)
+        except Exception:
+            report_problem("could not start a process span")
+        return msg
+
+    def consume(self, *args: Any, **kwargs: Any) -> list[Any]:
+        """As ``Consumer.consume``; records one ``receive`` span linking to each message.
+
+        Handle each message inside ``with consumer.process(msg):`` to give it its own
+        process span. The links are capped at the SDK's link limit
+        (``OTEL_SPAN_LINK_COUNT_LIMIT``, 128 by default).
+        """
+        if self._open is not None:
+            self._end_open()
+        telemetry = self._telemetry
+        tracer = telemetry.tracer()
+        started = _now_ns() if tracer is not None else 0
+        messages = self._consumer.consume(*args, **kwargs)
+        if tracer is not None and messages:
+            try:
+                provider = self._tracer_provider or trace.get_tracer_provider()
+                telemetry.receive_span(
+                    tracer, messages, started, self._propagation.extract, link_limit(provider)
+                )
+            except Exception:
+                report_problem("could not record a receive span")
+        return messages
+
+    def process(self, msg: Any) -> Processing:
+        """A context manager: the message's process span, current for the block."""
+        return Processing(self, msg)
+
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        """End the open process span, then close the consumer."""
+        if self._open is not None:
+            self._end_open()
+        return self._consumer.close(*args, **kwargs)
+
+    def run(self, handler: Any, **options: Any) -> Any:
+        """Managed at-least-once loop; see :func:`tracing.write.loop.run`."""
+        from tracing.write.loop import run
+
+        return run(self, handler, **options)
+
+    # -- internals --------------------------------------------------------------
+    def _start(self, msg: Any) -> _Open | None:
+        """Open the process span of ``msg`` and make its context current."""
+        telemetry = self._telemetry
+        tracer = telemetry.tracer()
+        link_only = self._trust(msg.topic())
+        headers = msg.headers()
+        extracted = self._propagation.extract(headers, keep_baggage=not link_only) if headers else None
+        if tracer is None:
+            # No SDK: nothing to record, but a produce made while handling the message
+            # must still carry the incoming trace.
+            if extracted is None or link_only:
+                return None
+            return _Open(msg, None, context_api.attach(extracted.context))
+        span, ctx = telemetry.start_process(tracer, msg, extracted, link_only)
+        return _Open(msg, span, context_api.attach(ctx))
+
+    def _end_open(self) -> None:
+        opened, self._open = self._open, None
+        try:
+            opened.close()  # type: ignore[union-attr]
+        except Exception:
+            report_problem("could not end a process span")
+
+    # -- pass-through -------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+    def __enter__(self) -> TracedConsumer:
+        enter = getattr(self._consumer, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        if self._open is not None:
+            self._end_open()
+        leave = getattr(self._consumer, "__exit__", None)
+        return leave(*exc) if leave is not None else None
+
+    def __repr__(self) -> str:
+        return f"TracedConsumer({self._consumer!r})"
+
+
+def _now_ns() -> int:
+    import time
+
+    return time.time_ns()
+
+
+def _trust_policy(trust: str | Mapping[str, str]) -> Any:
+    """A function topic -> link_only, from ``"parent"``/``"link"`` or a per-topic mapping."""
+    if isinstance(trust, str):
+        if trust not in (PARENT, LINK):
+            raise ValueError(f"trust must be 'parent' or 'link', not {trust!r}")
+        link_only = trust == LINK
+        return lambda topic: link_only
+    modes = dict(trust)
+    for topic, mode in modes.items():
+        if mode not in (PARENT, LINK):
+            raise ValueError(f"trust for topic {topic!r} must be 'parent' or 'link', not {mode!r}")
+    default = modes.pop("*", PARENT) == LINK
+    per_topic = {topic: mode == LINK for topic, mode in modes.items()}
+    return lambda topic: per_topic.get(topic, default)

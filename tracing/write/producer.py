@@ -1,0 +1,168 @@
+"""TracedProducer: a confluent-kafka producer that sends trace context with every message.
+
+Feels exactly like ``confluent_kafka.Producer``: same ``produce()`` signature,
+positional and keyword, same return values and exceptions; everything else is
+passed through to the wrapped client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka.cimpl import Producer as _Producer
+from confluent_kafka.serializing_producer import SerializingProducer as _SerializingProducer
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import TracerProvider
+
+from tracing.write.propagation import Propagation, report_problem
+from tracing.write.recipe import Telemetry, server_of
+
+# produce()'s positional parameters after `topic`, per client class: the serializing
+# producer takes key before value.
+_PRODUCER_ARGS = ("value", "key", "partition", "callback", "on_delivery", "timestamp", "headers")
+_SERIALIZING_ARGS = ("key", "value", "partition", "on_delivery", "timestamp", "headers")
+
+
+class _Delivery:
+    """Delivery callback that ends the send span, then calls the user's callback once."""
+
+    __slots__ = ("span", "user_callback")
+
+    def __init__(self, span: Any, user_callback: Any) -> None:
+        self.span = span
+        self.user_callback = user_callback
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        span = self.span
+        if span is not None:
+            self.span = None  # a report ends the span once, whatever happens after
+            try:
+                Telemetry.end_send(span, err, msg)
+            except Exception:
+                report_problem("could not record a delivery report")
+        if self.user_callback is not None:
+            self.user_callback(err, msg)  # the app's exceptions surface from poll()/flush() as usual
+
+
+class TracedProducer:
+    """Wraps a confluent-kafka ``Producer`` or ``SerializingProducer``.
+
+    Each ``produce()`` records a ``send {topic}`` PRODUCER span, injects its context
+    into the message headers (replacing, never appending; the caller's headers are
+    not modified) and ends the span when the delivery report arrives, with the
+    partition and offset, or the delivery error.
+
+    >>> producer = TracedProducer({"bootstrap.servers": "127.0.0.1:19092"})
+    >>> producer.produce("orders", b'{"id": 1}', key=b"order-1")
+    >>> producer.flush()
+
+    Args:
+        conf_or_producer: a config dict (a ``confluent_kafka.Producer`` is built from
+            it) or an existing ``Producer``/``SerializingProducer``.
+        tracer_provider: defaults to the global one.
+        propagator: defaults to the global one (``OTEL_PROPAGATORS``).
+        client_config: the config an existing client was built with; only read for
+            span attributes (``client.id``, ``bootstrap.servers``).
+    """
+
+    def __init__(
+        self,
+        conf_or_producer: Mapping[str, Any] | Any,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        propagator: TextMapPropagator | None = None,
+        client_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(conf_or_producer, Mapping):
+            config: Mapping[str, Any] | None = conf_or_producer
+            producer = _Producer(dict(conf_or_producer))
+        else:
+            config = client_config
+            producer = conf_or_producer
+        self._producer = producer
+        self._produce = producer.produce
+        self._arg_names = _SERIALIZING_ARGS if isinstance(producer, _SerializingProducer) else _PRODUCER_ARGS
+        self._propagation = Propagation(propagator)
+        self._telemetry = Telemetry(
+            tracer_provider,
+            client_id=(config or {}).get("client.id"),
+            server=server_of(config),
+        )
+
+    @property
+    def wrapped(self) -> Any:
+        """The confluent-kafka producer underneath."""
+        return self._producer
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        """Produce a message, exactly as ``confluent_kafka.Producer.produce`` does, traced."""
+        if args:
+            names = self._arg_names
+            if len(args) > len(names):
+                return self._produce(topic, *args, **kwargs)  # let the client raise its TypeError
+            for name, value in zip(names, args, strict=False):
+                if name in kwargs:
+                    return self._produce(topic, *args, **kwargs)  # same: duplicate argument
+                kwargs[name] = value
+        telemetry = self._telemetry
+        tracer = telemetry.tracer()
+        if tracer is None:
+            # No SDK: no spans, but the incoming context still flows downstream.
+            current = trace.get_current_span().get_span_context()
+            if current.is_valid:
+                try:
+                    kwargs["headers"] = self._propagation.inject(kwargs.get("headers"), current)
+                except Exception:
+                    report_problem("could not inject trace context")
+            return self._produce(topic, **kwargs)
+        try:
+            span = telemetry.start_send(
+                tracer, topic, kwargs.get("key"), kwargs.get("partition"), kwargs.get("value") is None
+            )
+            kwargs["headers"] = self._propagation.inject(kwargs.get("headers"), span.get_span_context())
+        except Exception:
+            report_problem("could not start a send span")
+            return self._produce(topic, **kwargs)
+        if span.is_recording():
+            user_callback = kwargs.pop("on_delivery", None)
+            alias = kwargs.pop("callback", None)
+            kwargs["on_delivery"] = _Delivery(span, user_callback if user_callback is not None else alias)
+        try:
+            self._produce(topic, **kwargs)
+        except BaseException as exc:
+            Telemetry.fail(span, exc)
+            raise
+        return None
+
+    # Hot pass-throughs, defined to skip __getattr__ on every call.
+    def poll(self, *args: Any, **kwargs: Any) -> int:
+        """Serve delivery reports (ending their send spans); as ``Producer.poll``."""
+        return self._producer.poll(*args, **kwargs)
+
+    def flush(self, *args: Any, **kwargs: Any) -> int:
+        """Wait for outstanding deliveries (ending their send spans); as ``Producer.flush``."""
+        return self._producer.flush(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+    def __bool__(self) -> bool:
+        return bool(self._producer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    def __enter__(self) -> TracedProducer:
+        enter = getattr(self._producer, "__enter__", None)
+        if enter is not None:
+            enter()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        leave = getattr(self._producer, "__exit__", None)
+        return leave(*exc) if leave is not None else None
+
+    def __repr__(self) -> str:
+        return f"TracedProducer({self._producer!r})"

@@ -1,0 +1,388 @@
+"""Trace context in Kafka headers: put it in, take it out, never break the message.
+
+Kafka headers are an ordered list in which a key may repeat. We therefore write by
+replacing (exactly one ``traceparent`` per message, the caller's list untouched) and
+read the LAST value of a key, as the OpenTelemetry Java agent and Brave do.
+
+When the configured propagators are the W3C ones (the default), ``traceparent`` is
+formatted and parsed here directly with strict validation: it is on every produce
+and every poll, and the generic ``TextMapPropagator`` path costs several times more.
+Any other propagator (``b3``, ``jaeger``, custom) goes through the generic path.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry import baggage as baggage_api
+from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+logger = logging.getLogger("tracing.propagation")
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+BAGGAGE = "baggage"
+
+Headers = list[tuple[str, Any]] | Mapping[str, Any] | None
+
+# version-traceid-spanid-flags; lowercase hex only, as W3C requires. Versions above 00
+# may append fields after a dash; version ff is forbidden.
+_TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.ASCII)
+_MAX_TRACEPARENT = 512
+_MAX_TRACESTATE = 8192
+_W3C_BAGGAGE = W3CBaggagePropagator()
+
+# ----------------------------------------------------------------------------
+# Problem reporting: once per kind per minute, never the raw value in full.
+# ----------------------------------------------------------------------------
+_REPORT_INTERVAL_S = 60.0
+_last_report: dict[str, float] = {}
+
+
+def preview(value: Any, limit: int = 32) -> str:
+    """A short, escaped preview of a header value, safe to put in a log line."""
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value[:limit]).decode("ascii", "backslashreplace")
+        size = len(value)
+    else:
+        text = str(value)[:limit]
+        size = len(str(value))
+    text = text.encode("unicode_escape").decode("ascii")
+    return f"{text!r}{'…' if size > limit else ''} ({size} bytes)"
+
+
+def report_problem(kind: str, value: Any = None) -> None:
+    """Log a header problem at most once per kind per minute."""
+    now = time.monotonic()
+    last = _last_report.get(kind)
+    if last is not None and now - last < _REPORT_INTERVAL_S:
+        return
+    _last_report[kind] = now
+    if value is None:
+        logger.warning("ignoring trace header: %s; the message is processed as a new trace", kind)
+    else:
+        logger.warning(
+            "ignoring trace header: %s, value %s; the message is processed as a new trace",
+            kind,
+            preview(value),
+        )
+
+
+# ----------------------------------------------------------------------------
+# Helpers on header collections
+# ----------------------------------------------------------------------------
+def _items(headers: Headers) -> Iterable[tuple[str, Any]]:
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        return headers.items()
+    return headers
+
+
+def last_header(headers: Headers, key: str) -> Any:
+    """The last value of ``key`` in ``headers`` (list, dict or None), or None."""
+    found = None
+    for item in _items(headers):
+        if item[0] == key:
+            found = item[1]
+    return found
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8")  # may raise: callers report it
+    return None
+
+
+def replace_headers(headers: Headers, new: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    """A NEW header list: ``headers`` without the keys in ``new``, then ``new``.
+
+    The caller's list or dict is never modified, so reusing one header list for many
+    produce calls never piles up ``traceparent`` entries.
+    """
+    if not headers:
+        return new
+    keys = {k for k, _ in new}
+    out = [item for item in _items(headers) if not (type(item[0]) is str and item[0].lower() in keys)]
+    out.extend(new)
+    return out
+
+
+def parse_traceparent(value: Any) -> SpanContext | None:
+    """Parse a W3C ``traceparent`` (bytes or str) strictly; None if it is not valid.
+
+    Rejects (and reports) non-ASCII, oversized, malformed, version ``ff`` and all-zero ids.
+    """
+    if type(value) is bytes:
+        if len(value) > _MAX_TRACEPARENT:
+            report_problem("oversized traceparent", value)
+            return None
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            report_problem("traceparent is not ASCII", value)
+            return None
+    elif type(value) is str:
+        text = value
+        if len(text) > _MAX_TRACEPARENT:
+            report_problem("oversized traceparent", value)
+            return None
+    else:
+        if value is not None:
+            report_problem("traceparent of unexpected type " + type(value).__name__)
+        else:
+            report_problem("empty traceparent")
+        return None
+    match = _TRACEPARENT_RE.fullmatch(text)
+    if match is None:
+        report_problem("malformed traceparent", value)
+        return None
+    version, trace_hex, span_hex, flags_hex, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
+        report_problem("traceparent of invalid version", value)
+        return None
+    trace_id = int(trace_hex, 16)
+    span_id = int(span_hex, 16)
+    if trace_id == 0 or span_id == 0:
+        report_problem("all-zero traceparent id", value)
+        return None
+    flags = int(flags_hex, 16)
+    if version != "00":
+        flags &= 0x01  # only the sampled bit is defined for versions we don't know
+    return SpanContext(trace_id, span_id, True, TraceFlags(flags))
+
+
+def format_traceparent(span_context: SpanContext) -> str:
+    """The W3C ``traceparent`` value for a span context."""
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+
+
+# ----------------------------------------------------------------------------
+# The propagation used by one wrapper
+# ----------------------------------------------------------------------------
+class Extracted:
+    """What a message carries: the producer's span context and the context to parent on."""
+
+    __slots__ = ("span_context", "context")
+
+    def __init__(self, span_context: SpanContext, context: Context) -> None:
+        self.span_context = span_context
+        self.context = context
+
+
+def _is_w3c(propagator: TextMapPropagator) -> tuple[bool, bool]:
+    """(is only W3C trace context and baggage, includes baggage)."""
+    parts = propagator._propagators if isinstance(propagator, CompositePropagator) else [propagator]  # noqa: SLF001
+    has_tc = has_baggage = False
+    for p in parts:
+        if type(p) is TraceContextTextMapPropagator:
+            has_tc = True
+        elif type(p) is W3CBaggagePropagator:
+            has_baggage = True
+        else:
+            return False, False
+    return has_tc, has_baggage
+
+
+class Propagation:
+    """Injects into and extracts from Kafka headers with one propagator.
+
+    ``propagator=None`` follows the global one (``OTEL_PROPAGATORS``), re-checked
+    cheaply on each call so a later ``set_global_textmap`` is honoured.
+    """
+
+    __slots__ = ("_explicit", "_seen", "_fast", "_fast_baggage", "_fields", "baggage_keys")
+
+    def __init__(
+        self,
+        propagator: TextMapPropagator | None = None,
+        *,
+        baggage_keys: Iterable[str] | None = None,
+    ) -> None:
+        self._explicit = propagator
+        self._seen: TextMapPropagator | None = None
+        self._fast = False
+        self._fast_baggage = False
+        self._fields: frozenset[str] = frozenset()
+        # Only these baggage keys are taken from incoming messages (None: all).
+        self.baggage_keys = frozenset(baggage_keys) if baggage_keys is not None else None
+
+    @property
+    def propagator(self) -> TextMapPropagator:
+        p = self._explicit if self._explicit is not None else propagate.get_global_textmap()
+        if p is not self._seen:
+            self._seen = p
+            fast, with_baggage = _is_w3c(p)
+            self._fast, self._fast_baggage = fast, with_baggage
+            try:
+                self._fields = frozenset(p.fields)
+            except Exception:  # a custom propagator with a broken `fields`
+                self._fields = frozenset()
+        return p
+
+    # -- inject ---------------------------------------------------------------
+    def inject(self, headers: Headers, span_context: SpanContext, context: Context | None = None) -> Any:
+        """Headers for a message sent under ``span_context``: a new list, never the caller's.
+
+        ``context`` carries baggage (defaults to the current context).
+        """
+        propagator = self.propagator
+        if self._fast:
+            new = [(TRACEPARENT, format_traceparent(span_context))]
+            if span_context.trace_state:
+                new.append((TRACESTATE, span_context.trace_state.to_header()))
+            if self._fast_baggage and baggage_api.get_all(context):
+                carrier: dict[str, str] = {}
+                _W3C_BAGGAGE.inject(carrier, context)
+                new.extend(carrier.items())
+            return replace_headers(headers, new)
+        carrier = {}
+        ctx = trace.set_span_in_context(NonRecordingSpan(span_context), context)
+        propagator.inject(carrier, ctx)
+        if not carrier:
+            return headers
+        return replace_headers(headers, list(carrier.items()))
+
+    # -- extract --------------------------------------------------------------
+    def extract(self, headers: Headers, *, keep_baggage: bool = True) -> Extracted | None:
+        """The producer's context from message headers; None when there is none usable.
+
+        Never raises: a bad header is reported once per kind and ignored.
+        """
+        if not headers:
+            return None
+        try:
+            propagator = self.propagator
+            if self._fast:
+                return self._extract_w3c(headers, keep_baggage)
+            return self._extract_generic(propagator, headers, keep_baggage)
+        except Exception as exc:  # contained: the message matters more than its span
+            report_problem("unreadable trace headers (" + type(exc).__name__ + ")")
+            return None
+
+    def _extract_w3c(self, headers: Headers, keep_baggage: bool) -> Extracted | None:
+        tp = ts = bg = None
+        found = False
+        for item in _items(headers):
+            key = item[0]
+            if key == TRACEPARENT:
+                tp = item[1]
+                found = True
+            elif key == TRACESTATE:
+                ts = item[1]
+            elif key == BAGGAGE:
+                bg = item[1]
+        if not found:
+            return None
+        span_context = parse_traceparent(tp)
+        if span_context is None:
+            return None
+        if ts:
+            span_context = self._with_tracestate(span_context, ts)
+        ctx = trace.set_span_in_context(NonRecordingSpan(span_context))
+        if bg and keep_baggage and self._fast_baggage:
+            ctx = self._extract_baggage(bg, ctx)
+        return Extracted(span_context, ctx)
+
+    @staticmethod
+    def _with_tracestate(span_context: SpanContext, raw: Any) -> SpanContext:
+        try:
+            if len(raw) > _MAX_TRACESTATE:
+                report_problem("oversized tracestate", raw)
+                return span_context
+            text = _as_text(raw)
+            if not text:
+                return span_context
+            state = TraceState.from_header([text])
+        except Exception:
+            report_problem("unreadable tracestate", raw)
+            return span_context
+        return SpanContext(span_context.trace_id, span_context.span_id, True, span_context.trace_flags, state)
+
+    def _extract_baggage(self, raw: Any, ctx: Context) -> Context:
+        try:
+            text = _as_text(raw)
+        except UnicodeDecodeError:
+            report_problem("baggage is not UTF-8", raw)
+            return ctx
+        if not text:
+            return ctx
+        if len(text.encode()) > 8192:
+            # W3C limit; the OpenTelemetry propagator would also drop it, we say why.
+            report_problem("baggage over 8192 bytes", raw)
+            return ctx
+        extracted = _W3C_BAGGAGE.extract({BAGGAGE: text}, ctx)
+        if self.baggage_keys is not None:
+            for key in list(baggage_api.get_all(extracted)):
+                if key not in self.baggage_keys:
+                    extracted = baggage_api.remove_baggage(key, extracted)
+        return extracted
+
+    def _extract_generic(
+        self, propagator: TextMapPropagator, headers: Headers, keep_baggage: bool
+    ) -> Extracted | None:
+        carrier: dict[str, str] = {}
+        for item in _items(headers):
+            key, value = item[0], item[1]
+            if type(key) is not str or (self._fields and key.lower() not in self._fields):
+                continue
+            try:
+                text = _as_text(value)
+            except UnicodeDecodeError:
+                report_problem(f"{key} header is not UTF-8", value)
+                carrier.pop(key, None)
+                continue
+            if text is None or len(text) > 8192:
+                if text is not None:
+                    report_problem(f"oversized {key} header", value)
+                carrier.pop(key, None)
+                continue
+            carrier[key] = text  # later values win: read the LAST one
+        if not carrier:
+            return None
+        ctx = propagator.extract(carrier, Context())
+        span_context = trace.get_current_span(ctx).get_span_context()
+        if not span_context.is_valid:
+            report_problem("no valid trace context in " + ",".join(sorted(carrier)))
+            return None
+        if not keep_baggage:
+            ctx = trace.set_span_in_context(NonRecordingSpan(span_context))
+        elif self.baggage_keys is not None:
+            for key in list(baggage_api.get_all(ctx)):
+                if key not in self.baggage_keys:
+                    ctx = baggage_api.remove_baggage(key, ctx)
+        return Extracted(span_context, ctx)
+
+
+def inject_context(headers: Headers = None, context: Context | None = None) -> Any:
+    """Headers carrying the current (or given) context, for a message you send yourself.
+
+    >>> headers = inject_context([("event-type", b"order.created")])
+    """
+    span_context = trace.get_current_span(context).get_span_context()
+    if not span_context.is_valid:
+        return headers
+    return Propagation().inject(headers, span_context, context)
+
+
+def extract_context(headers: Headers) -> Context | None:
+    """The context a message's headers carry, or None; never raises.
+
+    >>> ctx = extract_context(msg.headers())
+    """
+    extracted = Propagation().extract(headers)
+    return extracted.context if extracted is not None else None
