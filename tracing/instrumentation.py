@@ -1,8 +1,9 @@
 """``tracing.instrument()``: trace existing confluent-kafka code without editing it.
 
 Replaces ``confluent_kafka.Producer``, ``Consumer``, ``SerializingProducer`` and
-``DeserializingConsumer`` (in the package and in the modules that define them) with
-classes that build the original client and wrap it. Code that imported the classes
+``DeserializingConsumer`` in the ``confluent_kafka`` package with classes that build the
+original client and wrap it. (The modules that define the serializing clients are left
+alone: their classes refer to themselves by module name.) Code that imported the classes
 before ``instrument()`` ran keeps the originals, as with every patching instrumentation:
 call it first, or run the app under ``opentelemetry-instrument`` (entry point
 ``kafka_event_tracing``).
@@ -15,7 +16,6 @@ from collections.abc import Collection
 from typing import Any
 
 import confluent_kafka
-from confluent_kafka import deserializing_consumer, serializing_producer
 
 from tracing.write.consumer import TracedConsumer
 from tracing.write.producer import TracedProducer
@@ -23,14 +23,12 @@ from tracing.write.producer import TracedProducer
 _lock = threading.Lock()
 _originals: dict[tuple[Any, str], Any] = {}
 
-# (module, attribute, wrapper) for every place a user may import a client class from.
+# (module, attribute, wrapper): the public names users import.
 _TARGETS = (
     (confluent_kafka, "Producer", TracedProducer),
     (confluent_kafka, "SerializingProducer", TracedProducer),
-    (serializing_producer, "SerializingProducer", TracedProducer),
     (confluent_kafka, "Consumer", TracedConsumer),
     (confluent_kafka, "DeserializingConsumer", TracedConsumer),
-    (deserializing_consumer, "DeserializingConsumer", TracedConsumer),
 )
 
 

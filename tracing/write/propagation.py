@@ -51,14 +51,12 @@ _last_report: dict[str, float] = {}
 
 def preview(value: Any, limit: int = 32) -> str:
     """A short, escaped preview of a header value, safe to put in a log line."""
-    if isinstance(value, bytes | bytearray):
-        text = bytes(value[:limit]).decode("ascii", "backslashreplace")
-        size = len(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        value = bytes(value)
     else:
-        text = str(value)[:limit]
-        size = len(str(value))
-    text = text.encode("unicode_escape").decode("ascii")
-    return f"{text!r}{'…' if size > limit else ''} ({size} bytes)"
+        value = str(value)
+    more = "…" if len(value) > limit else ""
+    return f"{value[:limit]!r}{more} ({len(value)} {'bytes' if isinstance(value, bytes) else 'chars'})"
 
 
 def report_problem(kind: str, value: Any = None) -> None:
