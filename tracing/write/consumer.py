@@ -133,6 +133,7 @@ class TracedConsumer:
         self._poll = consumer.poll
         self._propagation = Propagation(propagator, baggage_keys=baggage_keys)
         config = config or {}
+        self.client_config: Mapping[str, Any] = config  # read for span attributes and run()
         self._telemetry = Telemetry(
             tracer_provider,
             client_id=config.get("client.id"),
