@@ -12,6 +12,7 @@ Three consuming styles, exactly ONE ``process {topic}`` span per message in each
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -44,15 +45,29 @@ class _Open:
     def close(self, exc: BaseException | None = None) -> None:
         token, self.token = self.token, None
         if token is not None and self.thread == _get_ident():
-            # A token can only be reset in the context that set it; from another thread
-            # we leave that thread's context alone rather than corrupt ours.
-            context_api.detach(token)
+            _detach(token)
         span, self.span = self.span, None
         if span is not None:
             if exc is not None:
                 Telemetry.fail(span, exc)
             else:
                 span.end()
+
+
+def _detach(token: Any) -> None:
+    """Undo an attach, if this is the context that made it.
+
+    A token can only be reset in the context (thread, asyncio task) that set it. From
+    another one we leave that context alone rather than corrupt ours, and say nothing:
+    it is how the app chose to use the client, not an error.
+    """
+    if type(token) is contextvars.Token:
+        try:
+            token.var.reset(token)
+        except ValueError:
+            pass
+    else:  # a custom OTEL_PYTHON_CONTEXT runtime
+        context_api.detach(token)
 
 
 class Processing:
