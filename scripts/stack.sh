@@ -1,0 +1,489 @@
+#!/usr/bin/env bash
+# The real local stack, without containers:
+#   kafka   Apache Kafka, one combined KRaft node   127.0.0.1:19092 (controller 127.0.0.1:19093)
+#   jaeger  Jaeger v2, in-memory storage            OTLP 127.0.0.1:4317 (gRPC) / 4318 (HTTP),
+#                                                   query API + UI 127.0.0.1:16686, health 127.0.0.1:13133
+#
+# Usage: scripts/stack.sh up | down [kafka|jaeger]... | status | run -- COMMAND...
+#   up      build/fetch what is missing, start both, wait until they really answer
+#   down    stop what this checkout started (pid files in .stack/run), wait for the ports to close
+#   status  one line per component; exit 0 only when both are up
+#   run     start what is not running, run COMMAND, then stop only what was started here;
+#           exits with COMMAND's exit code
+#
+# Environment:
+#   KET_PYTHON                 python with confluent-kafka (default: .venv/bin/python)
+#   KET_CACHE_DIR              per-user artifact cache
+#                              (default: ${XDG_CACHE_HOME:-~/.cache}/kafka-event-tracing)
+#   KET_KAFKA_HEAP             JVM heap options (default: -Xms256m -Xmx512m)
+#   KET_KAFKA_START_TIMEOUT    seconds (default 120);  KET_JAEGER_START_TIMEOUT  seconds (default 60)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK="$ROOT/.stack"
+RUN_DIR="$STACK/run"
+LOG_DIR="$STACK/logs"
+BIN_DIR="$STACK/bin"
+KAFKA_LIBS="$STACK/kafka-libs"
+KAFKA_DATA="$STACK/kafka-data"
+KAFKA_CONF="$STACK/kafka/server.properties"
+KAFKA_POM="$ROOT/scripts/kafka/pom.xml"
+KAFKA_TEMPLATE="$ROOT/scripts/kafka/server.properties"
+KAFKA_LOG4J="$ROOT/scripts/kafka/log4j2.properties"
+JAEGER_MOD_DIR="$ROOT/scripts/jaeger"
+JAEGER_BIN="$BIN_DIR/jaeger"
+JAEGER_CONFIG="$ROOT/collector-config/jaeger.yaml"
+READY="$ROOT/scripts/stack_ready.py"
+
+PY="${KET_PYTHON:-$ROOT/.venv/bin/python}"
+CACHE_ROOT="${KET_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafka-event-tracing}"
+KAFKA_HEAP="${KET_KAFKA_HEAP:--Xms256m -Xmx512m}"
+KAFKA_TIMEOUT="${KET_KAFKA_START_TIMEOUT:-120}"
+JAEGER_TIMEOUT="${KET_JAEGER_START_TIMEOUT:-60}"
+
+KAFKA_BOOTSTRAP="127.0.0.1:19092"
+KAFKA_PORTS=(19092 19093)
+JAEGER_QUERY_URL="http://127.0.0.1:16686"
+JAEGER_PORTS=(4317 4318 16686 16685 13133)
+COMPONENTS=(kafka jaeger)
+
+say() { printf '%s\n' "$*"; }
+warn() { printf '%s\n' "$*" >&2; }
+die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
+rel() { printf '%s' "${1#"$ROOT"/}"; }
+
+# ---------------------------------------------------------------- processes and ports
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+port_owner() {
+    if command -v ss >/dev/null 2>&1; then
+        ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'users:(([^)]*))' | head -n1 || true
+    fi
+}
+
+pid_alive() {
+    local pid=$1 state
+    kill -0 "$pid" 2>/dev/null || return 1
+    state=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+    [[ -n $state && $state != Z* ]]
+}
+
+# The pid file only counts when the process behind it is still the one we started
+# (guards against pid reuse after a reboot or a crash).
+pid_signature() {
+    case $1 in
+        kafka) printf '%s' "$KAFKA_CONF" ;;
+        jaeger) printf '%s' "$JAEGER_CONFIG" ;;
+    esac
+}
+
+our_pid() {
+    local comp=$1 file="$RUN_DIR/$1.pid" pid args
+    [[ -f $file ]] || return 1
+    pid=$(<"$file")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    pid_alive "$pid" || return 1
+    args=$(ps -ww -o args= -p "$pid" 2>/dev/null || true)
+    [[ $args == *"$(pid_signature "$comp")"* ]] || return 1
+    printf '%s' "$pid"
+}
+
+ports_of() {
+    case $1 in
+        kafka) printf '%s\n' "${KAFKA_PORTS[@]}" ;;
+        jaeger) printf '%s\n' "${JAEGER_PORTS[@]}" ;;
+    esac
+}
+
+main_port() { case $1 in kafka) echo 19092 ;; jaeger) echo 16686 ;; esac; }
+
+log_of() { printf '%s' "$LOG_DIR/$1.log"; }
+
+show_log_tail() {
+    local log=$1
+    if [[ -f $log ]]; then
+        warn "---- last 40 lines of $log ----"
+        tail -n 40 "$log" >&2 || true
+        warn "---- end of $(rel "$log") (full log: $log) ----"
+    else
+        warn "(no log at $log)"
+    fi
+}
+
+# ------------------------------------------------------------------- preflight checks
+
+need_java() {
+    command -v java >/dev/null 2>&1 ||
+        die "java not found: Kafka 4.1 needs a Java 17+ runtime. Install one, e.g. 'sudo apt-get install -y openjdk-17-jre-headless' (Debian/Ubuntu) or 'brew install openjdk@17' (macOS)."
+    local ver major
+    ver=$(java -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n1)
+    major=${ver%%.*}
+    [[ $major == 1 ]] && major=$(echo "$ver" | cut -d. -f2)
+    if [[ $major =~ ^[0-9]+$ ]] && ((major < 17)); then
+        die "java $ver found, but Kafka 4.1 needs Java 17 or newer (e.g. 'sudo apt-get install -y openjdk-17-jre-headless')."
+    fi
+}
+
+need_mvn() {
+    command -v mvn >/dev/null 2>&1 ||
+        die "mvn (Apache Maven) not found: it resolves the Kafka jars from scripts/kafka/pom.xml. Install it, e.g. 'sudo apt-get install -y maven' or 'brew install maven'."
+}
+
+need_go() {
+    local want
+    want=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$JAEGER_MOD_DIR/go.mod")
+    command -v go >/dev/null 2>&1 ||
+        die "go not found: it builds Jaeger from scripts/jaeger/go.mod. Install Go $want or newer (https://go.dev/doc/install); an older Go (1.21+) also works, it fetches the go $want toolchain by itself."
+}
+
+need_python() {
+    [[ -x $PY ]] || die "python not found at $PY: run 'make venv' first (or set KET_PYTHON to a python with confluent-kafka installed)."
+    "$PY" -c 'import confluent_kafka' 2>/dev/null ||
+        die "$PY cannot import confluent_kafka: run 'make venv' (or set KET_PYTHON)."
+}
+
+# Fails when a port the component needs is taken by a process that is not ours.
+check_ports_free() {
+    local comp=$1 port owner busy=0
+    while read -r port; do
+        if port_open "$port"; then
+            owner=$(port_owner "$port")
+            warn "stack: error: port $port (needed by $comp) is already in use by another process${owner:+: $owner}."
+            busy=1
+        fi
+    done < <(ports_of "$comp")
+    if ((busy)); then
+        warn "  Stop that process. If it is this project's stack started from another checkout, run 'scripts/stack.sh down' there."
+        exit 1
+    fi
+}
+
+# -------------------------------------------------------------- cached build artifacts
+
+sha12() { cat "$@" | sha256sum | cut -c1-12; }
+
+kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM" | head -n1; }
+kafka_key() { printf 'kafka-%s-%s' "$(kafka_version)" "$(sha12 "$KAFKA_POM")"; }
+
+jaeger_version() {
+    sed -n 's:^[[:space:]]*github.com/jaegertracing/jaeger \(v[^ ]*\).*:\1:p' "$JAEGER_MOD_DIR/go.mod" | head -n1
+}
+jaeger_key() {
+    printf 'jaeger-%s-%s-%s-%s' "$(jaeger_version)" "$(uname -s | tr '[:upper:]' '[:lower:]')" "$(uname -m)" \
+        "$(sha12 "$JAEGER_MOD_DIR/go.mod" "$JAEGER_MOD_DIR/go.sum")"
+}
+
+# Runs a long command with its output in a log file, printing a progress line every 15 s.
+run_with_progress() {
+    local label=$1 log=$2 rc=0 pid start next
+    shift 2
+    start=$SECONDS
+    next=$((start + 15))
+    "$@" >"$log" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        if ((SECONDS >= next)); then
+            say "  ... $label: $((SECONDS - start))s, last output: $(tail -n 1 "$log" 2>/dev/null | cut -c1-100)"
+            next=$((SECONDS + 15))
+        fi
+    done
+    wait "$pid" || rc=$?
+    if ((rc != 0)); then
+        warn "stack: error: $label failed (exit $rc)."
+        show_log_tail "$log"
+        exit 1
+    fi
+    say "  $label: done in $((SECONDS - start))s"
+}
+
+# Copies a file or folder into the cache atomically (concurrent checkouts may race).
+cache_store() {
+    local src=$1 dest=$2 tmp
+    [[ -e $dest ]] && return 0
+    mkdir -p "$(dirname "$dest")"
+    tmp="$dest.tmp.$$"
+    if cp -R "$src" "$tmp" 2>/dev/null && mv -T "$tmp" "$dest" 2>/dev/null; then
+        say "  cached in $dest"
+    else
+        rm -rf "$tmp"
+    fi
+}
+
+ensure_kafka_libs() {
+    local key version cached tmp
+    key=$(kafka_key)
+    version=$(kafka_version)
+    cached="$CACHE_ROOT/$key/kafka-libs"
+    if [[ -f $KAFKA_LIBS/.key && $(<"$KAFKA_LIBS/.key") == "$key" ]]; then
+        :
+    elif [[ -f $cached/.key ]]; then
+        say "kafka: jars for Kafka $version from the per-user cache ($cached)"
+        rm -rf "$KAFKA_LIBS" "$KAFKA_LIBS.tmp"
+        cp -R "$cached" "$KAFKA_LIBS.tmp"
+        mv -T "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+    else
+        need_mvn
+        say "kafka: resolving Kafka $version jars with Maven (first run downloads ~45 MB into ~/.m2; log $(rel "$LOG_DIR/kafka-mvn.log"))"
+        tmp="$KAFKA_LIBS.tmp"
+        rm -rf "$tmp"
+        run_with_progress "maven resolve" "$LOG_DIR/kafka-mvn.log" \
+            mvn -B -f "$KAFKA_POM" dependency:copy-dependencies -DincludeScope=runtime \
+            "-DoutputDirectory=$tmp"
+        echo "$key" >"$tmp/.key"
+        rm -rf "$KAFKA_LIBS"
+        mv -T "$tmp" "$KAFKA_LIBS"
+    fi
+    cache_store "$KAFKA_LIBS" "$cached"
+}
+
+ensure_jaeger_bin() {
+    local key version cached
+    key=$(jaeger_key)
+    version=$(jaeger_version)
+    cached="$CACHE_ROOT/$key/jaeger"
+    mkdir -p "$BIN_DIR"
+    if [[ -x $JAEGER_BIN && $JAEGER_BIN -nt $JAEGER_MOD_DIR/go.mod && $JAEGER_BIN -nt $JAEGER_MOD_DIR/go.sum ]]; then
+        :
+    elif [[ -x $cached ]]; then
+        say "jaeger: binary for $version from the per-user cache ($cached)"
+        cp "$cached" "$JAEGER_BIN.tmp"
+        mv -f "$JAEGER_BIN.tmp" "$JAEGER_BIN"
+    else
+        need_go
+        say "jaeger: building Jaeger $version from scripts/jaeger/go.mod (cold: ~1 GB of modules and 5-15 min on 2 cores; warm Go caches: seconds; log $(rel "$LOG_DIR/jaeger-build.log"))"
+        (
+            cd "$JAEGER_MOD_DIR"
+            export CGO_ENABLED=0
+            run_with_progress "go build" "$LOG_DIR/jaeger-build.log" \
+                go build -v -o "$JAEGER_BIN.tmp" github.com/jaegertracing/jaeger/cmd/jaeger
+        )
+        mv -f "$JAEGER_BIN.tmp" "$JAEGER_BIN"
+    fi
+    cache_store "$JAEGER_BIN" "$cached"
+}
+
+# ------------------------------------------------------------------------ start / stop
+
+rotate_log() { if [[ -f $1 ]]; then mv -f "$1" "$1.prev"; fi; }
+
+start_kafka() {
+    local cid log
+    log=$(log_of kafka)
+    mkdir -p "$(dirname "$KAFKA_CONF")" "$KAFKA_DATA"
+    {
+        cat "$KAFKA_TEMPLATE"
+        printf '\n# Added by scripts/stack.sh\nlog.dirs=%s\n' "$KAFKA_DATA"
+    } >"$KAFKA_CONF"
+    if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+        say "kafka: formatting storage in $(rel "$KAFKA_DATA") (once per checkout)"
+        cid=$(java -cp "$KAFKA_LIBS/*" "-Dlog4j2.configurationFile=$KAFKA_LOG4J" \
+            kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/kafka-format.log" | tail -n1)
+        [[ -n $cid ]] || { show_log_tail "$LOG_DIR/kafka-format.log"; die "could not create a Kafka cluster id."; }
+        if ! java -cp "$KAFKA_LIBS/*" "-Dlog4j2.configurationFile=$KAFKA_LOG4J" \
+            kafka.tools.StorageTool format -t "$cid" -c "$KAFKA_CONF" >>"$LOG_DIR/kafka-format.log" 2>&1; then
+            show_log_tail "$LOG_DIR/kafka-format.log"
+            die "formatting Kafka storage failed (log: $LOG_DIR/kafka-format.log)."
+        fi
+    fi
+    rotate_log "$log"
+    say "kafka: starting on $KAFKA_BOOTSTRAP (log $(rel "$log"))"
+    # shellcheck disable=SC2086  # KAFKA_HEAP holds several JVM options
+    (cd "$ROOT" && exec setsid java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_LOG4J" "-Dkafka.logs.dir=$LOG_DIR" \
+        -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF" </dev/null >"$log" 2>&1) &
+    echo $! >"$RUN_DIR/kafka.pid"
+}
+
+start_jaeger() {
+    local log
+    log=$(log_of jaeger)
+    rotate_log "$log"
+    say "jaeger: starting, OTLP 127.0.0.1:4317/4318, UI/API $JAEGER_QUERY_URL (log $(rel "$log"))"
+    (cd "$ROOT" && exec setsid "$JAEGER_BIN" --config "$JAEGER_CONFIG" </dev/null >"$log" 2>&1) &
+    echo $! >"$RUN_DIR/jaeger.pid"
+}
+
+wait_ready() {
+    local comp=$1 pid rc=0
+    pid=$(<"$RUN_DIR/$comp.pid")
+    case $comp in
+        kafka) "$PY" "$READY" kafka "$KAFKA_BOOTSTRAP" "$pid" "$KAFKA_TIMEOUT" || rc=$? ;;
+        jaeger) "$PY" "$READY" jaeger "$JAEGER_QUERY_URL" "$pid" "$JAEGER_TIMEOUT" \
+            127.0.0.1:4317 127.0.0.1:4318 || rc=$? ;;
+    esac
+    if ((rc != 0)); then
+        show_log_tail "$(log_of "$comp")"
+        if pid_alive "$pid"; then
+            warn "stack: stopping the $comp process ($pid) that did not become ready"
+            stop_pids "$pid"
+        fi
+        rm -f "$RUN_DIR/$comp.pid"
+        warn "stack: error: $comp failed to start; see $(log_of "$comp")"
+        return 1
+    fi
+    return 0
+}
+
+stop_pids() {
+    local pid deadline
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    deadline=$((SECONDS + 45))
+    for pid in "$@"; do
+        while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.3; done
+        if pid_alive "$pid"; then
+            warn "  process $pid did not stop after SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.5
+        fi
+    done
+}
+
+wait_ports_closed() {
+    local port deadline
+    deadline=$((SECONDS + 20))
+    for port in "$@"; do
+        while port_open "$port" && ((SECONDS < deadline)); do sleep 0.3; done
+        if port_open "$port"; then
+            warn "stack: warning: port $port is still open after stopping $(port_owner "$port")"
+            return 1
+        fi
+    done
+}
+
+# ----------------------------------------------------------------------- subcommands
+
+cmd_up() {
+    local comp pid to_start=() failed=0
+    mkdir -p "$RUN_DIR" "$LOG_DIR" "$BIN_DIR"
+    for comp in "${COMPONENTS[@]}"; do
+        if pid=$(our_pid "$comp"); then
+            say "$comp: already running (pid $pid)"
+        else
+            rm -f "$RUN_DIR/$comp.pid"
+            check_ports_free "$comp"
+            to_start+=("$comp")
+        fi
+    done
+    need_python
+    if [[ " ${to_start[*]} " == *" kafka "* ]]; then
+        need_java
+        ensure_kafka_libs
+    fi
+    [[ " ${to_start[*]} " == *" jaeger "* ]] && ensure_jaeger_bin
+    for comp in "${to_start[@]}"; do "start_$comp"; done
+    # Readiness is checked for every component, also the ones already running.
+    for comp in "${COMPONENTS[@]}"; do
+        [[ -f $RUN_DIR/$comp.pid ]] || continue
+        if wait_ready "$comp"; then
+            say "$comp: ready (pid $(<"$RUN_DIR/$comp.pid"))"
+        else
+            failed=1
+        fi
+    done
+    if ((failed)); then
+        warn "stack: not everything started; 'scripts/stack.sh status' shows what runs, 'scripts/stack.sh down' stops it."
+        return 1
+    fi
+    say "stack: up (Kafka $KAFKA_BOOTSTRAP, OTLP 127.0.0.1:4317, Jaeger $JAEGER_QUERY_URL)"
+}
+
+cmd_down() {
+    local comps=("$@") comp pid pids=() ports=() stopped=() rc=0 port
+    ((${#comps[@]})) || comps=("${COMPONENTS[@]}")
+    for comp in "${comps[@]}"; do
+        [[ $comp == kafka || $comp == jaeger ]] || die "unknown component '$comp' (kafka or jaeger)"
+        if pid=$(our_pid "$comp"); then
+            say "$comp: stopping (pid $pid)"
+            pids+=("$pid")
+            stopped+=("$comp")
+            while read -r port; do ports+=("$port"); done < <(ports_of "$comp")
+        elif [[ -f $RUN_DIR/$comp.pid ]]; then
+            say "$comp: not running (removing stale pid file)"
+        else
+            say "$comp: not running"
+        fi
+    done
+    if ((${#pids[@]})); then
+        stop_pids "${pids[@]}"
+        wait_ports_closed "${ports[@]}" || rc=1
+    fi
+    for comp in "${comps[@]}"; do
+        our_pid "$comp" >/dev/null || rm -f "$RUN_DIR/$comp.pid"
+    done
+    if ((rc == 0 && ${#stopped[@]})); then say "stack: stopped ${stopped[*]}"; fi
+    return "$rc"
+}
+
+component_state() { # prints: up|starting|down|foreign
+    local comp=$1 pid
+    if pid=$(our_pid "$comp"); then
+        if port_open "$(main_port "$comp")"; then echo up; else echo starting; fi
+    elif port_open "$(main_port "$comp")"; then
+        echo foreign
+    else
+        echo down
+    fi
+}
+
+cmd_status() {
+    local comp state pid all_up=0 detail
+    for comp in "${COMPONENTS[@]}"; do
+        state=$(component_state "$comp")
+        pid=$(our_pid "$comp" || true)
+        case $comp in
+            kafka) detail="bootstrap $KAFKA_BOOTSTRAP (controller 127.0.0.1:19093)" ;;
+            jaeger) detail="OTLP grpc 127.0.0.1:4317 http 127.0.0.1:4318, API/UI $JAEGER_QUERY_URL" ;;
+        esac
+        case $state in
+            up) ;;
+            starting) detail="$detail; process alive, port $(main_port "$comp") not open yet" ;;
+            foreign) detail="$detail; port $(main_port "$comp") answers but was not started from this checkout" ;;
+            down) detail="$detail; log $(rel "$(log_of "$comp")")" ;;
+        esac
+        [[ $state == up ]] || all_up=3
+        printf '%-7s %-9s pid %-8s %s\n' "$comp" "$state" "${pid:--}" "$detail"
+    done
+    return "$all_up"
+}
+
+# Start what is not running, run a command, stop only what this invocation started.
+cmd_run() {
+    [[ ${1:-} == -- ]] && shift
+    (($#)) || die "usage: scripts/stack.sh run -- COMMAND..."
+    local comp started=() rc=0
+    for comp in "${COMPONENTS[@]}"; do
+        our_pid "$comp" >/dev/null || started+=("$comp")
+    done
+    # shellcheck disable=SC2317  # called from the trap
+    cleanup() {
+        trap - EXIT INT TERM
+        if ((${#started[@]})); then
+            say "stack: stopping what this run started: ${started[*]}"
+            cmd_down "${started[@]}" || true
+        elif [[ ${1:-} != quiet ]]; then
+            say "stack: it was running before this run; leaving it up"
+        fi
+    }
+    trap 'cleanup; exit 130' INT
+    trap 'cleanup; exit 143' TERM
+    trap 'cleanup' EXIT
+    cmd_up
+    set +e
+    "$@"
+    rc=$?
+    set -e
+    exit "$rc"
+}
+
+case ${1:-} in
+    up) shift; cmd_up "$@" ;;
+    down) shift; cmd_down "$@" ;;
+    status) shift; cmd_status "$@" ;;
+    run) shift; cmd_run "$@" ;;
+    *)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        exit 64
+        ;;
+esac

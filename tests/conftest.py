@@ -1,0 +1,64 @@
+"""Shared pytest setup.
+
+Tests that need the real local stack (Kafka + Jaeger, started by `make stack-up`)
+are marked ``@pytest.mark.stack`` or use the ``real_stack`` fixture (either one
+implies the other). When the stack is not reachable they are skipped, except in CI
+(CI=true) or with ``--require-stack``, where they fail. ``-m "not stack"`` leaves
+them out entirely.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import stack as stack_helpers
+
+_HOW_TO_START = "run `make stack-up` (or `scripts/stack.sh up`) first"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-stack",
+        action="store_true",
+        default=False,
+        help="fail (instead of skip) tests marked 'stack' when the real stack is not reachable; "
+        "implied by CI=true",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "real_stack" in getattr(item, "fixturenames", ()) and item.get_closest_marker("stack") is None:
+            item.add_marker(pytest.mark.stack)
+
+
+@pytest.fixture(scope="session")
+def _stack_probe() -> str | None:
+    bootstrap = stack_helpers.kafka_bootstrap()
+    jaeger = stack_helpers.jaeger_url()
+    problems = [
+        p for p in (stack_helpers.kafka_problem(bootstrap), stack_helpers.jaeger_problem(jaeger)) if p
+    ]
+    return "; ".join(problems) or None
+
+
+@pytest.fixture(scope="session")
+def real_stack(request: pytest.FixtureRequest, _stack_probe: str | None) -> stack_helpers.Stack:
+    """The running local stack; skips (fails in CI) when Kafka or Jaeger is not reachable."""
+    if _stack_probe:
+        message = f"real stack not reachable: {_stack_probe}. {_HOW_TO_START}."
+        if stack_helpers.in_ci() or request.config.getoption("--require-stack"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return stack_helpers.Stack(
+        kafka_bootstrap=stack_helpers.kafka_bootstrap(),
+        jaeger_url=stack_helpers.jaeger_url(),
+        otlp_endpoint=stack_helpers.otlp_endpoint(),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _stack_marker_needs_stack(request: pytest.FixtureRequest) -> None:
+    """A test marked `stack` gets the reachability check even if it does not ask for real_stack."""
+    if request.node.get_closest_marker("stack") is not None:
+        request.getfixturevalue("real_stack")
