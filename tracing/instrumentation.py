@@ -1,9 +1,10 @@
 """``tracing.instrument()``: trace existing confluent-kafka code without editing it.
 
-Replaces ``confluent_kafka.Producer``, ``Consumer``, ``SerializingProducer`` and
-``DeserializingConsumer`` in the ``confluent_kafka`` package with classes that build the
-original client and wrap it. (The modules that define the serializing clients are left
-alone: their classes refer to themselves by module name.) Code that imported the classes
+Replaces ``confluent_kafka.Producer``, ``Consumer``, ``SerializingProducer``,
+``DeserializingConsumer`` and the asyncio ``confluent_kafka.aio.AIOConsumer`` and
+``AIOProducer`` with classes that build the original client and wrap it. (The modules
+that define the serializing clients are left alone: their classes refer to themselves
+by module name.) Code that imported the classes
 before ``instrument()`` ran keeps the originals, as with every patching instrumentation:
 call it first, or run the app under ``opentelemetry-instrument`` (entry point
 ``kafka_event_tracing``).
@@ -11,6 +12,7 @@ call it first, or run the app under ``opentelemetry-instrument`` (entry point
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Collection
 from typing import Any
@@ -24,12 +26,20 @@ _lock = threading.Lock()
 _originals: dict[tuple[Any, str], Any] = {}
 
 # (module, attribute, wrapper): the public names users import.
-_TARGETS = (
+_TARGETS: list[tuple[Any, str, type]] = [
     (confluent_kafka, "Producer", TracedProducer),
     (confluent_kafka, "SerializingProducer", TracedProducer),
     (confluent_kafka, "Consumer", TracedConsumer),
     (confluent_kafka, "DeserializingConsumer", TracedConsumer),
-)
+]
+try:
+    from confluent_kafka import aio as _aio
+
+    from tracing.write.aio import TracedAIOConsumer, TracedAIOProducer
+
+    _TARGETS += [(_aio, "AIOConsumer", TracedAIOConsumer), (_aio, "AIOProducer", TracedAIOProducer)]
+except ImportError:  # confluent-kafka without asyncio support
+    pass
 
 
 def _config_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -45,11 +55,28 @@ def _config_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
 def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
     """A class named like ``original`` whose instances are traced wrappers of it."""
 
+    def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
+        # confluent-kafka's own classes build clients too (AIOConsumer builds a
+        # Consumer): those stay raw, or every message would be traced twice.
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("confluent_kafka."):
+            return original(*args, **kwargs)
+        return object.__new__(cls)
+
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if wrapper.__name__ == "TracedAIOProducer":
+            # AIOProducer cannot carry headers; the traced one is built from the config.
+            wrapper.__init__(self, dict(args[0]) if args else {}, **options)
+            return
         client = original(*args, **kwargs)
         wrapper.__init__(self, client, client_config=_config_of(args, kwargs), **options)
 
-    namespace = {"__init__": __init__, "__doc__": original.__doc__, "__module__": original.__module__}
+    namespace = {
+        "__new__": __new__,
+        "__init__": __init__,
+        "__doc__": original.__doc__,
+        "__module__": original.__module__,
+    }
     cls = type(original.__name__, (wrapper,), namespace)
     cls.__qualname__ = original.__qualname__
     cls._kafka_event_tracing_original = original  # type: ignore[attr-defined]
@@ -73,7 +100,7 @@ def instrument(*, tracer_provider: Any = None, propagator: Any = None, **consume
             if getattr(original, "_kafka_event_tracing_original", None) is not None:
                 continue
             options: dict[str, Any] = {"tracer_provider": tracer_provider, "propagator": propagator}
-            if wrapper is TracedConsumer:
+            if issubclass(wrapper, TracedConsumer):
                 options.update(consumer_options)
             if original not in built:
                 built[original] = _patched(original, wrapper, options)
