@@ -1,0 +1,187 @@
+"""Analyses of an event chain, each a plain function ``(chain) -> chain`` that sets flags on its nodes.
+
+A renderer (or a caller) picks the list it wants; :data:`PROCESSORS` is the default set.
+
+>>> chain = analyse(fold(build_chain(spans, trace_id)))   # doctest: +SKIP
+>>> summarise(chain).hops                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+
+from tracing.read.model import PROCESS, RECEIVE, SEND, ChainSummary, EventChain, Hop, Span
+
+__all__ = [
+    "PROCESSORS",
+    "analyse",
+    "consumers_of",
+    "critical_path",
+    "duplicates",
+    "queue_times",
+    "source_send",
+    "summarise",
+    "unconsumed",
+]
+
+Processor = Callable[[EventChain], EventChain]
+_CONSUMING = (PROCESS, RECEIVE)
+
+
+def source_send(span: Span, spans_by_id: dict[str, Span]) -> Span | None:
+    """The send span a consuming span handles: its parent if that is a send, else a linked send."""
+    candidates = [span.parent_id] if span.parent_id else []
+    candidates += [link.span_id for link in span.links]
+    for span_id in candidates:
+        found = spans_by_id.get(span_id) if span_id else None
+        if found is not None and found.role == SEND:
+            return found
+    return None
+
+
+def consumers_of(send: Span, spans: Iterable[Span]) -> list[Span]:
+    """Spans that consume ``send``: process spans whose parent or link is it, else receive spans."""
+    return _consumers_by_send([send, *spans]).get(send.span_id, [])
+
+
+def queue_times(chain: EventChain) -> EventChain:
+    """Set ``queue_ms`` on consuming nodes: end of the send span to the start of the node's span.
+
+    Falls back on the ``kafka.record.queue_time_ms`` attribute when the send span is not in the chain.
+    """
+    by_id = _by_id(chain.spans)
+    for hop in chain.hops():
+        if hop.span.role not in _CONSUMING:
+            continue
+        send = source_send(hop.span, by_id)
+        if send is not None:
+            hop.queue_ms = (hop.span.start_ns - send.end_ns) / 1e6
+        else:
+            recorded = hop.span.attributes.get("kafka.record.queue_time_ms")
+            if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+                hop.queue_ms = float(recorded)
+    return chain
+
+
+def duplicates(chain: EventChain) -> EventChain:
+    """Flag repeated processing: the same topic/partition/offset (or, lacking offsets, the same send
+    span) processed again by the same consumer group. The earliest is the original; later ones are
+    flagged. Spans with no consumer group are left alone: without it, fan-out and a duplicate look
+    the same.
+    """
+    by_id = _by_id(chain.spans)
+    seen: dict[tuple[object, ...], Hop] = {}
+    process_hops = sorted((h for h in chain.hops() if h.span.role == PROCESS),
+                          key=lambda h: (h.span.start_ns, h.span.span_id))
+    for hop in process_hops:
+        key = _message_key(hop.span, by_id)
+        if key is None:
+            continue
+        if key in seen:
+            hop.duplicate = True
+        else:
+            seen[key] = hop
+    return chain
+
+
+def unconsumed(chain: EventChain) -> EventChain:
+    """Flag send nodes that no span in the chain consumes ("no consumer seen")."""
+    consumed: set[str] = set()
+    for span in chain.spans:
+        if span.role in _CONSUMING:
+            if span.parent_id:
+                consumed.add(span.parent_id)
+            consumed.update(link.span_id for link in span.links)
+    for hop in chain.hops():
+        hop.unconsumed = hop.span.role == SEND and hop.span.span_id not in consumed
+    return chain
+
+
+def critical_path(chain: EventChain) -> EventChain:
+    """Mark the nodes that decide when the chain ends.
+
+    From the root, step into the child whose subtree ends last, as long as it ends after the
+    current node's own work; the marked path leads to the span that finished the chain.
+    """
+    ends = _subtree_ends(chain.root)
+    for hop in chain.hops():
+        hop.critical = False
+    hop = chain.root
+    hop.critical = True
+    while hop.children:
+        last = max(hop.children, key=lambda c: (ends[id(c)], -c.span.start_ns))
+        if ends[id(last)] <= hop.own_end_ns():
+            break
+        last.critical = True
+        hop = last
+    return chain
+
+
+PROCESSORS: Sequence[Processor] = (queue_times, duplicates, unconsumed, critical_path)
+
+
+def analyse(chain: EventChain, processors: Sequence[Processor] = PROCESSORS) -> EventChain:
+    """Run each processor over the chain in turn."""
+    for processor in processors:
+        chain = processor(chain)
+    return chain
+
+
+def summarise(chain: EventChain) -> ChainSummary:
+    """The header counts: services, hops (send -> process edges in the trace), duration, errors."""
+    spans = chain.spans
+    own = [s for s in spans if s.trace_id == chain.trace_id]
+    hops = sum(len(tied) for tied in _consumers_by_send(own).values())
+    start = min(s.start_ns for s in spans)
+    return ChainSummary(
+        trace_id=chain.trace_id,
+        root_name=chain.root.span.name,
+        root_service=chain.root.span.service,
+        services=sorted({s.service for s in spans}),
+        hops=hops,
+        duration_ms=(max(s.end_ns for s in spans) - start) / 1e6,
+        errors=sum(1 for s in spans if s.error is not None),
+        start_ns=start,
+    )
+
+
+def _consumers_by_send(spans: Iterable[Span]) -> dict[str, list[Span]]:
+    spans = list(spans)
+    sends = {s.span_id for s in spans if s.role == SEND}
+    tied: dict[str, dict[str, Span]] = defaultdict(dict)
+    for span in spans:
+        if span.role not in _CONSUMING:
+            continue
+        for target in {span.parent_id, *(link.span_id for link in span.links)}:
+            if target in sends:
+                tied[target][span.span_id] = span
+    result = {}
+    for send_id, consumers in tied.items():
+        processing = [s for s in consumers.values() if s.role == PROCESS]
+        # A batch's receive span counts only when no process span handled the message.
+        result[send_id] = processing or list(consumers.values())
+    return result
+
+
+def _message_key(span: Span, by_id: dict[str, Span]) -> tuple[object, ...] | None:
+    group = span.consumer_group
+    if group is None:
+        return None
+    if span.partition is not None and span.offset is not None and span.topic is not None:
+        return ("offset", group, span.topic, span.partition, span.offset)
+    send = source_send(span, by_id)
+    if send is not None:
+        return ("send", group, send.span_id)
+    return None
+
+
+def _by_id(spans: Iterable[Span]) -> dict[str, Span]:
+    return {s.span_id: s for s in spans}
+
+
+def _subtree_ends(root: Hop) -> dict[int, int]:
+    ends: dict[int, int] = {}
+    for hop in reversed(list(root.walk())):  # children before parents
+        ends[id(hop)] = max([hop.own_end_ns(), *(ends[id(c)] for c in hop.children)])
+    return ends

@@ -1,0 +1,261 @@
+"""The read side's data model: spans as loaded, and the event chain built from them.
+
+Plain dataclasses only: no I/O and no rendering, so every loader feeds the same model and every
+renderer reads it. The messaging properties of :class:`Span` accept the current OpenTelemetry
+messaging conventions and the older attribute names other instrumentations still emit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Span kinds, lower-case as Jaeger spells them.
+KINDS = ("internal", "server", "client", "producer", "consumer")
+
+# Messaging roles a span can play in a chain.
+SEND = "send"
+RECEIVE = "receive"
+PROCESS = "process"
+SETTLE = "settle"
+
+# messaging.operation.type (current) and messaging.operation (older) values -> role.
+_OPERATION_ROLES = {
+    "send": SEND,
+    "publish": SEND,
+    "create": SEND,
+    "receive": RECEIVE,
+    "process": PROCESS,
+    "deliver": PROCESS,
+    "settle": SETTLE,
+}
+# Attribute names, newest first: the first one present wins.
+_TOPIC_KEYS = ("messaging.destination.name", "messaging.destination")
+_GROUP_KEYS = (
+    "messaging.consumer.group.name",
+    "messaging.kafka.consumer.group",
+    "messaging.kafka.consumer_group",
+)
+_PARTITION_KEYS = (
+    "messaging.destination.partition.id",
+    "messaging.kafka.destination.partition",
+    "messaging.kafka.partition",
+)
+_OFFSET_KEYS = ("messaging.kafka.offset", "messaging.kafka.message.offset")
+
+
+@dataclass(frozen=True)
+class SpanRef:
+    """A link from one span to another span, possibly in another trace."""
+
+    trace_id: str
+    span_id: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpanEvent:
+    """A timestamped event recorded on a span (an exception, a log line)."""
+
+    name: str
+    time_ns: int
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Span:
+    """One span, whatever format it was loaded from.
+
+    Ids are lower-case hex (32 digits for traces, 16 for spans); times are Unix nanoseconds.
+
+    >>> s = Span("ab" * 16, "cd" * 8, None, "send orders", "producer", "api", 0, 2_000_000,
+    ...          {"messaging.operation.type": "send", "messaging.destination.name": "orders"})
+    >>> s.role, s.topic, s.duration_ms
+    ('send', 'orders', 2.0)
+    """
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    service: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[SpanEvent] = field(default_factory=list)
+    links: list[SpanRef] = field(default_factory=list)
+    status_error: bool = False
+    status_message: str | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        """Duration in milliseconds."""
+        return (self.end_ns - self.start_ns) / 1e6
+
+    @property
+    def role(self) -> str | None:
+        """``send``, ``receive``, ``process``, ``settle`` or None for a non-messaging span.
+
+        Reads ``messaging.operation.type``, then the older ``messaging.operation``, then falls back
+        on the span kind (PRODUCER sends, CONSUMER processes) so that traces from instrumentations
+        that set neither still render.
+        """
+        for key in ("messaging.operation.type", "messaging.operation"):
+            value = self.attributes.get(key)
+            if isinstance(value, str) and value.lower() in _OPERATION_ROLES:
+                return _OPERATION_ROLES[value.lower()]
+        if self.kind == "producer":
+            return SEND
+        if self.kind == "consumer":
+            return PROCESS
+        if self.kind == "client" and "messaging.system" in self.attributes:
+            return RECEIVE
+        return None
+
+    @property
+    def is_messaging(self) -> bool:
+        """True for a span that plays a messaging role."""
+        return self.role is not None
+
+    @property
+    def topic(self) -> str | None:
+        """The destination (topic) name, from attributes or, failing that, from the span name."""
+        value = _first(self.attributes, _TOPIC_KEYS)
+        if value is not None:
+            return str(value)
+        if self.role is None:
+            return None
+        # "send orders" (current) or "orders send" (older instrumentations).
+        words = self.name.split()
+        if len(words) == 2:
+            first, second = (w.lower() for w in words)
+            if first in _OPERATION_ROLES or first in ("poll", "recv"):
+                return words[1]
+            if second in _OPERATION_ROLES or second in ("poll", "recv"):
+                return words[0]
+        return None
+
+    @property
+    def consumer_group(self) -> str | None:
+        """The consumer group name, if recorded."""
+        value = _first(self.attributes, _GROUP_KEYS)
+        return None if value is None else str(value)
+
+    @property
+    def partition(self) -> int | None:
+        """The partition number (recorded as a string by the conventions), if any."""
+        return _as_int(_first(self.attributes, _PARTITION_KEYS))
+
+    @property
+    def offset(self) -> int | None:
+        """The message offset, if recorded."""
+        return _as_int(_first(self.attributes, _OFFSET_KEYS))
+
+    @property
+    def error(self) -> str | None:
+        """The error message if the span is in error, else None.
+
+        A span is in error when its status is ERROR or it carries ``error.type``. The message is the
+        status description, else the last exception event (``Type: message``), else ``error.type``.
+        """
+        error_type = self.attributes.get("error.type")
+        if not self.status_error and error_type is None:
+            return None
+        if self.status_message:
+            return self.status_message
+        for event in reversed(self.events):
+            if event.name == "exception":
+                etype = event.attributes.get("exception.type")
+                message = event.attributes.get("exception.message")
+                text = ": ".join(str(p) for p in (etype, message) if p)
+                if text:
+                    return text
+        return str(error_type) if error_type else "error"
+
+
+@dataclass
+class Hop:
+    """One node of an event chain: a messaging hop, the root, or (with all spans shown) any span.
+
+    The analysis steps fill in the flags; the renderers only read them.
+    """
+
+    span: Span
+    children: list[Hop] = field(default_factory=list)
+    folded: list[Span] = field(default_factory=list)
+    """Non-messaging spans folded into this node (not shown on their own)."""
+    link: bool = False
+    """True when this node hangs under its parent through a span link (another trace)."""
+    orphan: bool = False
+    """True when the span's parent is not in the trace (it was lost, or never exported)."""
+    queue_ms: float | None = None
+    """Time the event waited in the topic: end of its send span to the start of this span."""
+    duplicate: bool = False
+    unconsumed: bool = False
+    critical: bool = False
+
+    def walk(self) -> Iterator[Hop]:
+        """This node and every node under it, depth first, in display order."""
+        # Iterative: a long chain must not hit the recursion limit.
+        stack = [self]
+        while stack:
+            hop = stack.pop()
+            yield hop
+            stack.extend(reversed(hop.children))
+
+    def own_end_ns(self) -> int:
+        """The latest end time of this node's span and the spans folded into it."""
+        return max([self.span.end_ns, *(s.end_ns for s in self.folded)])
+
+
+@dataclass
+class EventChain:
+    """An event chain: the tree of one trace, possibly with linked spans of other traces stitched in."""
+
+    trace_id: str
+    root: Hop
+    spans: list[Span]
+    """Every span in the chain: the trace's own and the stitched ones, folded spans included."""
+
+    def hops(self) -> Iterator[Hop]:
+        """Every node of the tree, depth first."""
+        return self.root.walk()
+
+    def find(self, span_id: str) -> Hop | None:
+        """The node showing the span with this id, if it is shown."""
+        return next((h for h in self.hops() if h.span.span_id == span_id), None)
+
+
+def _first(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if key in attributes and attributes[key] is not None:
+            return attributes[key]
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    """The counts in a chain's header line and in the ``--json`` view."""
+
+    trace_id: str
+    root_name: str
+    root_service: str
+    services: list[str]
+    hops: int
+    """Send -> process edges within the trace (stitched links excluded)."""
+    duration_ms: float
+    """First span start to last span end."""
+    errors: int
+    """Spans in error, folded ones included."""
+    start_ns: int
