@@ -135,6 +135,53 @@ def legacy_scenario() -> list[S]:
     ]
 
 
+def sdk_spans() -> list[Any]:
+    """A small chain made with the OpenTelemetry SDK itself (fixed ids and times): ReadableSpans."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+    class Counting(IdGenerator):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def generate_span_id(self) -> int:
+            self.n += 1
+            return 0x5D00_0000_0000_0000 + self.n
+
+        def generate_trace_id(self) -> int:
+            return 0x7A3B_0000_0000_0000_0000_0000_0000_0001
+
+    exporter = InMemorySpanExporter()
+    ids = Counting()
+
+    def tracer(service: str) -> trace.Tracer:
+        provider = TracerProvider(resource=Resource({"service.name": service}), id_generator=ids)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        return provider.get_tracer("fixtures")
+
+    at = lambda ms: (T0_MS + ms) * 1_000_000  # noqa: E731
+    api, worker = tracer("sdk-api"), tracer("sdk-worker")
+    root = api.start_span("POST /jobs", kind=SpanKind.SERVER, start_time=at(0))
+    send = api.start_span("send jobs", context=trace.set_span_in_context(root), kind=SpanKind.PRODUCER,
+                          start_time=at(1), attributes=kafka("send", "jobs", 1, 5))
+    send.end(end_time=at(3))
+    root.end(end_time=at(4))
+    process = worker.start_span(
+        "process jobs", context=trace.set_span_in_context(send), kind=SpanKind.CONSUMER,
+        links=[Link(send.get_span_context())], start_time=at(9),
+        attributes=kafka("process", "jobs", 1, 5, "workers"))
+    process.add_event("exception", {"exception.type": "TimeoutError", "exception.message": "slow disk"},
+                      timestamp=at(11))
+    process.set_status(Status(StatusCode.ERROR))
+    process.end(end_time=at(12))
+    return list(exporter.get_finished_spans())
+
+
 # --- writers ------------------------------------------------------------------------------------
 
 
@@ -254,6 +301,12 @@ def main() -> None:
     ]
     write("links.otlp.jsonl", "\n".join(lines) + "\n")
     write("links.jaeger.json", json.dumps(to_jaeger(links_scenario()), indent=2) + "\n")
+
+    # The plain protobuf JSON mapping (base64 ids, enum names), pretty-printed, from real SDK spans.
+    from google.protobuf.json_format import MessageToJson
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    write("sdk.protojson.json", MessageToJson(encode_spans(sdk_spans())) + "\n")
 
     # A bare trace object (no "data" wrapper), as some tools save a single trace.
     write("legacy.jaeger.json", json.dumps(to_jaeger(legacy_scenario())["data"][0], indent=2) + "\n")

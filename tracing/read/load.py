@@ -190,6 +190,7 @@ def parse_jaeger(doc: Any) -> list[Span]:
 
 def _jaeger_span(raw: dict[str, Any], processes: Mapping[str, Any]) -> Span:
     trace_id = _hex_id(raw["traceID"], 32)
+    span_id = _hex_id(raw["spanID"], 16)
     tags = _jaeger_tags(raw.get("tags"))
     process = raw.get("process") or processes.get(raw.get("processID"), {})
     parent_id: str | None = None
@@ -220,7 +221,7 @@ def _jaeger_span(raw: dict[str, Any], processes: Mapping[str, Any]) -> Span:
     start_ns = int(raw["startTime"]) * 1000
     return Span(
         trace_id=trace_id,
-        span_id=_hex_id(raw["spanID"], 16),
+        span_id=span_id,
         parent_id=parent_id,
         name=str(raw.get("operationName", "")),
         kind=kind,

@@ -10,14 +10,14 @@ import datetime as _dt
 from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from tracing.read.model import ChainSummary, EventChain, Hop
 
-__all__ = ["chain_tree", "format_ms", "header", "legend", "render_list", "render_text", "to_json"]
+__all__ = ["Flow", "chain_tree", "format_ms", "header", "legend", "render_list", "render_text", "to_json"]
 
 CRITICAL = "●"
 OTHER = "○"
@@ -39,19 +39,47 @@ def format_ms(ms: float) -> str:
     return f"{minutes}m {seconds:02d}s"
 
 
-def header(summary: ChainSummary) -> Text:
+class Flow:
+    """Items laid out on a line two spaces apart; an item that does not fit moves whole to the next
+    line (indented), so a narrow terminal never splits "waited 15 ms in orders" in two.
+    Lines in ``after`` follow on their own (an error message).
+    """
+
+    def __init__(self, items: list[Text], after: Iterable[Text] = (), indent: int = 2) -> None:
+        self.items = items
+        self.after = list(after)
+        self.indent = indent
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        line, fresh = Text(), True
+        for item in self.items:
+            if not fresh and line.cell_len + 2 + item.cell_len > width:
+                yield line
+                line, fresh = Text(" " * self.indent), True
+            if not fresh:
+                line.append("  ")
+            line.append_text(item)
+            fresh = False
+        yield line
+        yield from self.after
+
+    @property
+    def plain(self) -> str:
+        """The text on one line, for logs and assertions."""
+        return "  ".join(i.plain for i in self.items) + "".join("\n" + t.plain for t in self.after)
+
+
+def header(summary: ChainSummary) -> Flow:
     """The header line: trace id, root operation, services, hops, duration, errors."""
-    text = Text()
-    text.append(f"trace {summary.trace_id}", style="bold")
-    text.append("  ")
-    text.append(summary.root_name, style="bold")
-    text.append(f" ({summary.root_service})", style="cyan")
-    text.append(f"  {_count(len(summary.services), 'service')}")
-    text.append(f"  {_count(summary.hops, 'hop')}")
-    text.append(f"  {format_ms(summary.duration_ms)}")
-    text.append("  ")
-    text.append(_count(summary.errors, "error"), style="bold red" if summary.errors else "green")
-    return text
+    return Flow([
+        Text(f"trace {summary.trace_id}", style="bold"),
+        Text(summary.root_name, style="bold"),
+        Text(_count(len(summary.services), "service")),
+        Text(_count(summary.hops, "hop")),
+        Text(format_ms(summary.duration_ms)),
+        Text(_count(summary.errors, "error"), style="bold red" if summary.errors else "green"),
+    ])
 
 
 def legend() -> Text:
@@ -130,42 +158,37 @@ def render_list(summaries: Iterable[ChainSummary], console: Console) -> None:
     console.print(table)
 
 
-def _label(hop: Hop) -> Text:
+def _label(hop: Hop) -> Flow:
     span = hop.span
-    text = Text()
-    if hop.critical:
-        text.append(f"{CRITICAL} ", style="bold yellow")
-    else:
-        text.append(f"{OTHER} ", style="dim")
-    text.append(span.service, style="bold cyan")
-    text.append("  ")
-    text.append(span.name, style="bold")
+    first = Text(f"{CRITICAL} " if hop.critical else f"{OTHER} ",
+                 style="bold yellow" if hop.critical else "dim")
+    first.append(span.service, style="bold cyan")
+    items = [first, Text(span.name, style="bold")]
     if not span.is_messaging:
-        text.append(f"  {span.kind}", style="dim")
+        items.append(Text(span.kind, style="dim"))
     if span.consumer_group:
-        text.append(f"  group {span.consumer_group}", style="green")
+        items.append(Text(f"group {span.consumer_group}", style="green"))
     location = _location(hop)
     if location:
-        text.append(f"  {location}", style="magenta")
-    text.append(f"  {format_ms(span.duration_ms)}")
+        items.append(Text(location, style="magenta"))
+    items.append(Text(format_ms(span.duration_ms)))
     if hop.queue_ms is not None:
         where = f" in {span.topic}" if span.topic else ""
         skew = " (clock skew?)" if hop.queue_ms < 0 else ""
-        text.append(f"  waited {format_ms(hop.queue_ms)}{where}{skew}", style="blue")
+        items.append(Text(f"waited {format_ms(hop.queue_ms)}{where}{skew}", style="blue"))
     if hop.folded:
-        text.append(f"  +{_count(len(hop.folded), 'span')}", style="dim")
+        items.append(Text(f"+{_count(len(hop.folded), 'span')}", style="dim"))
     if hop.link:
-        text.append(f"  ↪ link, trace {span.trace_id}", style="bold blue")
+        items.append(Text(f"↪ link, trace {span.trace_id}", style="bold blue"))
     if hop.orphan:
-        text.append("  ⚠ parent span missing", style="yellow")
+        items.append(Text("⚠ parent span missing", style="yellow"))
     if hop.duplicate:
-        text.append("  ⚠ duplicate: already processed", style="bold yellow")
+        items.append(Text("⚠ duplicate: already processed", style="bold yellow"))
     if hop.unconsumed:
-        text.append("  ⚠ no consumer seen", style="bold yellow")
+        items.append(Text("⚠ no consumer seen", style="bold yellow"))
     error = span.error
-    if error is not None:
-        text.append(f"\n  ✗ {error}", style="bold red")
-    return text
+    after = [Text(f"  ✗ {error}", style="bold red")] if error is not None else []
+    return Flow(items, after)
 
 
 def _location(hop: Hop) -> str:
