@@ -1,6 +1,6 @@
 """Write the hand-made edge-case fixtures in tests/read/fixtures/ (run it after changing a scenario).
 
-    python tests/read/make_fixtures.py
+    .venv/bin/python -m tests.read.make_fixtures
 
 Each scenario is a list of spans in a compact form, written out the way each real producer of the
 format writes it: Jaeger's JSON as its query API answers (a parent that is also linked shows as a

@@ -6,7 +6,8 @@ they came from. File formats are told apart by content, never by file name:
 - Jaeger JSON: what ``/api/traces`` answers and the Jaeger UI downloads (``{"data": [trace, ...]}``),
   or a bare trace object, or a list of them;
 - OTLP JSON: ``{"resourceSpans": [...]}`` objects, one per line as the collector's file exporter writes
-  them (one trace may be spread over many lines), or a single pretty-printed object.
+  them (one trace may be spread over many lines), or a single pretty-printed object, or Jaeger's
+  ``/api/v3/traces`` answer (``{"result": {"resourceSpans": [...]}}``).
 
 Failures raise :class:`LoadError` (bad input), :class:`TraceNotFound` or :class:`JaegerUnavailable`.
 """
@@ -143,7 +144,8 @@ def _parses(line: str) -> bool:
 
 
 def _is_otlp(doc: dict[str, Any]) -> bool:
-    return "resourceSpans" in doc
+    result = doc.get("result")
+    return "resourceSpans" in doc or (isinstance(result, dict) and "resourceSpans" in result)
 
 
 def _is_jaeger(doc: Any) -> bool:
@@ -244,11 +246,13 @@ def _jaeger_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
 
 
 def parse_otlp(doc: Mapping[str, Any]) -> list[Span]:
-    """Spans from one OTLP JSON object (``{"resourceSpans": [...]}``).
+    """Spans from one OTLP JSON object (``{"resourceSpans": [...]}``, bare or under ``"result"``).
 
     Accepts the OTLP/JSON encoding (hex ids, numeric enums) and the plain protobuf JSON mapping
     (base64 ids, enum names), and the older ``instrumentationLibrarySpans`` key.
     """
+    if "resourceSpans" not in doc and isinstance(doc.get("result"), dict):
+        doc = doc["result"]  # Jaeger's /api/v3/traces answer wraps the OTLP object
     spans: list[Span] = []
     resources = doc.get("resourceSpans") or []
     if not isinstance(resources, list):

@@ -192,13 +192,15 @@ def _label(hop: Hop) -> Flow:
 
 
 def _location(hop: Hop) -> str:
+    """``p0@41``, prefixed by the topic when the span name does not already say it."""
     span = hop.span
     if span.partition is None and span.offset is None:
         return ""
-    topic = span.topic or ""
-    partition = "?" if span.partition is None else str(span.partition)
+    partition = "p?" if span.partition is None else f"p{span.partition}"
     offset = "" if span.offset is None else f"@{span.offset}"
-    return f"{topic}[{partition}]{offset}"
+    topic = span.topic
+    prefix = f"{topic} " if topic and topic not in span.name.split() else ""
+    return f"{prefix}{partition}{offset}"
 
 
 def _node(hop: Hop) -> dict[str, Any]:
