@@ -83,7 +83,13 @@ def panel_queries(dashboards: Mapping[Path, Mapping[str, Any]] | None = None) ->
             for target in panel.get("targets") or []:
                 ds = datasource_of(target, panel)
                 queries.append(
-                    Query(path.name, panel.get("title", "?"), target.get("refId", "?"), ds.get("type", "?"), target)
+                    Query(
+                        path.name,
+                        panel.get("title", "?"),
+                        target.get("refId", "?"),
+                        ds.get("type", "?"),
+                        target,
+                    )
                 )
     return queries
 
@@ -99,7 +105,9 @@ def variable_query(variable: Mapping[str, Any]) -> str:
     return str(query or variable.get("definition", ""))
 
 
-_LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(?P<selector>.*),\s*)?(?P<label>[a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$", re.S)
+_LABEL_VALUES = re.compile(
+    r"^\s*label_values\(\s*(?:(?P<selector>.*),\s*)?(?P<label>[a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$", re.S
+)
 
 
 def parse_label_values(query: str) -> tuple[str | None, str]:
@@ -110,7 +118,9 @@ def parse_label_values(query: str) -> tuple[str | None, str]:
     return match.group("selector"), match.group("label")
 
 
-_VAR = re.compile(r"\$\{(?P<braced>[a-zA-Z0-9_]+)(?::[a-z]+)?\}|\$(?P<plain>[a-zA-Z0-9_]+)|\[\[(?P<old>[a-zA-Z0-9_]+)\]\]")
+_VAR = re.compile(
+    r"\$\{(?P<braced>[a-zA-Z0-9_]+)(?::[a-z]+)?\}|\$(?P<plain>[a-zA-Z0-9_]+)|\[\[(?P<old>[a-zA-Z0-9_]+)\]\]"
+)
 
 
 def referenced_variables(text: str) -> set[str]:

@@ -55,7 +55,9 @@ def test_jaeger_pipelines_reference_defined_components(name: str) -> None:
 def test_the_collector_build_has_every_component_used(setup: str) -> None:
     built = manifest_component_types()
     for kind, types in used_component_types(merged(COLLECTOR_SETUPS[setup])).items():
-        assert types <= built[kind], f"{setup}: {kind} {types - built[kind]} are not in scripts/collector/manifest.yaml"
+        assert types <= built[kind], (
+            f"{setup}: {kind} {types - built[kind]} are not in scripts/collector/manifest.yaml"
+        )
 
 
 def test_collector_build_is_on_one_release_line() -> None:

@@ -65,7 +65,9 @@ def test_every_panel_says_what_question_it_answers(path: Path) -> None:
     for panel in query_panels(DASHBOARDS[path]):
         desc = (panel.get("description") or "").strip()
         assert len(desc) >= 40, f"panel {panel.get('title')!r} needs a description"
-        assert "?" in desc, f"panel {panel.get('title')!r}: the description should state the question it answers"
+        assert "?" in desc, (
+            f"panel {panel.get('title')!r}: the description should state the question it answers"
+        )
 
 
 @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
@@ -124,7 +126,9 @@ def test_datasource_references_resolve_to_provisioned_datasources(path: Path) ->
         if uid in ("-- Grafana --", "grafana", "-- Mixed --", "-- Dashboard --"):
             return
         assert uid in by_uid, f"{where}: datasource uid {uid!r} is not provisioned ({sorted(by_uid)})"
-        assert ds.get("type") in (None, by_uid[uid]["type"]), f"{where}: type {ds.get('type')} != {by_uid[uid]['type']}"
+        assert ds.get("type") in (None, by_uid[uid]["type"]), (
+            f"{where}: type {ds.get('type')} != {by_uid[uid]['type']}"
+        )
 
     for panel in query_panels(dash):
         check(panel.get("datasource") or {}, f"panel {panel.get('title')!r}")
@@ -158,8 +162,10 @@ def test_queries_only_use_defined_variables(path: Path) -> None:
     texts = []
     for panel in query_panels(dash):
         for target in panel.get("targets") or []:
-            texts.extend(str(target.get(k, "")) for k in ("expr", "service", "operation", "tags", "minDuration"))
-        for link in (panel.get("fieldConfig", {}).get("defaults", {}).get("links") or []):
+            texts.extend(
+                str(target.get(k, "")) for k in ("expr", "service", "operation", "tags", "minDuration")
+            )
+        for link in panel.get("fieldConfig", {}).get("defaults", {}).get("links") or []:
             texts.append(link["url"])
     texts.extend(variable_query(v) for v in variables(dash) if v.get("type") == "query")
     for text in texts:
@@ -190,7 +196,12 @@ def test_promql_parses_with_promtool(tmp_path: Path) -> None:
     for path, dash in DASHBOARDS.items():
         values = _sample_values(dash)
         for i, q in enumerate(q for q in panel_queries({path: dash}) if q.kind == "prometheus"):
-            rules.append({"record": f"check:{path.stem.replace('-', '_')}:q{i}", "expr": substitute(promql_of(q.target), values)})
+            rules.append(
+                {
+                    "record": f"check:{path.stem.replace('-', '_')}:q{i}",
+                    "expr": substitute(promql_of(q.target), values),
+                }
+            )
         for var in variables(dash):
             if var.get("type") == "query":
                 selector, _ = parse_label_values(variable_query(var))
