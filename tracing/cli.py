@@ -2,7 +2,8 @@
 
 Only wiring: arguments in, then load -> chain -> analyse -> render from :mod:`tracing.read`.
 
-Exit codes: 0 done; 2 bad input (unknown trace, bad file, bad argument); 3 Jaeger unreachable.
+Exit codes: 0 done; 2 bad input (unknown trace, bad file, bad argument); 3 Jaeger unreachable;
+1 a bug of ours (one line; ``EVENTCHAIN_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tracing.read.load import (
     normalise_trace_id,
     read_file,
 )
-from tracing.read.model import Span
+from tracing.read.model import Hop, Span
 from tracing.read.render import render_list, render_text, to_json
 
 DEFAULT_JAEGER = "http://localhost:16686"
@@ -39,6 +40,7 @@ DEFAULT_JAEGER = "http://localhost:16686"
 LINK_WINDOW_NS = 3600 * 10**9
 LINK_SCAN_LIMIT = 500
 PIPE_WIDTH = 160
+JSON_INDENT_DEPTH = 100
 
 _UNITS_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
              "w": 7 * 86400 * 10**9}
@@ -63,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `eventchain list | head`
         sys.stderr.close()
         return 0
+    except Exception as exc:  # a bug of ours: still one line, the traceback on request
+        if os.environ.get("EVENTCHAIN_DEBUG"):
+            raise
+        return _fail(f"unexpected {type(exc).__name__}: {exc} (EVENTCHAIN_DEBUG=1 shows the traceback)", 1)
 
 
 def _tree(args: argparse.Namespace) -> int:
@@ -87,7 +93,7 @@ def _tree(args: argparse.Namespace) -> int:
     chain = make_chain(spans, trace_id, all_spans=args.all_spans, follow_links=args.follow_links)
     summary = summarise(chain)
     if args.json:
-        print(json.dumps(to_json(chain, summary), indent=2))
+        _print_json(to_json(chain, summary), depth=_depth(chain.root))
     else:
         render_text(chain, _console(args.width), summary)
     if args.svg:
@@ -148,6 +154,27 @@ def _linking_candidates(client: JaegerClient, spans: list[Span]) -> list[Span]:
     for service in client.services():
         found += client.search(service, start, end, limit=LINK_SCAN_LIMIT)
     return found
+
+
+def _print_json(doc: object, depth: int) -> None:
+    # The json encoder recurses once per level (node dict + children list); a chain can be deeper
+    # than the default limit allows, so make room for it while printing. Indenting a very deep
+    # tree would make the output grow with the square of its depth: print those compact.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 3 * depth + 1000))
+    try:
+        print(json.dumps(doc, indent=2 if depth <= JSON_INDENT_DEPTH else None))
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _depth(root: Hop) -> int:
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        hop, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in hop.children)
+    return deepest
 
 
 def _summary_json(summary: object) -> dict[str, object]:

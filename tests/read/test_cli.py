@@ -261,5 +261,39 @@ def test_list_with_nothing_found_says_so_and_succeeds(cli: Cli) -> None:
     assert result.code == 0 and "no event chains found" in result.err
 
 
+def test_an_unexpected_failure_is_one_line_too(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr("tracing.cli.make_chain", broken)
+    assert_one_line_error(cli("tree", FANOUT, "--file", fixture("fanout.jaeger.json")), 1,
+                          "ZeroDivisionError", "EVENTCHAIN_DEBUG")
+
+
 def test_list_from_a_bad_file_exits_2(cli: Cli, tmp_path: Path) -> None:
     assert_one_line_error(cli("list", "--file", tmp_path / "x.json"), 2, "no such file")
+
+
+def test_a_chain_deeper_than_the_recursion_limit_still_prints_as_json(cli: Cli, tmp_path: Path) -> None:
+    spans, parent = [], []
+    for i in range(1500):
+        op = "send" if i % 2 == 0 else "process"
+        spans.append({
+            "traceID": "1" * 32, "spanID": f"{i + 1:016x}", "operationName": f"{op} retry",
+            "references": [{"refType": "CHILD_OF", "traceID": "1" * 32, "spanID": p} for p in parent],
+            "startTime": 1_000_000 + i, "duration": 1, "processID": "p1",
+            "tags": [{"key": "messaging.operation.type", "value": op},
+                     {"key": "span.kind", "value": "producer" if op == "send" else "consumer"}],
+        })
+        parent = [f"{i + 1:016x}"]
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps({"data": [{"traceID": "1" * 32, "spans": spans,
+                                          "processes": {"p1": {"serviceName": "loop"}}}]}))
+    result = cli("tree", "--file", path, "--json")
+    assert result.code == 0
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)  # json.loads recurses as deep as the document nests
+    try:
+        assert result.json()["hops"] == 750
+    finally:
+        sys.setrecursionlimit(limit)
