@@ -66,6 +66,17 @@ def test_a_span_whose_parent_is_missing_hangs_under_the_root_as_an_orphan() -> N
     assert orphan in chain.root.children
 
 
+def test_parent_references_in_a_loop_lose_no_span() -> None:
+    def span(span_id: str, parent: str | None, start: int) -> Span:
+        return Span("1" * 32, span_id, parent, span_id, "internal", "svc", start, start + 1)
+
+    spans = [span("a" * 16, None, 0), span("b" * 16, "c" * 16, 5), span("c" * 16, "b" * 16, 6)]
+    chain = build_chain(spans, "1" * 32)
+    assert sorted(h.span.span_id for h in chain.hops()) == sorted(s.span_id for s in spans)
+    only_loop = build_chain(spans[1:], "1" * 32)
+    assert sorted(h.span.span_id for h in only_loop.hops()) == ["b" * 16, "c" * 16]
+
+
 def test_without_follow_links_other_traces_stay_out() -> None:
     chain = build_chain(read_file(fixture("links.otlp.jsonl")), MAIN)
     assert {h.span.trace_id for h in chain.hops()} == {MAIN}

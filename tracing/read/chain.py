@@ -42,11 +42,13 @@ def build_chain(spans: Iterable[Span], trace_id: str, *, follow_links: bool = Fa
     children = _children_by_parent(unique)
     own_ids = {s.span_id for s in own}
     roots = sorted((s for s in own if s.parent_id not in own_ids), key=_order)
-    main = min(roots, key=lambda s: (s.parent_id is not None, s.start_ns, s.span_id))
+    # Broken data can have no root at all (parent references in a loop): start from the earliest.
+    main = min(roots or own, key=lambda s: (s.parent_id is not None, *_order(s)))
     placed: set[tuple[str, str]] = set()
     root = _subtree(main, children, placed)
-    for other in roots:
-        if other is not main:
+    for other in [*roots, *sorted(own, key=_order)]:
+        # Other roots, then whatever no root reaches (a loop of parent references), as orphans.
+        if (other.trace_id, other.span_id) not in placed:
             orphan = _subtree(other, children, placed)
             orphan.orphan = True
             root.children.append(orphan)
