@@ -1,0 +1,49 @@
+"""`make demo`, the first command a new user types: it must work on a fresh checkout, fast."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.stack import REPO_ROOT
+
+SERVICES = ("order-service", "inventory-service", "notification-service", "points-service",
+            "user-service", "recommendation-service")
+
+
+@pytest.fixture(scope="module")
+def demo() -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    proc = subprocess.run(["make", "demo"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    return proc, time.monotonic() - started
+
+
+def test_make_demo_exits_0_in_under_60_seconds(demo):
+    proc, seconds = demo
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert seconds < 60
+
+
+def test_make_demo_names_every_service(demo):
+    proc, _ = demo
+    for service in SERVICES:
+        assert service in proc.stdout, f"{service} not in the demo's output"
+
+
+def test_make_demo_prints_three_chains_as_trees(demo):
+    proc, _ = demo
+    roots = re.findall(r"^trace [0-9a-f]{32}\s+(POST /\w+)", proc.stdout, re.MULTILINE)
+    assert roots == ["POST /orders", "POST /orders", "POST /users"]
+    assert re.search(r"chain 1: .*order \w+ confirmed", proc.stdout)
+    assert re.search(r"chain 2: .*order \w+ cancelled", proc.stdout)
+    assert re.search(r"chain 3: .*user u-\w+ registered, profile created", proc.stdout)
+
+
+def test_make_demo_shows_the_duplicate_and_the_failed_sms(demo):
+    proc, _ = demo
+    assert "⚠ duplicate: already processed" in proc.stdout
+    assert "✗ SmsFailed" in proc.stdout
+    assert "process notifications.retry" in proc.stdout
