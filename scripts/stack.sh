@@ -8,8 +8,9 @@
 #   up      build/fetch what is missing, start both, wait until they really answer
 #   down    stop what this checkout started (pid files in .stack/run), wait for the ports to close
 #   status  one line per component; exit 0 only when both are up
-#   run     start what is not running, run COMMAND, then stop only what was started here;
-#           exits with COMMAND's exit code
+#   run     start what is not running, run COMMAND, then stop what was started for it (when
+#           the last concurrent `run` in this checkout finishes; a stack started by hand with
+#           `up` stays up); exits with COMMAND's exit code
 #
 # Environment:
 #   KET_PYTHON                 python with confluent-kafka (default: .venv/bin/python)
@@ -17,6 +18,10 @@
 #                              (default: ${XDG_CACHE_HOME:-~/.cache}/kafka-event-tracing)
 #   KET_KAFKA_HEAP             JVM heap options (default: -Xms256m -Xmx512m)
 #   KET_KAFKA_START_TIMEOUT    seconds (default 120);  KET_JAEGER_START_TIMEOUT  seconds (default 60)
+#   KET_PORT_OFFSET            added to every port above (default 0), so a second checkout can run
+#                              its own stack next to the first; `up` remembers it for status/down,
+#                              and `run` passes the addresses on as KET_KAFKA_BOOTSTRAP,
+#                              KET_JAEGER_URL and KET_OTLP_ENDPOINT / KET_OTLP_HTTP_ENDPOINT
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,10 +46,31 @@ KAFKA_HEAP="${KET_KAFKA_HEAP:--Xms256m -Xmx512m}"
 KAFKA_TIMEOUT="${KET_KAFKA_START_TIMEOUT:-120}"
 JAEGER_TIMEOUT="${KET_JAEGER_START_TIMEOUT:-60}"
 
-KAFKA_BOOTSTRAP="127.0.0.1:19092"
-KAFKA_PORTS=(19092 19093)
-JAEGER_QUERY_URL="http://127.0.0.1:16686"
-JAEGER_PORTS=(4317 4318 16686 16685 13133)
+# Ports: the defaults below, all shifted by KET_PORT_OFFSET (or by the offset the running
+# stack was started with).
+OFFSET_FILE="$RUN_DIR/port-offset"
+PORT_OFFSET="${KET_PORT_OFFSET:-$(cat "$OFFSET_FILE" 2>/dev/null || echo 0)}"
+if ! [[ $PORT_OFFSET =~ ^[0-9]+$ ]] || ((PORT_OFFSET >= 40000)); then
+    echo "stack: error: KET_PORT_OFFSET must be a number below 40000" >&2
+    exit 1
+fi
+KAFKA_PORT=$((19092 + PORT_OFFSET))
+KAFKA_CONTROLLER_PORT=$((19093 + PORT_OFFSET))
+OTLP_GRPC_PORT=$((4317 + PORT_OFFSET))
+OTLP_HTTP_PORT=$((4318 + PORT_OFFSET))
+QUERY_HTTP_PORT=$((16686 + PORT_OFFSET))
+QUERY_GRPC_PORT=$((16685 + PORT_OFFSET))
+HEALTH_PORT=$((13133 + PORT_OFFSET))
+KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+KAFKA_PORTS=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
+JAEGER_QUERY_URL="http://127.0.0.1:$QUERY_HTTP_PORT"
+JAEGER_PORTS=("$OTLP_GRPC_PORT" "$OTLP_HTTP_PORT" "$QUERY_HTTP_PORT" "$QUERY_GRPC_PORT" "$HEALTH_PORT")
+# With an offset Jaeger runs from a copy of its config with the ports rewritten.
+if ((PORT_OFFSET == 0)); then
+    JAEGER_RUN_CONFIG="$JAEGER_CONFIG"
+else
+    JAEGER_RUN_CONFIG="$STACK/jaeger/jaeger.yaml"
+fi
 COMPONENTS=(kafka jaeger)
 
 say() { printf '%s\n' "$*"; }
@@ -74,7 +100,7 @@ pid_alive() {
 pid_signature() {
     case $1 in
         kafka) printf '%s' "$KAFKA_CONF" ;;
-        jaeger) printf '%s' "$JAEGER_CONFIG" ;;
+        jaeger) printf '%s' "$JAEGER_BIN" ;;
     esac
 }
 
@@ -96,7 +122,23 @@ ports_of() {
     esac
 }
 
-main_port() { case $1 in kafka) echo 19092 ;; jaeger) echo 16686 ;; esac; }
+# True when every listening port of the component belongs to pid (checked with ss when present).
+ports_owned_by() {
+    local comp=$1 pid=$2 port owner ok=0
+    command -v ss >/dev/null 2>&1 || return 0
+    while read -r port; do
+        owner=$(port_owner "$port")
+        if [[ -n $owner && $owner != *"pid=$pid,"* ]]; then
+            warn "stack: error: port $port is held by another process ($owner), not by our $comp ($pid)."
+            ok=1
+        fi
+    done < <(ports_of "$comp")
+    return "$ok"
+}
+
+kafka_cluster_id() { sed -n 's/^cluster.id=//p' "$KAFKA_DATA/meta.properties" 2>/dev/null | head -n1; }
+
+main_port() { case $1 in kafka) echo "$KAFKA_PORT" ;; jaeger) echo "$QUERY_HTTP_PORT" ;; esac; }
 
 log_of() { printf '%s' "$LOG_DIR/$1.log"; }
 
@@ -143,7 +185,7 @@ need_python() {
         die "$PY cannot import confluent_kafka: run 'make venv' (or set KET_PYTHON)."
 }
 
-# Fails when a port the component needs is taken by a process that is not ours.
+# Returns 1 (and says which) when a port the component needs is taken by a process that is not ours.
 check_ports_free() {
     local comp=$1 port owner busy=0
     while read -r port; do
@@ -153,6 +195,12 @@ check_ports_free() {
             busy=1
         fi
     done < <(ports_of "$comp")
+    return "$busy"
+}
+
+ports_free_or_die() {
+    local comp busy=0
+    for comp in "$@"; do check_ports_free "$comp" || busy=1; done
     if ((busy)); then
         warn "  Stop that process. If it is this project's stack started from another checkout, run 'scripts/stack.sh down' there."
         exit 1
@@ -273,7 +321,8 @@ start_kafka() {
     log=$(log_of kafka)
     mkdir -p "$(dirname "$KAFKA_CONF")" "$KAFKA_DATA"
     {
-        cat "$KAFKA_TEMPLATE"
+        sed -e "s/127\.0\.0\.1:19092/127.0.0.1:$KAFKA_PORT/g" \
+            -e "s/127\.0\.0\.1:19093/127.0.0.1:$KAFKA_CONTROLLER_PORT/g" "$KAFKA_TEMPLATE"
         printf '\n# Added by scripts/stack.sh\nlog.dirs=%s\n' "$KAFKA_DATA"
     } >"$KAFKA_CONF"
     if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
@@ -300,8 +349,16 @@ start_jaeger() {
     local log
     log=$(log_of jaeger)
     rotate_log "$log"
-    say "jaeger: starting, OTLP 127.0.0.1:4317/4318, UI/API $JAEGER_QUERY_URL (log $(rel "$log"))"
-    (cd "$ROOT" && exec setsid "$JAEGER_BIN" --config "$JAEGER_CONFIG" </dev/null >"$log" 2>&1) &
+    if [[ $JAEGER_RUN_CONFIG != "$JAEGER_CONFIG" ]]; then
+        mkdir -p "$(dirname "$JAEGER_RUN_CONFIG")"
+        sed -e "s/127\.0\.0\.1:4317\b/127.0.0.1:$OTLP_GRPC_PORT/g" \
+            -e "s/127\.0\.0\.1:4318\b/127.0.0.1:$OTLP_HTTP_PORT/g" \
+            -e "s/127\.0\.0\.1:16686\b/127.0.0.1:$QUERY_HTTP_PORT/g" \
+            -e "s/127\.0\.0\.1:16685\b/127.0.0.1:$QUERY_GRPC_PORT/g" \
+            -e "s/127\.0\.0\.1:13133\b/127.0.0.1:$HEALTH_PORT/g" "$JAEGER_CONFIG" >"$JAEGER_RUN_CONFIG"
+    fi
+    say "jaeger: starting, OTLP 127.0.0.1:$OTLP_GRPC_PORT/$OTLP_HTTP_PORT, UI/API $JAEGER_QUERY_URL (log $(rel "$log"))"
+    (cd "$ROOT" && exec setsid "$JAEGER_BIN" --config "$JAEGER_RUN_CONFIG" </dev/null >"$log" 2>&1) &
     echo $! >"$RUN_DIR/jaeger.pid"
 }
 
@@ -309,10 +366,14 @@ wait_ready() {
     local comp=$1 pid rc=0
     pid=$(<"$RUN_DIR/$comp.pid")
     case $comp in
-        kafka) "$PY" "$READY" kafka "$KAFKA_BOOTSTRAP" "$pid" "$KAFKA_TIMEOUT" || rc=$? ;;
+        kafka) "$PY" "$READY" kafka "$KAFKA_BOOTSTRAP" "$pid" "$KAFKA_TIMEOUT" "$(kafka_cluster_id)" || rc=$? ;;
         jaeger) "$PY" "$READY" jaeger "$JAEGER_QUERY_URL" "$pid" "$JAEGER_TIMEOUT" \
-            127.0.0.1:4317 127.0.0.1:4318 || rc=$? ;;
+            "127.0.0.1:$OTLP_GRPC_PORT" "127.0.0.1:$OTLP_HTTP_PORT" || rc=$? ;;
     esac
+    # The probes talk to a port, not a process: make sure the listener is ours.
+    if ((rc == 0)) && ! ports_owned_by "$comp" "$pid"; then
+        rc=1
+    fi
     if ((rc != 0)); then
         show_log_tail "$(log_of "$comp")"
         if pid_alive "$pid"; then
@@ -362,16 +423,19 @@ cmd_up() {
             say "$comp: already running (pid $pid)"
         else
             rm -f "$RUN_DIR/$comp.pid"
-            check_ports_free "$comp"
             to_start+=("$comp")
         fi
     done
+    ports_free_or_die "${to_start[@]}"
     need_python
     if [[ " ${to_start[*]} " == *" kafka "* ]]; then
         need_java
         ensure_kafka_libs
     fi
     [[ " ${to_start[*]} " == *" jaeger "* ]] && ensure_jaeger_bin
+    # Builds can take minutes: look at the ports again right before starting.
+    ports_free_or_die "${to_start[@]}"
+    echo "$PORT_OFFSET" >"$OFFSET_FILE"
     for comp in "${to_start[@]}"; do "start_$comp"; done
     # Readiness is checked for every component, also the ones already running.
     for comp in "${COMPONENTS[@]}"; do
@@ -386,7 +450,9 @@ cmd_up() {
         warn "stack: not everything started; 'scripts/stack.sh status' shows what runs, 'scripts/stack.sh down' stops it."
         return 1
     fi
-    say "stack: up (Kafka $KAFKA_BOOTSTRAP, OTLP 127.0.0.1:4317, Jaeger $JAEGER_QUERY_URL)"
+    # Started (or confirmed) by hand: test runs must not stop it afterwards.
+    [[ -n ${KET_STACK_FROM_RUN:-} ]] || rm -f "$RUN_DIR/started-by-run"
+    say "stack: up (Kafka $KAFKA_BOOTSTRAP, OTLP 127.0.0.1:$OTLP_GRPC_PORT, Jaeger $JAEGER_QUERY_URL)"
 }
 
 cmd_down() {
@@ -412,6 +478,9 @@ cmd_down() {
     for comp in "${comps[@]}"; do
         our_pid "$comp" >/dev/null || rm -f "$RUN_DIR/$comp.pid"
     done
+    if ! our_pid kafka >/dev/null && ! our_pid jaeger >/dev/null; then
+        rm -f "$RUN_DIR/started-by-run" "$OFFSET_FILE"
+    fi
     if ((rc == 0 && ${#stopped[@]})); then say "stack: stopped ${stopped[*]}"; fi
     return "$rc"
 }
@@ -433,8 +502,8 @@ cmd_status() {
         state=$(component_state "$comp")
         pid=$(our_pid "$comp" || true)
         case $comp in
-            kafka) detail="bootstrap $KAFKA_BOOTSTRAP (controller 127.0.0.1:19093)" ;;
-            jaeger) detail="OTLP grpc 127.0.0.1:4317 http 127.0.0.1:4318, API/UI $JAEGER_QUERY_URL" ;;
+            kafka) detail="bootstrap $KAFKA_BOOTSTRAP (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)" ;;
+            jaeger) detail="OTLP grpc 127.0.0.1:$OTLP_GRPC_PORT http 127.0.0.1:$OTLP_HTTP_PORT, API/UI $JAEGER_QUERY_URL" ;;
         esac
         case $state in
             up) ;;
@@ -448,28 +517,80 @@ cmd_status() {
     return "$all_up"
 }
 
-# Start what is not running, run a command, stop only what this invocation started.
+# ------------------------------------------------------------------- run (for make test)
+#
+# Several test runs may share one checkout's stack at the same time. Each run holds a
+# lease (.stack/run/leases/<pid>) while its command runs. Components a run had to start
+# are listed in .stack/run/started-by-run; the last run to finish stops exactly those.
+# A stack started by hand (`up`) is never stopped by a run.
+
+LEASES="$RUN_DIR/leases"
+RUN_STARTED="$RUN_DIR/started-by-run"
+
+lock_stack() {
+    command -v flock >/dev/null 2>&1 || return 0
+    exec 9>"$RUN_DIR/lock"
+    if ! flock -n 9; then
+        say "stack: another scripts/stack.sh is starting or stopping the stack; waiting for it"
+        flock 9
+    fi
+}
+
+unlock_stack() {
+    command -v flock >/dev/null 2>&1 || return 0
+    flock -u 9 || true
+}
+
+live_leases() {
+    local f pid
+    for f in "$LEASES"/*; do
+        [[ -e $f ]] || continue
+        pid=${f##*/}
+        if [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid"; then
+            printf '%s\n' "$pid"
+        else
+            rm -f "$f"
+        fi
+    done
+}
+
+# shellcheck disable=SC2317  # called from traps
+run_cleanup() {
+    trap - EXIT INT TERM
+    local others comps=()
+    lock_stack
+    rm -f "$LEASES/$$"
+    others=$(live_leases | tr '\n' ' ')
+    if [[ -n $others ]]; then
+        say "stack: still in use by other test run(s) (pid ${others% }); leaving it up"
+    elif [[ -s $RUN_STARTED ]]; then
+        mapfile -t comps < <(sort -u "$RUN_STARTED")
+        say "stack: stopping what test runs started: ${comps[*]}"
+        cmd_down "${comps[@]}" || true
+        rm -f "$RUN_STARTED"
+    else
+        say "stack: it was running before this run; leaving it up"
+    fi
+    unlock_stack
+}
+
 cmd_run() {
     [[ ${1:-} == -- ]] && shift
     (($#)) || die "usage: scripts/stack.sh run -- COMMAND..."
-    local comp started=() rc=0
+    local comp rc=0
+    mkdir -p "$LEASES"
+    lock_stack
+    : >"$LEASES/$$"
+    trap 'run_cleanup; exit 130' INT
+    trap 'run_cleanup; exit 143' TERM
+    trap 'run_cleanup' EXIT
     for comp in "${COMPONENTS[@]}"; do
-        our_pid "$comp" >/dev/null || started+=("$comp")
+        our_pid "$comp" >/dev/null || echo "$comp" >>"$RUN_STARTED"
     done
-    # shellcheck disable=SC2317  # called from the trap
-    cleanup() {
-        trap - EXIT INT TERM
-        if ((${#started[@]})); then
-            say "stack: stopping what this run started: ${started[*]}"
-            cmd_down "${started[@]}" || true
-        elif [[ ${1:-} != quiet ]]; then
-            say "stack: it was running before this run; leaving it up"
-        fi
-    }
-    trap 'cleanup; exit 130' INT
-    trap 'cleanup; exit 143' TERM
-    trap 'cleanup' EXIT
-    cmd_up
+    KET_STACK_FROM_RUN=1 cmd_up
+    unlock_stack
+    export KET_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" KET_JAEGER_URL="$JAEGER_QUERY_URL" \
+        KET_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC_PORT" KET_OTLP_HTTP_ENDPOINT="http://127.0.0.1:$OTLP_HTTP_PORT"
     set +e
     "$@"
     rc=$?

@@ -1,12 +1,14 @@
 """Readiness probes for the local stack, used by scripts/stack.sh.
 
-    stack_ready.py kafka  BOOTSTRAP PID TIMEOUT_S
+    stack_ready.py kafka  BOOTSTRAP PID TIMEOUT_S [CLUSTER_ID]
     stack_ready.py jaeger QUERY_URL PID TIMEOUT_S OTLP_HOST:PORT...
 
 Exit codes: 0 ready, 1 timed out, 2 the process exited while we waited.
 Kafka counts as ready when a real metadata request (AdminClient.list_topics)
-returns a broker; Jaeger when GET /api/services answers 200 with JSON and the
-OTLP ports accept connections.
+returns a broker and, when CLUSTER_ID is given, that broker belongs to our
+cluster (a broker started elsewhere on the same port does not count). Jaeger
+counts as ready when GET /api/services answers 200 with JSON and the OTLP
+ports accept connections.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _wait(name: str, pid: int, timeout_s: float, probe: Callable[[], str | None]
         time.sleep(0.5)
 
 
-def _kafka_probe(bootstrap: str) -> Callable[[], str | None]:
+def _kafka_probe(bootstrap: str, cluster_id: str | None) -> Callable[[], str | None]:
     from confluent_kafka.admin import AdminClient
 
     def silent(*_args: object) -> None:
@@ -83,6 +85,8 @@ def _kafka_probe(bootstrap: str) -> Callable[[], str | None]:
             return f"metadata request failed: {exc}"
         if not md.brokers:
             return "metadata has no brokers yet"
+        if cluster_id and md.cluster_id != cluster_id:
+            return f"the broker answering has cluster id {md.cluster_id}, ours is {cluster_id}"
         return None
 
     return probe
@@ -122,7 +126,8 @@ def main(argv: list[str]) -> int:
         return 64
     what, target, pid, timeout_s = argv[0], argv[1], int(argv[2]), float(argv[3])
     if what == "kafka":
-        return _wait("kafka", pid, timeout_s, _kafka_probe(target))
+        cluster_id = argv[4] if len(argv) > 4 else None
+        return _wait("kafka", pid, timeout_s, _kafka_probe(target, cluster_id))
     return _wait("jaeger", pid, timeout_s, _jaeger_probe(target, argv[4:]))
 
 

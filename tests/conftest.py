@@ -54,6 +54,7 @@ def real_stack(request: pytest.FixtureRequest, _stack_probe: str | None) -> stac
         kafka_bootstrap=stack_helpers.kafka_bootstrap(),
         jaeger_url=stack_helpers.jaeger_url(),
         otlp_endpoint=stack_helpers.otlp_endpoint(),
+        otlp_http_endpoint=stack_helpers.otlp_http_endpoint(),
     )
 
 

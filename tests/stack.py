@@ -4,6 +4,8 @@ Addresses come from the environment so the same tests can point at another stack
     KET_KAFKA_BOOTSTRAP   default 127.0.0.1:19092
     KET_JAEGER_URL        default http://127.0.0.1:16686   (query HTTP API)
     KET_OTLP_ENDPOINT     default http://127.0.0.1:4317    (OTLP gRPC receiver)
+    KET_OTLP_HTTP_ENDPOINT default http://127.0.0.1:4318   (OTLP HTTP receiver)
+`make test` (scripts/stack.sh run) sets all four to the stack it runs the tests against.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
 DEFAULT_JAEGER_URL = "http://127.0.0.1:16686"
 DEFAULT_OTLP_ENDPOINT = "http://127.0.0.1:4317"
+DEFAULT_OTLP_HTTP_ENDPOINT = "http://127.0.0.1:4318"
 
 
 def kafka_bootstrap() -> str:
@@ -39,7 +42,13 @@ def jaeger_url() -> str:
 
 
 def otlp_endpoint() -> str:
+    """OTLP gRPC endpoint of the stack's collector."""
     return os.environ.get("KET_OTLP_ENDPOINT") or DEFAULT_OTLP_ENDPOINT
+
+
+def otlp_http_endpoint() -> str:
+    """OTLP HTTP base URL of the stack's collector (append /v1/traces for traces)."""
+    return (os.environ.get("KET_OTLP_HTTP_ENDPOINT") or DEFAULT_OTLP_HTTP_ENDPOINT).rstrip("/")
 
 
 def in_ci() -> bool:
@@ -53,6 +62,7 @@ class Stack:
     kafka_bootstrap: str
     jaeger_url: str
     otlp_endpoint: str
+    otlp_http_endpoint: str
 
 
 # ----------------------------------------------------------------------------- probes
@@ -217,6 +227,7 @@ def _process_env(env: Mapping[str, str] | None) -> dict[str, str]:
     merged.setdefault("KET_KAFKA_BOOTSTRAP", kafka_bootstrap())
     merged.setdefault("KET_JAEGER_URL", jaeger_url())
     merged.setdefault("KET_OTLP_ENDPOINT", otlp_endpoint())
+    merged.setdefault("KET_OTLP_HTTP_ENDPOINT", otlp_http_endpoint())
     merged["PYTHONUNBUFFERED"] = "1"
     if env:
         merged.update(env)
