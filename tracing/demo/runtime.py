@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 import tracing
 from tracing.demo.events import Event, Topics
@@ -96,9 +96,19 @@ class Service:
         parent = propagate.extract(dict(headers)) if headers else None
         attributes = {"http.request.method": method, "http.route": route, "url.path": route}
         with self.tracer.start_as_current_span(
-            f"{method} {route}", context=parent, kind=SpanKind.SERVER, attributes=attributes
+            f"{method} {route}", context=parent, kind=SpanKind.SERVER, attributes=attributes,
+            record_exception=False, set_status_on_exception=False,
         ) as span:
-            yield span
+            try:
+                yield span
+            except ValueError:
+                span.set_attribute("http.response.status_code", 400)  # the client's error, not ours
+                raise
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_attributes({"http.response.status_code": 500, "error.type": type(exc).__qualname__})
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                raise
 
     def say(self, event: Event, subject: str, text: str) -> None:
         """A log line about one event: ``order.created 1a2b3c4d: reserved 2 x book``."""
