@@ -142,7 +142,6 @@ class Worker:
         self.service = service
         self.consumer = consumer
         self.redeliver_once = redeliver_once
-        self.handled = 0
 
     def poll_once(self, timeout: float) -> bool:
         """Poll once and handle what arrived; True when a message was handled."""
@@ -177,7 +176,6 @@ class Worker:
         except Exception as exc:
             service.log.warning("%s[%s]@%s failed: %s: %s", msg.topic(), msg.partition(), msg.offset(),
                                 type(exc).__name__, exc)
-        self.handled += 1
         if redeliver:
             self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
         else:
