@@ -1,0 +1,246 @@
+"""``python -m benchmarks``: raw confluent-kafka vs this library vs the OpenTelemetry contrib
+instrumentation, interleaved round by round, on the mock cluster and the real broker.
+
+    python -m benchmarks                      # everything: 3 rounds, N=50,000, both brokers
+    python -m benchmarks --broker mock --rounds 5
+    python -m benchmarks --quick              # seconds: tiny N, 1 round, mock only
+    python -m benchmarks --outage             # 1 M sends with the OTLP endpoint unreachable
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import contrib_env, report, stack
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+SAMPLINGS = ("none", "1.0", "0.01")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=50_000, help="messages per phase (default 50,000)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds; medians are taken over them (default 3)"
+    )
+    parser.add_argument("--broker", choices=("mock", "real", "both"), default="both")
+    parser.add_argument(
+        "--json", type=Path, help="write results here (default benchmarks/results/<time>.json)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny N, 1 round, mock only, no OTLP; a smoke run"
+    )
+    parser.add_argument(
+        "--exporters", default="discard,otlp", help="discard and/or otlp (OTLP into the real Jaeger when up)"
+    )
+    parser.add_argument("--no-contrib", action="store_true", help="leave out the contrib variant")
+    parser.add_argument("--otlp-endpoint", default=stack.OTLP_ENDPOINT)
+    parser.add_argument("--bootstrap", default=stack.KAFKA_BOOTSTRAP, help="the real broker")
+    parser.add_argument("--outage", action="store_true", help="only the unreachable-exporter run")
+    parser.add_argument("--outage-n", type=int, default=1_000_000)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n = min(args.n, 2_000)
+        args.rounds = 1
+        args.broker = "mock"
+        args.exporters = "discard"
+    return args
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_worker(python: str, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; its last stdout line is the JSON result."""
+    env = dict(os.environ)
+    env.pop("OTEL_SDK_DISABLED", None)
+    try:
+        out = subprocess.run(
+            [python, "-m", "benchmarks.worker", json.dumps(spec)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        tail = [line for line in out.stderr.strip().splitlines() if not line.startswith("%")][-3:]
+        return {"error": f"exit {out.returncode}: " + " | ".join(tail)}
+    result = json.loads(lines[-1])
+    result["stderr_lines"] = len(out.stderr.splitlines())
+    return result
+
+
+# ----------------------------------------------------------------------------- the matrix
+def plan(
+    args: argparse.Namespace, contrib: str | None, brokers: list[str], otlp: bool
+) -> list[dict[str, Any]]:
+    """One round: raw, then each configuration as ours/contrib pairs (adjacent, for fair ratios)."""
+    exporters = [e for e in args.exporters.split(",") if e == "discard" or (e == "otlp" and otlp)]
+    round_plan = []
+    for broker in brokers:
+        round_plan.append({"library": "raw", "sampling": "none", "exporter": "none", "broker": broker})
+        configs = [("none", "none")] + [(s, e) for e in exporters for s in SAMPLINGS if s != "none"]
+        for sampling, exporter in configs:
+            for library in ("ours", "contrib") if contrib else ("ours",):
+                round_plan.append(
+                    {"library": library, "sampling": sampling, "exporter": exporter, "broker": broker}
+                )
+    return round_plan
+
+
+def measure_all(args: argparse.Namespace) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "n": args.n,
+        "rounds": args.rounds,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "workload": "100-byte values, keys over 64 ids, traceparent on consumed messages; BatchSpanProcessor",
+        "skipped": [],
+    }
+    ours_versions = contrib_env._ours()
+    meta["versions"] = {"ours": ours_versions}
+    contrib: str | None = None
+    if not args.no_contrib:
+        python = contrib_env.ensure(create=not args.quick, say=say)
+        if python is None:
+            meta["skipped"].append("contrib: no contrib venv (run without --quick once to create it)")
+        else:
+            contrib = str(python)
+            meta["versions"]["contrib"] = contrib_env.installed_versions(python)
+    brokers = ["mock"] if args.broker in ("mock", "both") else []
+    if args.broker in ("real", "both"):
+        problem = stack.kafka_problem(args.bootstrap)
+        if problem:
+            meta["skipped"].append(f"real broker: {problem} (start it with `make stack-up`)")
+        else:
+            brokers.append("real")
+    otlp = "otlp" in args.exporters.split(",")
+    if otlp:
+        problem = stack.otlp_problem(args.otlp_endpoint)
+        if problem:
+            meta["skipped"].append(f"OTLP exporter variant: {problem} (start Jaeger with `make stack-up`)")
+            otlp = False
+    for line in meta["skipped"]:
+        say("skipped: " + line)
+
+    round_plan = plan(args, contrib, brokers, otlp)
+    timeout = 120 + args.n / 1000 * 15
+    runs = []
+    for rnd in range(1, args.rounds + 1):
+        for item in round_plan:
+            spec = dict(item, n=args.n, seed=rnd, otlp_endpoint=args.otlp_endpoint)
+            if item["broker"] == "real":
+                spec["bootstrap"] = args.bootstrap
+            python = contrib if item["library"] == "contrib" else sys.executable
+            started = time.monotonic()
+            result = run_worker(python, spec, timeout)  # type: ignore[arg-type]
+            entry = dict(item, round=rnd, n=args.n, wall_s=round(time.monotonic() - started, 1))
+            if "error" in result:
+                entry["error"] = result["error"]
+                say(f"[round {rnd}/{args.rounds}] {_label(item)}  FAILED: {result['error']}")
+            else:
+                entry["msgs_per_s"] = result["msgs_per_s"]
+                entry["spans_exported"] = result["spans_exported"]
+                rates = "  ".join(f"{p} {result['msgs_per_s'][p] / 1000:7.1f}k/s" for p in report.PHASES)
+                say(f"[round {rnd}/{args.rounds}] {_label(item)}  {rates}")
+            runs.append(entry)
+    meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"meta": meta, "runs": runs}
+
+
+def _label(item: dict[str, Any]) -> str:
+    key = report.variant_key(item["library"], item["sampling"], item["exporter"])
+    return f"{item['broker']:4} {report.variant_label(key):34}"
+
+
+# ----------------------------------------------------------------------------- outage
+def measure_outage(args: argparse.Namespace) -> dict[str, Any]:
+    """Raw (control) and ours, each with its mock cluster in a separate owner process."""
+    port = stack.closed_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    say(f"outage: {args.outage_n:,} sends, 100 % sampling, OTLP endpoint {endpoint} (nothing listens)")
+    results = {}
+    for library in ("raw", "ours"):
+        owner = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker", json.dumps({"mode": "mock-owner"})],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert owner.stdout is not None
+            bootstrap = owner.stdout.readline().strip()
+            spec = {
+                "mode": "outage",
+                "library": library,
+                "n": args.outage_n,
+                "bootstrap": bootstrap,
+                "otlp_endpoint": endpoint,
+            }
+            result = run_worker(sys.executable, spec, timeout=600 + args.outage_n / 1000)
+        finally:
+            assert owner.stdin is not None
+            owner.stdin.close()
+            try:
+                owner.wait(30)
+            except subprocess.TimeoutExpired:
+                owner.kill()
+        results[library] = result
+        if "error" in result:
+            say(f"outage: {library}: FAILED {result['error']}")
+        else:
+            say(
+                f"outage: {library:4}: {result['exceptions']} exceptions, RSS {result['rss_start_mb']} -> "
+                f"peak {result['rss_peak_mb']} / end {result['rss_end_mb']} MB "
+                f"(growth {result['rss_growth_mb']} MB), {result['msgs_per_s'] / 1000:.1f}k msgs/s, "
+                f"{result.get('stderr_lines', 0)} log lines"
+            )
+    return results
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.outage:
+        data: dict[str, Any] = {
+            "meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"), "mode": "outage"},
+            "outage": measure_outage(args),
+        }
+        data["targets"] = report.targets({}, data["outage"])
+        say(report.render({}, {"n": 0}, data["targets"]))
+    else:
+        data = measure_all(args)
+        data["summary"] = report.summarise(data["runs"])
+        data["targets"] = report.targets(data["summary"], None)
+        say(report.render(data["summary"], data["meta"], data["targets"]))
+    path = args.json
+    if path is None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = RESULTS_DIR / (f"outage-{stamp}.json" if args.outage else f"bench-{stamp}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    say(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""From measurements to medians, ratios, per-message overhead, targets and a printed table.
+
+Ratios and overheads are computed within one round (the variants of a round ran back to
+back) and then the median over rounds is taken, so slow drift of a shared machine cancels
+out; absolute rates are medians too, but only the ratios are meant to be quoted.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+PHASES = ("produce", "poll", "process")
+SAMPLING_LABEL = {"none": "no SDK", "1.0": "100%", "0.01": "1%"}
+LIBRARY_LABEL = {"raw": "raw confluent-kafka", "ours": "this library", "contrib": "otel contrib"}
+BROKER_LABEL = {"mock": "librdkafka mock cluster", "real": "real broker (127.0.0.1:19092)"}
+
+# (sampling, phase, minimum ratio this library / contrib)
+RATIO_TARGETS = (
+    ("1.0", "produce", 1.5),
+    ("1.0", "poll", 2.5),
+    ("0.01", "produce", 2.0),
+    ("0.01", "poll", 3.0),
+)
+NO_SDK_MAX_US = 2.0
+OUTAGE_MAX_RSS_MB = 50.0
+
+
+def variant_key(library: str, sampling: str, exporter: str) -> str:
+    if library == "raw":
+        return "raw"
+    return f"{library}/{sampling}" if sampling == "none" else f"{library}/{sampling}/{exporter}"
+
+
+def variant_label(key: str) -> str:
+    parts = key.split("/")
+    label = LIBRARY_LABEL[parts[0]]
+    if len(parts) > 1:
+        label += "  " + SAMPLING_LABEL.get(parts[1], parts[1])
+    if len(parts) > 2:
+        label += " " + parts[2]
+    return label
+
+
+def _median(values: Iterable[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per broker: median rates, overhead over raw (µs/msg), ratios to contrib."""
+    out: dict[str, Any] = {}
+    for broker in sorted({r["broker"] for r in runs}):
+        mine = [r for r in runs if r["broker"] == broker and not r.get("error")]
+        by_round: dict[int, dict[str, dict[str, float]]] = {}
+        for r in mine:
+            key = variant_key(r["library"], r["sampling"], r["exporter"])
+            by_round.setdefault(r["round"], {})[key] = r["msgs_per_s"]
+        keys = sorted({k for rnd in by_round.values() for k in rnd}, key=_order)
+        rates = {
+            k: {p: _median(rnd[k].get(p) for rnd in by_round.values() if k in rnd) for p in PHASES}
+            for k in keys
+        }
+        overhead = {}
+        for k in keys:
+            if k == "raw":
+                continue
+            overhead[k] = {
+                p: _median(
+                    1e6 / rnd[k][p] - 1e6 / rnd["raw"][p]
+                    for rnd in by_round.values()
+                    if k in rnd and "raw" in rnd and rnd[k].get(p) and rnd["raw"].get(p)
+                )
+                for p in PHASES
+            }
+        ratios = {}
+        for k in keys:
+            if not k.startswith("ours/"):
+                continue
+            theirs = "contrib/" + k.split("/", 1)[1]
+            if theirs not in keys:
+                continue
+            ratios[k.split("/", 1)[1]] = {
+                p: _median(
+                    rnd[k][p] / rnd[theirs][p]
+                    for rnd in by_round.values()
+                    if k in rnd and theirs in rnd and rnd[k].get(p) and rnd[theirs].get(p)
+                )
+                for p in PHASES
+            }
+        out[broker] = {
+            "rounds": len(by_round),
+            "msgs_per_s": rates,
+            "overhead_us_over_raw": overhead,
+            "ratio_vs_contrib": ratios,
+            "spans_exported_per_msg": _spans_per_msg(mine),
+        }
+    return out
+
+
+def _spans_per_msg(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
+    for r in runs:
+        if not r.get("spans_exported"):
+            continue
+        key = variant_key(r["library"], r["sampling"], r["exporter"])
+        n = r["n"]
+        for p, count in r["spans_exported"].items():
+            out.setdefault(key, {}).setdefault(p, [])  # type: ignore[arg-type]
+            out[key][p].append(count / n)  # type: ignore[union-attr]
+    return {k: {p: _median(v) for p, v in d.items()} for k, d in out.items()}  # type: ignore[arg-type]
+
+
+def _order(key: str) -> tuple[int, int, int]:
+    """raw first, then by exporter and sampling, ours before contrib."""
+    if key == "raw":
+        return (-1, 0, 0)
+    library, sampling, exporter = (key.split("/") + [""])[:3]
+    return (
+        {"": 0, "discard": 0, "otlp": 1}[exporter],
+        {"none": 0, "1.0": 1, "0.01": 2}.get(sampling, 3),
+        {"ours": 0, "contrib": 1}[library],
+    )
+
+
+def targets(summary: dict[str, Any], outage: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Every target with its measured value; ratio targets on the discarding exporter."""
+    found = []
+    for broker, s in summary.items():
+        for sampling, phase, minimum in RATIO_TARGETS:
+            value = s["ratio_vs_contrib"].get(f"{sampling}/discard", {}).get(phase)
+            found.append(
+                {
+                    "target": f"{SAMPLING_LABEL[sampling]} {_phase_name(phase)} vs contrib",
+                    "broker": broker,
+                    "value": value,
+                    "want": f">= {minimum}x",
+                    "met": value is not None and value >= minimum,
+                }
+            )
+        for phase in PHASES:
+            value = s["overhead_us_over_raw"].get("ours/none", {}).get(phase)
+            found.append(
+                {
+                    "target": f"no SDK {_phase_name(phase)}: µs/msg over raw",
+                    "broker": broker,
+                    "value": value,
+                    "want": f"<= {NO_SDK_MAX_US} µs",
+                    "met": value is not None and value <= NO_SDK_MAX_US,
+                }
+            )
+    if outage:
+        for name, result in outage.items():
+            if name != "ours" or "rss_growth_mb" not in result:
+                continue
+            found.append(
+                {
+                    "target": f"exporter unreachable, {result['n']:,} sends: exceptions",
+                    "broker": "mock",
+                    "value": result["exceptions"],
+                    "want": "0",
+                    "met": result["exceptions"] == 0,
+                }
+            )
+            found.append(
+                {
+                    "target": f"exporter unreachable, {result['n']:,} sends: RSS growth MB",
+                    "broker": "mock",
+                    "value": result["rss_growth_mb"],
+                    "want": f"<= {OUTAGE_MAX_RSS_MB:g} MB",
+                    "met": result["rss_growth_mb"] <= OUTAGE_MAX_RSS_MB,
+                }
+            )
+    return found
+
+
+def _phase_name(phase: str) -> str:
+    return {"produce": "produce", "poll": "consume (poll loop)", "process": "consume (process(msg))"}[phase]
+
+
+# ----------------------------------------------------------------------------- printing
+def _rate(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1000:,.1f}k"
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for broker, s in summary.items():
+        lines.append("")
+        lines.append(
+            f"== {BROKER_LABEL.get(broker, broker)}: N={meta['n']:,} msgs per phase, "
+            f"{s['rounds']} round(s), medians =="
+        )
+        head = f"{'variant':34} {'produce/s':>10} {'poll/s':>10} {'process/s':>10}   µs/msg over raw: "
+        lines.append(head + f"{'produce':>8} {'poll':>7} {'process':>8}")
+        for key, rates in s["msgs_per_s"].items():
+            over = s["overhead_us_over_raw"].get(key, {})
+            lines.append(
+                f"{variant_label(key):34} {_rate(rates['produce']):>10} {_rate(rates['poll']):>10} "
+                f"{_rate(rates['process']):>10}   {'':17}"
+                f"{_num(over.get('produce'), '.2f'):>8} {_num(over.get('poll'), '.2f'):>7} "
+                f"{_num(over.get('process'), '.2f'):>8}"
+            )
+        if s["ratio_vs_contrib"]:
+            lines.append("")
+            lines.append("this library / otel contrib, same round (median of per-round ratios):")
+            lines.append(f"  {'sampling + exporter':24} {'produce':>8} {'poll':>8} {'process':>8}")
+            for key, ratio in s["ratio_vs_contrib"].items():
+                sampling, _, exporter = key.partition("/")
+                label = SAMPLING_LABEL.get(sampling, sampling) + (" " + exporter if exporter else "")
+                lines.append(
+                    f"  {label:24} {_num(ratio['produce'], '.2f') + 'x':>8} "
+                    f"{_num(ratio['poll'], '.2f') + 'x':>8} {_num(ratio['process'], '.2f') + 'x':>8}"
+                )
+    if checked:
+        lines.append("")
+        lines.append("targets:")
+        for t in checked:
+            value = t["value"]
+            shown = "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+            verdict = "met" if t["met"] else "NOT met"
+            lines.append(f"  [{t['broker']:4}] {t['target']:46} {shown:>8}  want {t['want']:10} {verdict}")
+    return "\n".join(lines)

@@ -1,0 +1,415 @@
+"""One measurement in a fresh interpreter: ``python -m benchmarks.worker '<json spec>'``.
+
+The spec names the client library (``raw``, ``ours``, ``contrib``), the sampling
+(``none`` = no SDK configured, or a ratio), the exporter (``discard`` or ``otlp``) and
+the broker. The worker prints one JSON line (the last line of stdout) with the
+throughput of each phase:
+
+- ``produce``: N root sends (no ambient span), ``poll(0)`` every 1000, then ``flush()``;
+- ``poll``: consume N pre-produced messages in a plain ``poll()`` loop (drop-in style);
+- ``process``: the same messages again, each handled inside ``process(msg)`` (ours) or
+  simply handled after ``poll()`` (raw, contrib: they have no such call).
+
+The input messages are pre-produced untimed WITH a ``traceparent`` header, as traced
+producers would send them; its sampled flag is set with the run's sampling ratio.
+Consumers get the first message untimed and then wait until librdkafka has prefetched
+the rest, so the timed loop measures the client side, not the fetch. Every timed phase
+includes ``force_flush()`` of the span processor: the export work belongs to the cost.
+
+Runs under this project's venv and under the contrib venv (no ``tracing`` import
+unless the library is ``ours``). Must stay compatible with both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+KEYS = [f"id-{i:02d}".encode() for i in range(64)]
+VALUE = bytes(range(100))
+PARTITIONS = 4
+POLL_EVERY = 1000
+PREFETCH_WAIT_S = {"mock": 0.5, "real": 1.5}
+IDLE_LIMIT_S = 20.0
+
+
+# ----------------------------------------------------------------------------- SDK
+class _Counting:
+    """A span exporter that counts what it is given and passes it on (or discards it)."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        self.count += len(spans)
+        return self.inner.export(spans) if self.inner is not None else SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        if self.inner is not None:
+            self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def setup_sdk(spec: dict[str, Any]) -> tuple[Any, _Counting | None]:
+    """Configure the global provider as the spec says; (provider, counting exporter) or (None, None)."""
+    sampling = spec["sampling"]
+    if sampling == "none":
+        return None, None
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    ratio = float(sampling)
+    sampler = ParentBased(ALWAYS_ON) if ratio >= 1.0 else ParentBased(TraceIdRatioBased(ratio))
+    if spec["exporter"] == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        endpoint = spec["otlp_endpoint"]
+        exporter = _Counting(OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://")))
+    else:
+        exporter = _Counting()
+    resource = Resource.create({"service.name": f"bench-{spec['library']}"})
+    provider = TracerProvider(resource=resource, sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider, exporter
+
+
+# ----------------------------------------------------------------------------- clients
+def make_producer(library: str, conf: dict[str, Any]) -> Any:
+    if library == "raw":
+        return Producer(conf)
+    if library == "ours":
+        from tracing import TracedProducer
+
+        return TracedProducer(conf)
+    from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
+
+    return ConfluentKafkaInstrumentor.instrument_producer(Producer(conf))
+
+
+def make_consumer(library: str, conf: dict[str, Any], topic: str) -> Any:
+    raw = Consumer(conf)
+    # assign() before wrapping: the contrib proxy cannot assign (it never initialises
+    # its Consumer base class); no group join, so every variant starts alike.
+    raw.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    if library == "raw":
+        return raw
+    if library == "ours":
+        from tracing import TracedConsumer
+
+        return TracedConsumer(raw, client_config=conf)
+    from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
+
+    return ConfluentKafkaInstrumentor.instrument_consumer(raw)
+
+
+# ----------------------------------------------------------------------------- broker
+class Broker:
+    """The mock cluster owned by this process, or the real broker (topics made and removed here)."""
+
+    def __init__(self, kind: str, bootstrap: str | None) -> None:
+        self.kind = kind
+        self._owner = None
+        self._topics: list[str] = []
+        if kind == "mock":
+            if bootstrap:
+                self.bootstrap = bootstrap  # a cluster owned by another process
+            else:
+                self._owner = Producer({"test.mock.num.brokers": 1, "log_level": 0})
+                broker = next(iter(self._owner.list_topics(timeout=10).brokers.values()))
+                self.bootstrap = f"{broker.host}:{broker.port}"
+        else:
+            self.bootstrap = bootstrap or "127.0.0.1:19092"
+
+    def topic(self, tag: str) -> str:
+        name = f"bench-{tag}-{uuid.uuid4().hex[:10]}"
+        if self.kind == "real":
+            from confluent_kafka.admin import AdminClient, NewTopic
+
+            admin = AdminClient({"bootstrap.servers": self.bootstrap})
+            futures = admin.create_topics([NewTopic(name, PARTITIONS, 1)], operation_timeout=15)
+            futures[name].result(timeout=30)
+            self._topics.append(name)
+        # The mock cluster creates topics on first use with 4 partitions (PARTITIONS).
+        return name
+
+    def cleanup(self) -> None:
+        if self.kind == "real" and self._topics:
+            from confluent_kafka.admin import AdminClient
+
+            admin = AdminClient({"bootstrap.servers": self.bootstrap})
+            try:
+                for future in admin.delete_topics(self._topics, operation_timeout=15).values():
+                    future.result(timeout=30)
+            except Exception as exc:  # leftovers are harmless; say so and go on
+                print(f"could not delete benchmark topics: {exc}", file=sys.stderr)
+
+
+def traceparents(n: int, ratio: float, seed: int) -> list[bytes]:
+    """N random valid traceparents; the sampled flag set with probability ``ratio``."""
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        flags = 1 if rnd.random() < ratio else 0
+        out.append(
+            f"00-{rnd.getrandbits(128) or 1:032x}-{rnd.getrandbits(64) or 1:016x}-{flags:02x}".encode()
+        )
+    return out
+
+
+def preproduce(bootstrap: str, topic: str, n: int, ratio: float, seed: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i, tp in enumerate(traceparents(n, ratio, seed)):
+        _produce(producer.produce, producer.poll, topic, KEYS[i & 63], [("traceparent", tp)])
+        if i % POLL_EVERY == 0:
+            producer.poll(0)
+    if producer.flush(60) != 0:
+        raise RuntimeError("pre-produce did not complete")
+
+
+def _produce(produce: Any, poll: Any, topic: str, key: bytes, headers: Any = None) -> None:
+    while True:
+        try:
+            if headers is None:
+                produce(topic, VALUE, key=key)
+            else:
+                produce(topic, VALUE, key=key, headers=headers)
+            return
+        except BufferError:  # local queue full: serve delivery reports, as an app would
+            poll(0.05)
+
+
+# ----------------------------------------------------------------------------- phases
+def phase_produce(library: str, bootstrap: str, topic: str, n: int, provider: Any) -> float:
+    producer = make_producer(library, {"bootstrap.servers": bootstrap})
+    produce, poll = producer.produce, producer.poll
+    produce(topic, VALUE, key=KEYS[0])  # warm-up: metadata, connection, per-topic caches
+    producer.flush(30)
+    keys = KEYS
+    start = time.perf_counter()
+    for i in range(n):
+        try:
+            produce(topic, VALUE, key=keys[i & 63])
+        except BufferError:
+            _produce(produce, poll, topic, keys[i & 63])
+        if i % POLL_EVERY == 999:
+            poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError("produce: messages left undelivered")
+    if provider is not None:
+        provider.force_flush()
+    return time.perf_counter() - start
+
+
+def _handle(msg: Any) -> int:
+    """The application's work per message: deliberately trivial."""
+    return len(msg.value())
+
+
+def phase_consume(
+    library: str, broker: Broker, topic: str, n: int, provider: Any, style: str, group: str
+) -> float:
+    conf = {
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    consumer = make_consumer(library, conf, topic)
+    poll = consumer.poll
+    first = _poll_one(poll)
+    _handle(first)
+    time.sleep(PREFETCH_WAIT_S[broker.kind])  # let librdkafka prefetch the rest
+    handle = _handle
+    got = 1
+    idle_since = None
+    start = time.perf_counter()
+    if style == "process" and library == "ours":
+        process = consumer.process
+        while got < n:
+            msg = poll(1.0)
+            if msg is None or msg.error() is not None:
+                idle_since = _idle(idle_since, msg)
+                continue
+            with process(msg):
+                handle(msg)
+            got += 1
+    else:
+        while got < n:
+            msg = poll(1.0)
+            if msg is None or msg.error() is not None:
+                idle_since = _idle(idle_since, msg)
+                continue
+            handle(msg)
+            got += 1
+    if provider is not None:
+        provider.force_flush()
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+def _poll_one(poll: Any) -> Any:
+    deadline = time.monotonic() + IDLE_LIMIT_S * 2
+    while time.monotonic() < deadline:
+        msg = poll(1.0)
+        if msg is not None and msg.error() is None:
+            return msg
+    raise RuntimeError("consume: no message arrived")
+
+
+def _idle(since: float | None, msg: Any) -> float | None:
+    if msg is not None:
+        if msg.error() is not None and msg.error().fatal():
+            raise KafkaException(msg.error())
+        return since
+    now = time.monotonic()
+    if since is None:
+        return now
+    if now - since > IDLE_LIMIT_S:
+        raise RuntimeError("consume: the broker stopped delivering messages")
+    return since
+
+
+# ----------------------------------------------------------------------------- main
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    library, n = spec["library"], int(spec["n"])
+    provider, exporter = setup_sdk(spec)
+    ratio = 1.0 if spec["sampling"] == "none" else float(spec["sampling"])
+    broker = Broker(spec["broker"], spec.get("bootstrap"))
+    result: dict[str, Any] = {"spec": spec, "seconds": {}, "msgs_per_s": {}, "spans_exported": {}}
+    try:
+        phases = spec.get("phases", ["produce", "poll", "process"])
+        topic_in = None
+        if "poll" in phases or "process" in phases:
+            topic_in = broker.topic("in")
+            preproduce(broker.bootstrap, topic_in, n, ratio, int(spec.get("seed", 1)))
+        for phase in phases:
+            before = exporter.count if exporter is not None else 0
+            if phase == "produce":
+                seconds = phase_produce(library, broker.bootstrap, broker.topic("out"), n, provider)
+                count = n
+            else:
+                group = f"bench-{phase}-{uuid.uuid4().hex[:6]}"
+                seconds = phase_consume(library, broker, topic_in, n, provider, phase, group)
+                count = n - 1  # the first message is received untimed
+            result["seconds"][phase] = seconds
+            result["msgs_per_s"][phase] = count / seconds
+            if exporter is not None:
+                result["spans_exported"][phase] = exporter.count - before
+    finally:
+        broker.cleanup()
+    return result
+
+
+# ----------------------------------------------------------------------------- outage
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def outage(spec: dict[str, Any]) -> dict[str, Any]:
+    """N sends with 100 % sampling while the OTLP endpoint refuses connections.
+
+    The mock cluster is owned by another process (``mock-owner``): it keeps every
+    message in memory, which must not count as our growth.
+    """
+    library, n = spec["library"], int(spec["n"])
+    conf = {"bootstrap.servers": spec["bootstrap"]}
+    if library == "ours":
+        import tracing
+
+        tracing.configure("bench-outage", endpoint=spec["otlp_endpoint"])
+        producer: Any = tracing.TracedProducer(conf)
+    else:
+        producer = Producer(conf)
+    produce, poll = producer.produce, producer.poll
+    topic = f"bench-outage-{uuid.uuid4().hex[:10]}"
+    produce(topic, VALUE, key=KEYS[0])
+    producer.flush(30)
+    exceptions: list[str] = []
+    samples = []
+    start_rss = peak = rss_mb()
+    start = time.perf_counter()
+    for i in range(n):
+        try:
+            try:
+                produce(topic, VALUE, key=KEYS[i & 63])
+            except BufferError:
+                _produce(produce, poll, topic, KEYS[i & 63])
+            if i % POLL_EVERY == 999:
+                poll(0)
+        except Exception as exc:  # counted: the target is none at all
+            if len(exceptions) < 20:
+                exceptions.append(repr(exc))
+            else:
+                exceptions.append("")
+        if i % 50_000 == 49_999:
+            now = rss_mb()
+            peak = max(peak, now)
+            samples.append([i + 1, round(now, 1)])
+    try:
+        left = producer.flush(120)
+    except Exception as exc:
+        exceptions.append(repr(exc))
+        left = -1
+    seconds = time.perf_counter() - start
+    end_rss = rss_mb()
+    peak = max(peak, end_rss)
+    return {
+        "library": library,
+        "n": n,
+        "seconds": seconds,
+        "msgs_per_s": n / seconds,
+        "undelivered": left,
+        "exceptions": len(exceptions),
+        "first_exceptions": [e for e in exceptions if e][:5],
+        "rss_start_mb": round(start_rss, 1),
+        "rss_peak_mb": round(peak, 1),
+        "rss_end_mb": round(end_rss, 1),
+        "rss_growth_mb": round(peak - start_rss, 1),
+        "rss_samples": samples,
+    }
+
+
+def mock_owner() -> None:
+    """Own a mock cluster until stdin closes; print its bootstrap address first."""
+    broker = Broker("mock", None)
+    sys.stdout.write(broker.bootstrap + "\n")
+    sys.stdout.flush()
+    sys.stdin.read()
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[1])
+    mode = spec.get("mode", "measure")
+    if mode == "mock-owner":
+        mock_owner()
+        return 0
+    result = outage(spec) if mode == "outage" else measure(spec)
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    # Skip interpreter teardown: exporters and librdkafka threads may linger; the result is out.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
