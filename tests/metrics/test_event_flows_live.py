@@ -4,7 +4,8 @@ Traffic goes through the real Kafka broker with the project's wrappers (tests/me
 spans go to the real collector (otelcol-events with collector-config/), metrics to the real
 Prometheus (Debian's package) and traces to the real Jaeger v2. Then:
 
-- every PromQL expression of every dashboard panel and variable returns data from Prometheus,
+- every PromQL expression of every dashboard panel and variable returns data from Prometheus
+  (for the test's own flows, and for the demo's six services run as separate processes),
   every exemplar query returns trace ids that Jaeger knows, every Jaeger search of a panel finds
   traces, and the panels' data links lead to traces;
 - Jaeger's Monitor tab (jaeger-spm.yaml) reads those metrics from Prometheus;
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 import time
 import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
@@ -38,7 +41,7 @@ from tests.metrics.dashboard_queries import (
     variables,
 )
 from tests.metrics.flows import Flow, drive, new_flow
-from tests.stack import Stack, create_topic, jaeger_trace, span_service, unique_topic
+from tests.stack import REPO_ROOT, Stack, create_topic, jaeger_trace, span_service, unique_topic, venv_python
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
 
@@ -154,6 +157,62 @@ def test_failing_handlers_table_links_to_the_failing_traces(flow_traffic: Flow, 
 def _fill_link(url: str, values: dict[str, str], fields: dict[str, str]) -> str:
     url = re.sub(r"\$\{__data\.fields\.([a-zA-Z0-9_]+)\}", lambda m: fields[m.group(1)], url)
     return substitute(url, values)
+
+
+def test_the_demos_traffic_shows_on_every_panel(real_stack: Stack, metrics_stack: MetricsStack) -> None:
+    """The demo (python -m tracing.demo --live: six services as separate processes) sent through the
+    collector, twice (so counters grow between scrapes): every panel has data for its topics."""
+    prefix = f"dashdemo-{uuid.uuid4().hex[:8]}-"
+    argv = [
+        venv_python(), "-m", "tracing.demo", "--live", "--prefix", prefix,
+        "--bootstrap", real_stack.kafka_bootstrap, "--otlp", metrics_stack.otlp_endpoint,
+        "--jaeger", real_stack.jaeger_url, "--sms-fail-share", "1.0",
+    ]  # fmt: skip
+    for _ in range(2):
+        proc = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    failing = live.wait_until(
+        lambda: live.prom_label_values(
+            f'traces_span_metrics_calls_total{{status_code="STATUS_CODE_ERROR", '
+            f'messaging_destination_name=~"{prefix}.*"}}',
+            "service_name",
+        ),
+        timeout=60,
+        what="a failing demo service in Prometheus",
+    )
+    error_types = live.prom_label_values(
+        f'traces_span_metrics_calls_total{{status_code="STATUS_CODE_ERROR", service_name="{failing[0]}"}}',
+        "error_type",
+    )
+    values = {
+        "topic": f"{prefix}.*",
+        "group": f"{prefix}.*",
+        "service": "order-service",
+        "failing_service": failing[0],
+        "error_type": error_types[0],
+        "slow_ms": "5",
+        "jaeger_ui": "http://127.0.0.1:16686",
+    }
+    queries = panel_queries(DASHBOARDS)
+
+    def all_answer() -> bool:
+        missing = []
+        for q in queries:
+            if q.kind == "prometheus":
+                expr = substitute(promql_of(q.target), values)
+                if q.target.get("instant"):
+                    result = live.prom_query(expr)
+                else:
+                    result = live.prom_query_range(expr, seconds=300, step=5)
+                if not live.has_positive_sample(result):
+                    missing.append(f"{q.label}: {live.sample_values(result)[:5]}")
+            else:
+                if not live.jaeger_search(real_stack.jaeger_url, jaeger_search_params(q.target, values)):
+                    missing.append(f"{q.label}: no traces")
+        assert not missing, "no data for the demo's flows:\n" + "\n".join(missing)
+        return True
+
+    live.wait_until(all_answer, timeout=120, interval=3, what="data for every panel from the demo")
 
 
 def test_jaeger_monitor_tab_reads_the_span_metrics(
