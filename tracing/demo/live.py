@@ -72,15 +72,35 @@ class ServiceProcess:
             if echo is not None:
                 echo(f"  {line.rstrip()}")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code; a service still running after ``timeout`` is killed (None)."""
+        if self.proc is None:
+            return 0
         try:
-            self.proc.wait(timeout)
+            return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+            return None
+
+
+def stop_all(procs: list[ServiceProcess], timeout: float = 15.0) -> list[str]:
+    """SIGTERM every service at once, then wait; returns what did not stop cleanly."""
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + timeout
+    problems = []
+    for p in procs:
+        code = p.wait(max(deadline - time.monotonic(), 0.1))
+        if code is None:
+            problems.append(f"{p.module} did not stop within {timeout:.0f} s and was killed")
+        elif code not in (0, -15):
+            problems.append(f"{p.module} exited with code {code}")
+    return problems
 
 
 def services(bootstrap: str, prefix: str, sms_fail_share: float) -> list[ServiceProcess]:
@@ -133,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"trace {chain.trace_id}", highlight=False)
         console.print("Waiting for the traces to settle in Jaeger ...")
         _wait_stable(jaeger, [c.trace_id for c in chains], args.timeout)
-        for p in procs:
-            p.stop()
+        problems = stop_all(procs)
+        if problems:
+            raise _Failed("; ".join(problems))
         # Stopped services have flushed what they still held: read the final traces.
         _wait_stable(jaeger, [c.trace_id for c in chains], args.timeout, stable_s=1.0)
     except _Failed as exc:
@@ -145,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 console.print("\n".join(list(p.log)[-20:]), markup=False, highlight=False)
         return 1
     finally:
-        for p in procs:
-            p.stop()
+        stop_all(procs)
     for number, chain in enumerate(chains, 1):
         console.print()
         console.rule(f"[bold]chain {number}: {chain.step.title}[/]")

@@ -382,10 +382,22 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
         else:
             stop.wait()
     finally:
+        log.info("stopping")
         if front is not None:
             front.stop()
         if consumer is not None:
+            _commit(consumer, log)
             consumer.close()
         producer.flush(FLUSH_TIMEOUT_S)
         provider.shutdown()
+        log.info("stopped")
     return 0
+
+
+def _commit(consumer: Any, log: logging.Logger) -> None:
+    """Commit what was handled before leaving the group, so that the next run starts after it."""
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing handled since the last commit
+            log.warning("could not commit the offsets handled: %s", exc.args[0].str())
