@@ -7,6 +7,12 @@ dead-letter topic (original key, value and headers, the trace continued, error
 details in headers) and committed, or the loop stops WITHOUT committing it and
 re-raises the handler's exception, so a restarted consumer gets it again.
 
+A commit the group coordinator cannot take right now (the broker restarting, the
+coordinator moving) does not stop the loop: commits are cumulative per partition, so
+the offset goes with the next message's commit, and is tried again before ``run``
+returns. Until then a restarted consumer would get those messages again: at least
+once, never lost.
+
 SIGTERM and SIGINT stop the loop between messages: the in-flight message finishes
 (and is committed) first. Spans are flushed before ``run`` returns.
 """
@@ -21,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -49,6 +56,40 @@ _DLQ_KEYS = frozenset(
     }
 )
 _MAX_ERROR_MESSAGE = 1024
+_FINAL_COMMIT_S = 10.0  # how long run() keeps trying to commit what is pending when it ends
+
+# Commit errors that pass: the coordinator is loading, moving or out of reach.
+_COMMIT_LATER = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.UNSTABLE_OFFSET_COMMIT,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._WAIT_COORD,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._RETRY,
+        KafkaError._IN_PROGRESS,
+    }
+)
+# Commit errors that mean the group moved on: the partition's next owner starts from the
+# last committed offset, so the offset is dropped (the messages may come again, never lost).
+_GROUP_MOVED_ON = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.STALE_MEMBER_EPOCH,
+        KafkaError.FENCED_MEMBER_EPOCH,
+        KafkaError._ASSIGNMENT_LOST,
+        KafkaError._MAX_POLL_EXCEEDED,
+        KafkaError._STATE,
+    }
+)
 
 
 @dataclass
@@ -59,6 +100,7 @@ class RunStats:
     failed: int = 0
     retries: int = 0
     dead_lettered: int = 0
+    commits_deferred: int = 0  # commits the coordinator could not take; carried to the next one
     stopped_by: str = ""
 
 
@@ -149,6 +191,7 @@ def run(
     previous = _install_signals(stopper) if handle_signals else {}
     stats = RunStats()
     dlq = None
+    pending = _PendingOffsets()
     try:
         while not stopper.requested():
             msg = consumer.poll(poll_timeout)
@@ -176,12 +219,15 @@ def run(
             else:
                 stats.processed += 1
             if commit:
-                consumer.commit(message=msg, asynchronous=False)
+                pending.add(msg)
+                pending.commit(consumer, stats)
         stats.stopped_by = stopper.reason or "stop"
         return stats
     finally:
         for signum, handler_before in previous.items():
             signal.signal(signum, handler_before)
+        if pending:
+            pending.commit_before_leaving(consumer, stats)
         _flush_spans(consumer)
         if dlq is not None and dead_letter_producer is None:
             dlq.flush(10)
@@ -254,10 +300,81 @@ def _dead_letter(
         )
 
 
+class _PendingOffsets:
+    """Offsets handled but not committed yet, per partition (a commit covers what precedes it)."""
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, int], int] = {}
+        self._deferring = False
+
+    def __bool__(self) -> bool:
+        return bool(self._next)
+
+    def add(self, msg: Any) -> None:
+        self._next[(msg.topic(), msg.partition())] = msg.offset() + 1
+
+    def commit(self, consumer: Any, stats: RunStats) -> bool:
+        """Commit everything pending; True when nothing is left.
+
+        A passing coordinator problem keeps the offsets for the next commit; an error
+        that will not pass (authorization, a fatal client error) is raised.
+        """
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
+        try:
+            results = consumer.commit(offsets=offsets, asynchronous=False) or ()
+            errors = [(tp, tp.error) for tp in results if tp.error is not None]
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            errors = [(tp, error) for tp in offsets]
+        for tp, error in errors:
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code == KafkaError._NO_OFFSET:
+                continue
+            if code in _GROUP_MOVED_ON:
+                logger.warning(
+                    "offset %s of %s[%s] not committed (%s): the group rebalanced; "
+                    "the partition's owner continues from its last commit",
+                    tp.offset,
+                    tp.topic,
+                    tp.partition,
+                    error,
+                )
+                self._next.pop((tp.topic, tp.partition), None)
+                continue
+            if code in _COMMIT_LATER or (isinstance(error, KafkaError) and error.retriable()):
+                stats.commits_deferred += 1
+                if not self._deferring:
+                    logger.warning("commit deferred (%s): it goes with the next one", error)
+                self._deferring = True
+                return False
+            raise KafkaException(error) if isinstance(error, KafkaError) else RuntimeError(str(error))
+        if self._deferring:
+            logger.info("commits go through again")
+        self._deferring = False
+        self._next.clear()
+        return True
+
+    def commit_before_leaving(self, consumer: Any, stats: RunStats) -> None:
+        """Keep trying for a few seconds; what stays uncommitted is delivered again later."""
+        deadline = time.monotonic() + _FINAL_COMMIT_S
+        while True:
+            try:
+                if self.commit(consumer, stats):
+                    return
+            except Exception as exc:
+                logger.warning("could not commit before stopping (%s)", exc)
+                return
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "offsets %s not committed before stopping: those messages will be delivered again",
+                    dict(self._next),
+                )
+                return
+            time.sleep(0.5)
+
+
 def _on_client_error(error: Any) -> None:
     if getattr(error, "fatal", lambda: False)():
-        from confluent_kafka import KafkaException
-
         raise KafkaException(error)
     logger.info("consumer reported: %s", error)
 

@@ -1,0 +1,30 @@
+"""Reliability tests: the figures each test measured are printed at the end of the run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Producer
+
+from tests.reliability.support import FIGURES_PATH, session_figures
+
+
+@pytest.fixture(scope="session")
+def mock_cluster() -> Iterator[str]:
+    """Bootstrap address of librdkafka's in-process mock cluster, alive for the session."""
+    owner = Producer({"test.mock.num.brokers": 1, "log_level": 0})
+    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
+    yield f"{broker.host}:{broker.port}"
+    owner.flush(5)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not session_figures:
+        return
+    terminalreporter.section("reliability figures")
+    for test, figures in session_figures.items():
+        shown = {k: v for k, v in figures.items() if k != "recorded_at"}
+        terminalreporter.write_line(f"{test}: {json.dumps(shown, sort_keys=True)}")
+    terminalreporter.write_line(f"(merged into {FIGURES_PATH})")
