@@ -2,8 +2,9 @@
 
 Only wiring: arguments in, then load -> chain -> analyse -> render from :mod:`tracing.read`.
 
-Exit codes: 0 done; 2 bad input (unknown trace, bad file, bad argument); 3 Jaeger unreachable;
-1 a bug of ours (one line; ``EVENTCHAIN_DEBUG=1`` shows the traceback).
+Exit codes: 0 done; 2 bad input (unknown trace, bad file, bad argument); 3 Jaeger unreachable,
+answering an error, or something else than Jaeger at the URL; 1 a bug of ours (one line;
+``EVENTCHAIN_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from rich.console import Console
 
@@ -39,6 +41,8 @@ DEFAULT_JAEGER = "http://localhost:16686"
 # many traces to scan per service. Jaeger cannot search by link, so this is a bounded scan.
 LINK_WINDOW_NS = 3600 * 10**9
 LINK_SCAN_LIMIT = 500
+# Jaeger searches one service per request: this many requests at a time.
+SEARCH_CONCURRENCY = 8
 PIPE_WIDTH = 160
 JSON_INDENT_DEPTH = 100
 
@@ -115,9 +119,8 @@ def _list(args: argparse.Namespace) -> int:
         end = time.time_ns()
         start = end - (lookback_ns or _UNITS_NS["h"])
         tags = {"messaging.destination.name": args.topic} if args.topic else None
-        spans = []
-        for service in [args.service] if args.service else client.services():
-            spans += client.search(service, start, end, limit=args.limit, tags=tags)
+        services = [args.service] if args.service else client.services()
+        spans = _search(client, services, start, end, limit=args.limit, tags=tags)
     by_trace: dict[str, list[Span]] = defaultdict(list)
     for span in spans:
         by_trace[span.trace_id].append(span)
@@ -150,10 +153,17 @@ def _linking_candidates(client: JaegerClient, spans: list[Span]) -> list[Span]:
     """Spans of traces that may link to this chain: every service's traces started in its window."""
     start = min(s.start_ns for s in spans)
     end = min(max(s.end_ns for s in spans) + LINK_WINDOW_NS, time.time_ns())
-    found: list[Span] = []
-    for service in client.services():
-        found += client.search(service, start, end, limit=LINK_SCAN_LIMIT)
-    return found
+    return _search(client, client.services(), start, end, limit=LINK_SCAN_LIMIT)
+
+
+def _search(client: JaegerClient, services: list[str], start_ns: int, end_ns: int, limit: int,
+            tags: Mapping[str, str] | None = None) -> list[Span]:
+    """The spans of every service's traces in the window, several services searched at once."""
+    if not services:
+        return []
+    with ThreadPoolExecutor(max_workers=min(SEARCH_CONCURRENCY, len(services))) as pool:
+        found = pool.map(lambda s: client.search(s, start_ns, end_ns, limit=limit, tags=tags), services)
+        return [span for spans in found for span in spans]
 
 
 def _print_json(doc: object, depth: int) -> None:

@@ -1,21 +1,29 @@
-"""Helpers for the read-side tests: fixture paths, running the CLI, a stand-in Jaeger query service."""
+"""Helpers for the read-side tests: fixture paths, running the CLI, fixture traces in the real Jaeger."""
 
 from __future__ import annotations
 
 import io
 import json
-import threading
-import urllib.parse
-from collections.abc import Callable, Iterator
+import secrets
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from rich.console import Console
 
+from tests.stack import Stack, jaeger_trace
 from tracing.cli import main
+from tracing.read.load import read_file
+from tracing.read.model import Span, SpanEvent, SpanRef
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = FIXTURES / "expected"
@@ -62,78 +70,114 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     return run
 
 
-# --- a stand-in for Jaeger's query API, answering the way Jaeger v2 was seen to answer ----------
+# --- the fixture traces, sent to the real Jaeger of the local stack --------------------------------
+
+# Seeded traces start this long before the moment they are sent: recent enough for any lookback.
+SEED_AGO_NS = 5 * 10**9
 
 
-class FakeJaeger:
-    """Serves the traces of some Jaeger JSON fixtures; ``mode`` makes it misbehave."""
+@dataclass(frozen=True)
+class SeededJaeger:
+    """A fixture file's traces as the real Jaeger holds them, under fresh trace ids."""
 
-    def __init__(self, *fixture_names: str) -> None:
-        self.traces: dict[str, dict[str, Any]] = {}
-        for name in fixture_names:
-            doc = json.loads(fixture(name).read_text())
-            for trace in doc["data"] if "data" in doc else [doc]:
-                self.traces[trace["traceID"].rjust(32, "0")] = trace
-        self.mode = "ok"
-        self.requests: list[str] = []
-        self.url = ""
+    url: str
+    ids: Mapping[str, str]
+    """Trace id in the fixture file -> trace id in Jaeger (link targets included)."""
+    spans: list[Span]
+    """The spans as sent: new trace ids, times moved to just before they were sent."""
 
-    def answer(self, path: str) -> tuple[int, str, bytes]:
-        self.requests.append(path)
-        if self.mode == "error":
-            return 500, "text/plain", b"internal error"
-        if self.mode == "html":
-            return 200, "text/html", b"<html><body>not jaeger</body></html>"
-        parsed = urllib.parse.urlsplit(path)
-        query = urllib.parse.parse_qs(parsed.query)
-        if parsed.path == "/api/services":
-            services = sorted({p["serviceName"] for t in self.traces.values()
-                               for p in t["processes"].values()})
-            return _json(200, {"data": services, "total": len(services)})
-        if parsed.path == "/api/traces":
-            service = query.get("service", [""])[0]
-            found = [t for t in self.traces.values()
-                     if any(p["serviceName"] == service for p in t["processes"].values())]
-            return _json(200, {"data": found[: int(query.get("limit", ["20"])[0])]})
-        if parsed.path.startswith("/api/traces/"):
-            trace_id = parsed.path.rsplit("/", 1)[1]
-            if trace_id in self.traces:
-                return _json(200, {"data": [self.traces[trace_id]]})
-            return _json(404, {"data": None, "errors": [{"code": 404, "msg": "trace not found"}]})
-        return 404, "text/plain", b"404 page not found"
+    def id(self, fixture_trace_id: str) -> str:
+        return self.ids[fixture_trace_id.rjust(32, "0")]
+
+    def start_ns(self, fixture_trace_id: str) -> int:
+        trace_id = self.id(fixture_trace_id)
+        return min(s.start_ns for s in self.spans if s.trace_id == trace_id)
+
+    def expected(self, text: str) -> str:
+        """Expected output written for the fixture file, with the trace ids Jaeger has."""
+        for old, new in self.ids.items():
+            text = text.replace(old, new)
+        return text
 
 
-def _json(status: int, doc: Any) -> tuple[int, str, bytes]:
-    return status, "application/json", json.dumps(doc).encode()
+@pytest.fixture(scope="session")
+def seeded_jaeger(real_stack: Stack) -> Callable[[str], SeededJaeger]:
+    """``seeded_jaeger("fanout.jaeger.json")``: that file's traces, in the real Jaeger.
+
+    Each file is sent once per test session, under trace ids never used before, so runs against
+    the same Jaeger never add spans to an earlier run's traces.
+    """
+    seeded: dict[str, SeededJaeger] = {}
+
+    def seed(name: str) -> SeededJaeger:
+        if name not in seeded:
+            seeded[name] = _seed(real_stack, name)
+        return seeded[name]
+
+    return seed
 
 
-@pytest.fixture
-def fake_jaeger() -> Iterator[Callable[..., FakeJaeger]]:
-    """``fake_jaeger("fanout.jaeger.json", ...)`` starts a server; its ``url`` goes to --jaeger."""
-    servers: list[ThreadingHTTPServer] = []
+def _seed(stack: Stack, name: str) -> SeededJaeger:
+    spans = read_file(fixture(name))
+    ids: dict[str, str] = {}
 
-    def start(*fixture_names: str) -> FakeJaeger:
-        jaeger = FakeJaeger(*fixture_names)
+    def new_id(old: str) -> str:
+        return ids.setdefault(old, secrets.token_hex(16))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-                status, content_type, body = jaeger.answer(self.path)
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    # Move every time by the same whole number of milliseconds (Jaeger keeps microseconds).
+    shift = (time.time_ns() - SEED_AGO_NS - min(s.start_ns for s in spans)) // 10**6 * 10**6
+    moved = [
+        Span(
+            trace_id=new_id(s.trace_id), span_id=s.span_id, parent_id=s.parent_id, name=s.name,
+            kind=s.kind, service=s.service, start_ns=s.start_ns + shift, end_ns=s.end_ns + shift,
+            attributes=dict(s.attributes),
+            events=[SpanEvent(e.name, e.time_ns + shift, dict(e.attributes)) for e in s.events],
+            links=[SpanRef(new_id(link.trace_id), link.span_id, dict(link.attributes))
+                   for link in s.links],
+            status_error=s.status_error, status_message=s.status_message,
+        )
+        for s in spans
+    ]
+    exporter = OTLPSpanExporter(endpoint=stack.otlp_endpoint, insecure=True, timeout=10)
+    try:
+        result = exporter.export(_readable_spans(moved))
+    finally:
+        exporter.shutdown()
+    assert result is SpanExportResult.SUCCESS, f"OTLP export to {stack.otlp_endpoint} failed"
+    for trace_id in dict.fromkeys(s.trace_id for s in moved):
+        jaeger_trace(trace_id, expect_spans=sum(s.trace_id == trace_id for s in moved),
+                     base_url=stack.jaeger_url)
+    return SeededJaeger(url=stack.jaeger_url, ids=ids, spans=moved)
 
-            def log_message(self, *args: Any) -> None:
-                pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        jaeger.url = f"http://127.0.0.1:{server.server_address[1]}"
-        return jaeger
+def _readable_spans(spans: list[Span]) -> list[ReadableSpan]:
+    """SDK spans as a service would have finished them: one resource per service."""
+    resources = {service: Resource({"service.name": service}) for service in {s.service for s in spans}}
+    result = []
+    for s in spans:
+        attributes = dict(s.attributes)
+        # Jaeger shows the instrumentation scope as a tag; send it as the scope it stands for.
+        scope = InstrumentationScope(str(attributes.pop("otel.scope.name", "")),
+                                     attributes.pop("otel.scope.version", None))
+        trace_id = int(s.trace_id, 16)
+        result.append(ReadableSpan(
+            name=s.name,
+            context=_context(trace_id, s.span_id),
+            parent=_context(trace_id, s.parent_id) if s.parent_id else None,
+            resource=resources[s.service],
+            attributes=attributes,
+            events=[Event(e.name, dict(e.attributes), e.time_ns) for e in s.events],
+            links=[Link(_context(int(link.trace_id, 16), link.span_id), dict(link.attributes))
+                   for link in s.links],
+            kind=SpanKind[s.kind.upper()],
+            status=Status(StatusCode.ERROR, s.status_message) if s.status_error else Status(),
+            start_time=s.start_ns,
+            end_time=s.end_ns,
+            instrumentation_scope=scope,
+        ))
+    return result
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+
+def _context(trace_id: int, span_id: str) -> SpanContext:
+    return SpanContext(trace_id, int(span_id, 16), is_remote=False,
+                       trace_flags=TraceFlags(TraceFlags.SAMPLED))

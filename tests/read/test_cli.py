@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.read.conftest import EXPECTED, FakeJaeger, Result, fixture
-from tests.read.make_fixtures import FANOUT, LINK_ONLY, MAIN
+from tests.read.conftest import EXPECTED, Result, SeededJaeger, fixture
+from tests.read.make_fixtures import BATCH, FANOUT, LINK_ONLY, MAIN, OTHER
+from tests.stack import Stack
 
 Cli = Callable[..., Result]
-Jaeger = Callable[..., FakeJaeger]
+Seed = Callable[[str], SeededJaeger]
 
 
 def assert_one_line_error(result: Result, code: int, *fragments: str) -> None:
@@ -164,36 +169,36 @@ def test_bad_lookback_and_limit_are_usage_errors(cli: Cli) -> None:
     assert cli("list", "--limit", "0").code == 2
 
 
-# --- Jaeger ---------------------------------------------------------------------------------------
+# --- Jaeger: the fixture traces sent to the real Jaeger of the local stack -------------------------
 
 
-def test_tree_from_jaeger(cli: Cli, fake_jaeger: Jaeger) -> None:
-    jaeger = fake_jaeger("fanout.jaeger.json")
-    result = cli("tree", FANOUT, "--jaeger", jaeger.url, "--width", "100")
-    assert result.code == 0
-    assert result.out == (EXPECTED / "fanout.txt").read_text()
-    assert jaeger.requests == [f"/api/traces/{FANOUT}"]
+def test_tree_from_jaeger(cli: Cli, seeded_jaeger: Seed) -> None:
+    jaeger = seeded_jaeger("fanout.jaeger.json")
+    result = cli("tree", jaeger.id(FANOUT), "--jaeger", jaeger.url, "--width", "100")
+    assert result.code == 0, result.err
+    assert result.out == jaeger.expected((EXPECTED / "fanout.txt").read_text())
 
 
-def test_jaeger_url_comes_from_the_environment(cli: Cli, fake_jaeger: Jaeger,
+def test_jaeger_url_comes_from_the_environment(cli: Cli, seeded_jaeger: Seed,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    jaeger = fake_jaeger("fanout.jaeger.json")
+    jaeger = seeded_jaeger("fanout.jaeger.json")
     monkeypatch.setenv("EVENTCHAIN_JAEGER_URL", jaeger.url)
-    assert cli("tree", FANOUT, "--json").code == 0
-    assert jaeger.requests
+    result = cli("tree", jaeger.id(FANOUT), "--json")
+    assert result.code == 0, result.err
+    assert result.json()["trace_id"] == jaeger.id(FANOUT)
 
 
-def test_jaeger_option_overrides_the_environment(cli: Cli, fake_jaeger: Jaeger,
+def test_jaeger_option_overrides_the_environment(cli: Cli, seeded_jaeger: Seed,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    jaeger = fake_jaeger("fanout.jaeger.json")
-    monkeypatch.setenv("EVENTCHAIN_JAEGER_URL", "http://127.0.0.1:1")
-    assert cli("tree", FANOUT, "--jaeger", jaeger.url, "--json").code == 0
+    jaeger = seeded_jaeger("fanout.jaeger.json")
+    monkeypatch.setenv("EVENTCHAIN_JAEGER_URL", f"http://127.0.0.1:{_closed_port()}")
+    assert cli("tree", jaeger.id(FANOUT), "--jaeger", jaeger.url, "--json").code == 0
 
 
-def test_unknown_trace_id_in_jaeger(cli: Cli, fake_jaeger: Jaeger) -> None:
-    jaeger = fake_jaeger("fanout.jaeger.json")
-    assert_one_line_error(cli("tree", "2" * 32, "--jaeger", jaeger.url), 2, "2" * 32, "not found",
-                          jaeger.url)
+def test_unknown_trace_id_in_jaeger(cli: Cli, real_stack: Stack) -> None:
+    unknown = os.urandom(16).hex()  # Jaeger answers 404 for a trace it does not hold
+    assert_one_line_error(cli("tree", unknown, "--jaeger", real_stack.jaeger_url), 2, unknown,
+                          "not found", real_stack.jaeger_url)
 
 
 def _closed_port() -> int:
@@ -208,46 +213,88 @@ def test_unreachable_jaeger_exits_3_naming_the_url(cli: Cli) -> None:
     assert_one_line_error(cli("list", "--jaeger", url), 3, url)
 
 
-def test_jaeger_answering_errors_exits_3(cli: Cli, fake_jaeger: Jaeger) -> None:
-    jaeger = fake_jaeger("fanout.jaeger.json")
-    jaeger.mode = "error"
-    assert_one_line_error(cli("tree", FANOUT, "--jaeger", jaeger.url), 3, jaeger.url, "HTTP 500")
+def test_jaeger_rejecting_a_query_exits_3_with_its_reason(cli: Cli, real_stack: Stack) -> None:
+    # Jaeger reads `limit` as a 64-bit number: a larger one is answered with HTTP 400 and the reason.
+    result = cli("list", "--jaeger", real_stack.jaeger_url, "--service", "orders-api",
+                 "--limit", str(10**20))
+    assert_one_line_error(result, 3, real_stack.jaeger_url, "HTTP 400", "/api/traces",
+                          "value out of range")
 
 
-def test_something_else_than_jaeger_at_the_url_exits_3(cli: Cli, fake_jaeger: Jaeger) -> None:
-    jaeger = fake_jaeger("fanout.jaeger.json")
-    jaeger.mode = "html"
-    assert_one_line_error(cli("tree", FANOUT, "--jaeger", jaeger.url), 3, jaeger.url)
+@pytest.mark.parametrize("where", ["health check", "path that is not the API"])
+def test_something_else_than_jaeger_at_the_url_exits_3(cli: Cli, real_stack: Stack, where: str) -> None:
+    # Jaeger's health check answers "404 page not found" in plain text; a path under the query
+    # port that is not the API gets the UI's HTML page with HTTP 200.
+    query = urllib.parse.urlsplit(real_stack.jaeger_url)
+    url = (f"http://{query.hostname}:13133" if where == "health check"
+           else real_stack.jaeger_url + "/not-the-api")
+    assert_one_line_error(cli("tree", FANOUT, "--jaeger", url), 3, url, "did not answer Jaeger's JSON API")
+    assert_one_line_error(cli("list", "--jaeger", url), 3, url, "did not answer Jaeger's JSON API")
 
 
 def test_a_jaeger_url_that_is_not_http_is_bad_input(cli: Cli) -> None:
     assert_one_line_error(cli("tree", FANOUT, "--jaeger", "localhost:16686"), 2, "localhost:16686")
 
 
-def test_follow_links_searches_jaeger_for_linking_traces(cli: Cli, fake_jaeger: Jaeger) -> None:
-    jaeger = fake_jaeger("links.jaeger.json")
-    doc = cli("tree", MAIN, "--jaeger", jaeger.url, "--json", "--follow-links").json()
-    assert "audit" in doc["services"] and "reports" in doc["services"]
-    assert any(r.startswith("/api/traces?service=") for r in jaeger.requests)
+def test_follow_links_searches_jaeger_for_linking_traces(cli: Cli, seeded_jaeger: Seed) -> None:
+    jaeger = seeded_jaeger("links.jaeger.json")
+    result = cli("tree", jaeger.id(MAIN), "--jaeger", jaeger.url, "--follow-links", "--width", "100")
+    assert result.code == 0, result.err
+    # The audit and reports traces only link to the chain: found by searching, stitched in.
+    assert result.out == jaeger.expected((EXPECTED / "links-follow.txt").read_text())
 
 
-# --- list -----------------------------------------------------------------------------------------
+# --- list from Jaeger: the shared Jaeger holds other traces too, so the claims are about ours ------
 
 
-def test_list_from_jaeger_is_newest_first(cli: Cli, fake_jaeger: Jaeger) -> None:
-    jaeger = fake_jaeger("links.jaeger.json", "fanout.jaeger.json")
-    result = cli("list", "--jaeger", jaeger.url, "--json")
-    starts = [c["start_ns"] for c in result.json()]
-    assert len(starts) == 5 and starts == sorted(starts, reverse=True)
+def _seeded_lists(cli: Cli, seeded_jaeger: Seed) -> Callable[..., list[dict[str, Any]]]:
+    """``chains("--errors")``: `eventchain list --json` over the time since the fixtures were sent."""
+    links, fanout = seeded_jaeger("links.jaeger.json"), seeded_jaeger("fanout.jaeger.json")
+    oldest = min(s.start_ns for s in [*links.spans, *fanout.spans])
+    lookback = f"{math.ceil((time.time_ns() - oldest) / 1e9) + 60}s"
+
+    def chains(*args: str) -> list[dict[str, Any]]:
+        result = cli("list", "--jaeger", links.url, "--json", "--lookback", lookback, *args)
+        assert result.code == 0, result.err
+        return result.json()
+
+    return chains
 
 
-def test_list_filters_by_service_errors_topic_and_limit(cli: Cli, fake_jaeger: Jaeger) -> None:
-    jaeger = fake_jaeger("links.jaeger.json", "fanout.jaeger.json")
-    ids = lambda *args: [c["trace_id"] for c in cli("list", "--jaeger", jaeger.url, "--json", *args).json()]  # noqa: E731
-    assert ids("--service", "shipping") == [FANOUT]
-    assert set(ids("--errors")) == {FANOUT, LINK_ONLY}
-    assert set(ids("--topic", "orders")) == {FANOUT}
-    assert len(ids("--limit", "2")) == 2
+def _ours(seeded_jaeger: Seed) -> dict[str, str]:
+    """Trace id in Jaeger -> the fixture's name for it, for the five fixture chains."""
+    links, fanout = seeded_jaeger("links.jaeger.json"), seeded_jaeger("fanout.jaeger.json")
+    names = {links.id(t): t for t in (MAIN, LINK_ONLY, BATCH, OTHER)}
+    names[fanout.id(FANOUT)] = FANOUT
+    return names
+
+
+def test_list_from_jaeger_is_newest_first(cli: Cli, seeded_jaeger: Seed) -> None:
+    chains = _seeded_lists(cli, seeded_jaeger)("--limit", "1000")
+    starts = [c["start_ns"] for c in chains]
+    assert starts == sorted(starts, reverse=True)
+    ours = _ours(seeded_jaeger)
+    listed = [ours[c["trace_id"]] for c in chains if c["trace_id"] in ours]
+    assert len(listed) == 5
+    # The links fixture's traces start 0, 12, 30 and 100 ms after each other: newest first.
+    assert [t for t in listed if t != FANOUT] == [OTHER, BATCH, LINK_ONLY, MAIN]
+
+
+def test_list_filters_by_service_errors_topic_and_limit(cli: Cli, seeded_jaeger: Seed) -> None:
+    chains = _seeded_lists(cli, seeded_jaeger)
+    ours = _ours(seeded_jaeger)
+
+    def listed(found: list[dict[str, Any]]) -> set[str]:
+        return {ours[c["trace_id"]] for c in found if c["trace_id"] in ours}
+
+    by_service = chains("--service", "shipping", "--limit", "1000")
+    assert listed(by_service) == {FANOUT}
+    assert all("shipping" in c["services"] for c in by_service)
+    with_errors = chains("--errors", "--limit", "1000")
+    assert listed(with_errors) == {FANOUT, LINK_ONLY}
+    assert all(c["errors"] for c in with_errors)
+    assert listed(chains("--topic", "orders", "--limit", "1000")) == {FANOUT}
+    assert len(chains("--limit", "2")) == 2
 
 
 def test_list_text_has_one_line_per_chain(cli: Cli) -> None:

@@ -412,15 +412,15 @@ class JaegerClient:
     def trace(self, trace_id: str) -> list[Span]:
         """Every span of one trace; raises :class:`TraceNotFound` if Jaeger does not know it."""
         trace_id = normalise_trace_id(trace_id)
-        status, doc = self._get(f"/api/traces/{trace_id}")
-        spans = parse_jaeger(doc) if status == 200 and isinstance(doc, dict) else []
+        doc = self._get(f"/api/traces/{trace_id}", not_found_ok=True)
+        spans = parse_jaeger(doc) if doc is not None else []
         if not spans:
             raise TraceNotFound(f"trace {trace_id} not found in Jaeger at {self.url}")
         return spans
 
     def services(self) -> list[str]:
         """The service names Jaeger has seen."""
-        _, doc = self._get("/api/services", expect_ok=True)
+        doc = self._get("/api/services")
         return sorted(str(s) for s in (doc.get("data") or []))
 
     def search(self, service: str, start_ns: int, end_ns: int, limit: int = 20,
@@ -434,28 +434,46 @@ class JaegerClient:
         }
         if tags:
             params["tags"] = json.dumps(dict(tags), separators=(",", ":"))
-        _, doc = self._get("/api/traces?" + urllib.parse.urlencode(params), expect_ok=True)
-        return parse_jaeger(doc)
+        return parse_jaeger(self._get("/api/traces?" + urllib.parse.urlencode(params)))
 
-    def _get(self, path: str, expect_ok: bool = False) -> tuple[int, Any]:
+    def _get(self, path: str, not_found_ok: bool = False) -> Any:
+        """Jaeger's answer to a GET: its JSON document, or None for a 404 when ``not_found_ok``.
+
+        Every answer of the query API, errors included, is a JSON object with a ``data`` key (an
+        error has ``"data": null`` and the reason under ``errors``). Anything else comes from some
+        other server at that URL: that, like an error answer, raises :class:`JaegerUnavailable`.
+        """
+        endpoint = path.split("?")[0]
         request = urllib.request.Request(self.url + path, headers={"Accept": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status, body = response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()
-            if expect_ok or status >= 500:
-                raise JaegerUnavailable(
-                    f"Jaeger at {self.url} answered HTTP {status} to {path.split('?')[0]}"
-                ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise JaegerUnavailable(f"cannot reach Jaeger at {self.url} ({reason})") from None
         try:
-            return status, json.loads(body)
+            doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            if status == 404:
-                return status, None
+            doc = None
+        if not isinstance(doc, dict) or "data" not in doc:
             raise JaegerUnavailable(
-                f"{self.url} did not answer Jaeger's JSON API on {path.split('?')[0]}"
-            ) from None
+                f"{self.url} did not answer Jaeger's JSON API on {endpoint} (HTTP {status})"
+            )
+        if status == 200:
+            return doc
+        if status == 404 and not_found_ok:
+            return None
+        raise JaegerUnavailable(
+            f"Jaeger at {self.url} answered HTTP {status} to {endpoint}{_jaeger_reason(doc)}"
+        )
+
+
+def _jaeger_reason(doc: Mapping[str, Any]) -> str:
+    """``: <message>`` from the ``errors`` of a Jaeger error answer, or nothing."""
+    errors = doc.get("errors")
+    if not isinstance(errors, list):
+        return ""
+    messages = [str(e["msg"]) for e in errors if isinstance(e, dict) and e.get("msg")]
+    return ": " + "; ".join(messages) if messages else ""
