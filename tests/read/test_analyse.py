@@ -40,6 +40,18 @@ def test_queue_time_falls_back_on_the_recorded_attribute_without_the_send_span()
     assert _hop(chain, "a1b2c3d4e5f60004").queue_ms is None
 
 
+def test_a_consumer_faster_than_the_delivery_report_gets_its_recorded_wait_not_a_negative_one() -> None:
+    # On a real broker the consumer may start before the producer served its delivery report.
+    spans = read_file(fixture("fanout.jaeger.json"))
+    send = next(s for s in spans if s.span_id == "a1b2c3d4e5f60001")
+    late = dataclasses.replace(send, end_ns=send.end_ns + 30_000_000)  # report served 30 ms later
+    chain = make_chain([late if s is send else s for s in spans], FANOUT)
+    assert _hop(chain, "a1b2c3d4e5f60002").queue_ms == 15  # its kafka.record.queue_time_ms
+    no_record = _hop(chain, "a1b2c3d4e5f60004")  # no attribute: measured from the send's start
+    assert no_record.queue_ms == pytest.approx((no_record.span.start_ns - send.start_ns) / 1e6)
+    assert no_record.queue_ms > 0
+
+
 def test_fan_out_to_two_groups_is_two_siblings_and_not_a_duplicate() -> None:
     chain = _fanout()
     send = _hop(chain, "a1b2c3d4e5f60001")

@@ -48,19 +48,24 @@ def consumers_of(send: Span, spans: Iterable[Span]) -> list[Span]:
 def queue_times(chain: EventChain) -> EventChain:
     """Set ``queue_ms`` on consuming nodes: end of the send span to the start of the node's span.
 
-    Falls back on the ``kafka.record.queue_time_ms`` attribute when the send span is not in the chain.
+    A send span ends when the producer serves its delivery report, which on a real broker can
+    come after a fast consumer has already started: then (and when the send span is not in the
+    chain) the consumer's own ``kafka.record.queue_time_ms`` (record timestamp to processing)
+    is used, and failing that the time since the send started.
     """
     by_id = _by_id(chain.spans)
     for hop in chain.hops():
         if hop.span.role not in _CONSUMING:
             continue
         send = source_send(hop.span, by_id)
-        if send is not None:
-            hop.queue_ms = (hop.span.start_ns - send.end_ns) / 1e6
-        else:
+        waited = (hop.span.start_ns - send.end_ns) / 1e6 if send is not None else None
+        if waited is None or waited < 0:
             recorded = hop.span.attributes.get("kafka.record.queue_time_ms")
             if isinstance(recorded, int | float) and not isinstance(recorded, bool):
-                hop.queue_ms = float(recorded)
+                waited = float(recorded)
+            elif send is not None:
+                waited = (hop.span.start_ns - send.start_ns) / 1e6
+        hop.queue_ms = waited
     return chain
 
 
