@@ -1,24 +1,28 @@
-# Developer entry points. The real stack (Kafka + Jaeger) runs as plain local
-# processes; see scripts/stack.sh for what it starts and where it logs.
+# Developer entry points. The real stack (Kafka + Jaeger, then the collector and
+# Prometheus) runs as plain local processes; see scripts/stack.sh and
+# scripts/metrics-stack.sh for what they start and where they log.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ket-installed
 STACK  := scripts/stack.sh
+METRICS := scripts/metrics-stack.sh
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv stack-up stack-down stack-status test lint demo bench clean
+.PHONY: help venv stack-up stack-down stack-status test lint demo demo-live bench clean
 
 help:
 	@echo "make venv          create $(VENV) and install the project (again only when pyproject.toml changes)"
-	@echo "make stack-up      start Kafka (127.0.0.1:19092) and Jaeger (OTLP 4317/4318, UI 16686)"
+	@echo "make stack-up      start Kafka (127.0.0.1:19092) and Jaeger (OTLP 4317/4318, UI 16686),"
+	@echo "                   then the collector (OTLP 14317/14318) and Prometheus (19090)"
 	@echo "make stack-down    stop them"
 	@echo "make stack-status  show what runs"
 	@echo "make test          venv + stack-up + pytest + stack-down (PYTEST_ARGS='...' is passed on)"
 	@echo "make lint          ruff check"
-	@echo "make demo          python -m tracing.demo"
+	@echo "make demo          the event-driven demo on an embedded Kafka, chains printed as trees"
+	@echo "make demo-live     the demo as six processes on the local stack (make stack-up first), trees read from Jaeger"
 	@echo "make bench         python -m benchmarks"
 	@echo "make clean         stop the stack, remove .stack/ and Python caches (keeps $(VENV))"
 
@@ -31,17 +35,21 @@ $(STAMP): pyproject.toml
 
 stack-up: venv
 	$(STACK) up
+	$(METRICS) up
 
 stack-down:
+	-$(METRICS) down
 	$(STACK) down
 
 stack-status:
-	$(STACK) status
+	@rc=0; $(STACK) status || rc=$$?; $(METRICS) status || rc=$$?; exit $$rc
 
 # `stack.sh run` starts whatever is not running yet, runs pytest, and afterwards
 # stops only what it started (also when pytest fails or is interrupted); the
 # exit code is pytest's (5 = no tests collected, which counts as a failure).
+# The collector build is done here, not inside a test, so a cold build shows its progress.
 test: venv
+	scripts/collector/build.sh
 	$(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
@@ -50,10 +58,14 @@ lint: venv
 demo: venv
 	$(PY) -m tracing.demo
 
+demo-live: venv
+	$(PY) -m tracing.demo --live
+
 bench: venv
 	$(PY) -m benchmarks
 
 clean:
+	-$(METRICS) down
 	-$(STACK) down
 	rm -rf .stack .pytest_cache .ruff_cache .hypothesis build dist
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
