@@ -24,6 +24,7 @@ from tests.stack import (
     DEFAULT_OTLP_ENDPOINT,
     REPO_ROOT,
     in_ci,
+    jaeger_trace,
     kafka_bootstrap,
     otlp_endpoint,
     venv_python,
@@ -39,8 +40,23 @@ session_figures: dict[str, dict[str, Any]] = {}
 # ------------------------------------------------------------------------------ figures
 
 
+TOTALLED = ("messages_tried", "messages_lost", "exceptions", "outage_seconds")
+
+
+def totals(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The README's headline figures, summed over the tests' entries."""
+    summed: dict[str, Any] = {
+        name: round(sum(e.get(name) or 0 for key, e in entries.items() if key != "totals"), 1)
+        for name in TOTALLED
+    }
+    summed["outages_survived"] = sum(
+        1 for key, e in entries.items() if key != "totals" and e.get("outage_seconds")
+    )
+    return summed
+
+
 def record_figures(test: str, figures: dict[str, Any]) -> None:
-    """Merge one test's figures into the figures file and print them."""
+    """Merge one test's figures into the figures file (and its totals) and print them."""
     entry = {**figures, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     session_figures[test] = entry
     FIGURES_PATH.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +67,7 @@ def record_figures(test: str, figures: dict[str, Any]) -> None:
         except ValueError:
             current = {}
         current[test] = entry
+        current["totals"] = totals(current)
         tmp = FIGURES_PATH.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
         tmp.replace(FIGURES_PATH)
@@ -134,6 +151,21 @@ def outage(component: str) -> Iterator[Outage]:
         yield handle
     finally:
         handle.restart()
+
+
+def jaeger_spans(trace_id: str, names: set[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+    """The spans of a trace by name, once Jaeger has one of each name in ``names``.
+
+    (An export retried after a slow answer can store a span twice: names, not counts.)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(1.0, deadline - time.monotonic())
+        spans = {s["operationName"]: s for s in jaeger_trace(trace_id, expect_spans=1, timeout=left)["spans"]}
+        if names <= set(spans) or time.monotonic() >= deadline:
+            assert names <= set(spans), f"trace {trace_id} has {sorted(spans)}, not all of {sorted(names)}"
+            return spans
+        time.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------ memory
