@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.stack import (
-    DEFAULT_KAFKA_BOOTSTRAP,
-    DEFAULT_OTLP_ENDPOINT,
     REPO_ROOT,
     in_ci,
     jaeger_trace,
@@ -86,26 +84,38 @@ def _stack(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]
     )
 
 
-def component_state(component: str) -> str:
-    """``up``, ``starting``, ``down`` or ``foreign`` (answers, but not started from this checkout)."""
+def _status_line(component: str) -> list[str]:
     status = _stack("status", timeout=60)
     for line in status.stdout.splitlines():
         fields = line.split()
         if fields and fields[0] == component:
-            return fields[1]
+            return fields
     raise AssertionError(f"stack.sh status said nothing about {component}:\n{status.stdout}{status.stderr}")
 
 
+def component_state(component: str) -> str:
+    """``up``, ``starting``, ``down`` or ``foreign`` (answers, but not started from this checkout)."""
+    return _status_line(component)[1]
+
+
+def _host_port(address: str) -> str:
+    return address.split("://", 1)[-1].rstrip("/")
+
+
 def _require_controllable(component: str) -> None:
+    """Skip (fail in CI) unless the tests talk to this checkout's stack, which it can stop."""
     import pytest
 
-    default = {"kafka": DEFAULT_KAFKA_BOOTSTRAP, "jaeger": DEFAULT_OTLP_ENDPOINT}[component]
-    current = {"kafka": kafka_bootstrap, "jaeger": otlp_endpoint}[component]()
+    fields = _status_line(component)
+    # "kafka up pid N bootstrap HOST:PORT ..." / "jaeger up pid N OTLP grpc HOST:PORT ..."
+    marker = {"kafka": "bootstrap", "jaeger": "grpc"}[component]
+    served = fields[fields.index(marker) + 1] if marker in fields else "?"
+    used = _host_port({"kafka": kafka_bootstrap, "jaeger": otlp_endpoint}[component]())
     problem = None
-    if current != default:
-        problem = f"{component} is configured at {current}, not the local stack this test can stop"
-    elif (state := component_state(component)) != "up":
-        problem = f"{component} is {state}: only a stack started from this checkout can be stopped"
+    if fields[1] != "up":
+        problem = f"{component} is {fields[1]}: only a stack started from this checkout can be stopped"
+    elif served != used:
+        problem = f"the tests use {component} at {used}, this checkout's stack serves {served}"
     if problem:
         if in_ci():
             pytest.fail(problem, pytrace=False)
