@@ -30,6 +30,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "real_stack" in getattr(item, "fixturenames", ()) and item.get_closest_marker("stack") is None:
             item.add_marker(pytest.mark.stack)
+    # Tests that stop and restart Kafka or Jaeger run last: a restarted in-memory Jaeger
+    # forgets every trace, which tests holding traces from earlier (session fixtures) need.
+    items.sort(key=lambda item: item.get_closest_marker("outage") is not None)
 
 
 @pytest.fixture(scope="session")
