@@ -145,3 +145,19 @@ def test_auto_commit_is_refused_with_a_clear_message(spans, mock_cluster, topic)
     )
     with pytest.raises(ValueError, match="enable.auto.commit"):
         consumer.run(lambda m: None)
+
+
+def test_a_commit_interval_commits_what_was_handled_when_the_loop_ends(spans, mock_cluster, topic):
+    produce(spans, mock_cluster, topic, b"a", b"b", b"c")
+    seen = []
+
+    def handler(msg):
+        seen.append(msg.value())
+        if len(seen) == 2:  # nothing committed yet within the interval
+            assert committed(mock_cluster, topic, "inventory") < 0
+
+    stats = loop_consumer(spans, mock_cluster, topic).run(
+        handler, commit_interval=60, stop=lambda: len(seen) >= 3
+    )
+    assert stats.processed == 3
+    assert committed(mock_cluster, topic, "inventory") == 3
