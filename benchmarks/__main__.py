@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--exporters", default="discard,otlp", help="discard and/or otlp (OTLP into the real Jaeger when up)"
     )
+    parser.add_argument(
+        "--samplings", default="none,1.0,0.01", help="none (no SDK), 1.0 and/or 0.01 (default: all three)"
+    )
     parser.add_argument("--no-contrib", action="store_true", help="leave out the contrib variant")
     parser.add_argument("--otlp-endpoint", default=stack.OTLP_ENDPOINT)
     parser.add_argument("--bootstrap", default=stack.KAFKA_BOOTSTRAP, help="the real broker")
@@ -94,7 +97,9 @@ def plan(
     round_plan = []
     for broker in brokers:
         round_plan.append({"library": "raw", "sampling": "none", "exporter": "none", "broker": broker})
-        configs = [("none", "none")] + [(s, e) for e in exporters for s in SAMPLINGS if s != "none"]
+        samplings = [s for s in SAMPLINGS if s in args.samplings.split(",")]
+        configs = [("none", "none")] if "none" in samplings else []
+        configs += [(s, e) for e in exporters for s in samplings if s != "none"]
         for sampling, exporter in configs:
             for library in ("ours", "contrib") if contrib else ("ours",):
                 round_plan.append(
@@ -145,6 +150,8 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     for rnd in range(1, args.rounds + 1):
         for item in round_plan:
             spec = dict(item, n=args.n, seed=rnd, otlp_endpoint=args.otlp_endpoint)
+            if args.quick:
+                spec["min_phase_s"] = 0  # one timed run per phase: a smoke run, not a measurement
             if item["broker"] == "real":
                 spec["bootstrap"] = args.bootstrap
             python = contrib if item["library"] == "contrib" else sys.executable
