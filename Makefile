@@ -28,9 +28,10 @@ help:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the versions the suite was last run with.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,b3,jaeger]'
+	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,b3,jaeger]'
 	@touch $@
 
 stack-up: venv

@@ -48,7 +48,7 @@ if msg is None:
 
 carrier = {k: v.decode() for k, v in (msg.headers() or []) if v is not None}
 parent = TraceContextTextMapPropagator().extract(carrier)
-with tracer.start_as_current_span(f"{topic} process", context=parent, kind=trace.SpanKind.CONSUMER) as span:
+with tracer.start_as_current_span(f"process {topic}", context=parent, kind=trace.SpanKind.CONSUMER) as span:
     span.set_attribute("messaging.kafka.offset", msg.offset())
     ctx = span.get_span_context()
 consumer.close()

@@ -25,7 +25,7 @@ tracer = provider.get_tracer("stack-smoke")
 
 producer = Producer({"bootstrap.servers": os.environ["KET_KAFKA_BOOTSTRAP"]})
 errors = []
-with tracer.start_as_current_span(f"{topic} send", kind=trace.SpanKind.PRODUCER) as span:
+with tracer.start_as_current_span(f"send {topic}", kind=trace.SpanKind.PRODUCER) as span:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier)
     producer.produce(

@@ -64,8 +64,8 @@ def test_one_trace_across_two_processes(real_stack: Stack) -> None:
     assert span_parent_id(process) == a["span_id"]
     assert span_service(trace, send) == producer_service
     assert span_service(trace, process) == consumer_service
-    assert send["operationName"] == f"{topic} send"
-    assert process["operationName"] == f"{topic} process"
+    assert send["operationName"] == f"send {topic}"
+    assert process["operationName"] == f"process {topic}"
 
 
 def test_stack_status_reports_both_components_up(real_stack: Stack) -> None:

@@ -81,12 +81,18 @@ def test_a_failed_async_delivery_raises_from_the_future(spans, mock_cluster, top
     assert spans.one(f"send {topic}").status.status_code is StatusCode.ERROR
 
 
-def test_an_aioproducer_is_refused_with_the_reason():
-    class AIOProducer:  # stands for confluent_kafka.aio.AIOProducer, which needs a running loop
-        pass
+def test_an_aioproducer_is_refused_with_the_reason(mock_cluster):
+    from confluent_kafka.aio import AIOProducer
 
-    with pytest.raises(TypeError, match="without headers"):
-        TracedAIOProducer(AIOProducer())
+    async def scenario():
+        aio = AIOProducer({"bootstrap.servers": mock_cluster})
+        try:
+            with pytest.raises(TypeError, match="without headers"):
+                TracedAIOProducer(aio)
+        finally:
+            await aio.close()
+
+    asyncio.run(scenario())
 
 
 def test_instrument_traces_aioconsumer_once_in_the_calling_task(spans, mock_cluster, topic):
