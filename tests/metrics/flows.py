@@ -13,9 +13,11 @@ TracerProvider (service.name) exporting over OTLP gRPC to the endpoint given.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,11 +68,33 @@ def new_flow(bootstrap: str, prefix: str = "flows") -> Flow:
     return flow
 
 
+# How often each service's BatchSpanProcessor exports (OTEL_BSP_SCHEDULE_DELAY, ms). The SDK's
+# default (5 s) would hold a chain's last span back for up to 5 s after it ended; the tail-sampling
+# tests need every span of a chain at the collector well within its decision_wait.
+EXPORT_DELAY_MS = 200
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
 def _providers(flow: Flow, endpoint: str) -> dict[str, TracerProvider]:
-    return {
-        role: tracing.configure(name, endpoint=endpoint, set_global=False)
-        for role, name in flow.services.items()
-    }
+    # tracing.configure() builds its BatchSpanProcessor from the standard OTEL_BSP_* variables.
+    with _environ(OTEL_BSP_SCHEDULE_DELAY=str(EXPORT_DELAY_MS)):
+        return {
+            role: tracing.configure(name, endpoint=endpoint, set_global=False)
+            for role, name in flow.services.items()
+        }
 
 
 def _consumer(bootstrap: str, group: str, provider: TracerProvider) -> tracing.TracedConsumer:
@@ -137,8 +161,8 @@ def drive(
     """Send ok + failing + slow orders through the two hops and wait until all are processed.
 
     Consumers are subscribed and assigned before anything is produced, so each chain takes
-    about as long as its handlers (the tail-sampling test relies on short chains). Spans are
-    flushed to `endpoint` before returning.
+    about as long as its handlers (the tail-sampling test relies on short chains). Each service
+    exports its spans every EXPORT_DELAY_MS, and flushes them to `endpoint` before returning.
     """
     providers = _providers(flow, endpoint)
     producer = tracing.TracedProducer(

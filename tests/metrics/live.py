@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import time
@@ -150,6 +151,23 @@ def has_positive_sample(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(v) and v > 0 for v in sample_values(result))
 
 
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_total(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """Sum of the samples of metric `name` in Prometheus text format whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None or match.group(1) != name:
+            continue
+        found = dict(_LABEL.findall(match.group(2) or ""))
+        if all(found.get(k) == v for k, v in (labels or {}).items()):
+            total += float(match.group(3))
+    return total
+
+
 # ------------------------------------------------------------------------------- Jaeger
 
 
@@ -223,6 +241,11 @@ class CollectorPorts:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics}/metrics"
+
+    @property
+    def telemetry_url(self) -> str:
+        """The collector's own metrics (otelcol_*), in Prometheus text format."""
+        return f"http://127.0.0.1:{self.telemetry}/metrics"
 
 
 @contextmanager

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 import subprocess
-import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -268,6 +267,30 @@ def _assert_dropped(real_stack: Stack, trace_ids: list[str]) -> None:
     assert not kept, f"{len(kept)} of {len(trace_ids)} ordinary chains reached Jaeger: {kept}"
 
 
+# The tail-sampling processor's own count of decided traces (the collector's internal metrics).
+DECIDED = "otelcol_processor_tail_sampling_global_count_traces_sampled_total"
+
+
+def _decisions(samplers: tuple[live.CollectorPorts, ...]) -> dict[str, float]:
+    counts = {"kept": 0.0, "dropped": 0.0}
+    for ports in samplers:
+        text = live.get_text(ports.telemetry_url)
+        counts["kept"] += live.metric_total(text, DECIDED, {"sampled": "true"})
+        counts["dropped"] += live.metric_total(text, DECIDED, {"sampled": "false"})
+    return counts
+
+
+def _wait_decided(samplers: tuple[live.CollectorPorts, ...], *, kept: int, dropped: int) -> None:
+    """Wait until the sampling collectors have decided every chain of the run (each collector is
+    fresh, so its counts are this run's), then check they kept and dropped the expected number."""
+    live.wait_until(
+        lambda: sum(_decisions(samplers).values()) >= kept + dropped,
+        timeout=DECISION_WAIT_S + 60,
+        what=f"tail-sampling decisions for {kept + dropped} chains",
+    )
+    assert _decisions(samplers) == {"kept": kept, "dropped": dropped}
+
+
 def _calls_in(metrics_text: str, service: str, span_name: str) -> float:
     total = 0.0
     for line in metrics_text.splitlines():
@@ -280,8 +303,12 @@ def _calls_in(metrics_text: str, service: str, span_name: str) -> float:
     return total
 
 
+# Every span of a chain must reach the collector within the decision wait: the chains here take a
+# few seconds (the slow one's billing handler sleeps 3 s) and drive() exports every 200 ms; 15 s leaves
+# room for a loaded machine.
+DECISION_WAIT_S = 15
 SAMPLING_ENV = {
-    "TAIL_DECISION_WAIT": "6s",
+    "TAIL_DECISION_WAIT": f"{DECISION_WAIT_S}s",
     "TAIL_SLOW_THRESHOLD_MS": "2500",
     "TAIL_SAMPLE_PERCENTAGE": "0",  # nothing ordinary is kept: a kept trace is kept by a policy
     "METRICS_FLUSH_INTERVAL": "1s",
@@ -298,13 +325,15 @@ def test_tail_sampling_keeps_error_and_slow_chains_and_drops_ordinary_ones(
             real_stack.kafka_bootstrap, ports.otlp_endpoint, flow, ok=4, failing=1, slow=1, slow_seconds=3.0
         )
         checkout, inventory, billing = (flow.services[k] for k in ("checkout", "inventory", "billing"))
+        _wait_decided(
+            (ports,), kept=len(flow.failed_traces) + len(flow.slow_traces), dropped=len(flow.ok_traces)
+        )
         # error chain: checkout root, send, failed process
         trace = _assert_chain_kept(real_stack, flow.failed_traces[0], {checkout, inventory}, 3, timeout=60)
         assert any(live.span_tags(s).get("error.type") == "StockUnavailable" for s in trace["spans"])
         # slow chain: all five spans, across the three services
         _assert_chain_kept(real_stack, flow.slow_traces[0], {checkout, inventory, billing}, 5, timeout=60)
-        # ordinary chains were decided in the same tick as those: give the exporters a moment more
-        time.sleep(3)
+        # The ordinary chains were decided no later than those (their first spans came first).
         _assert_dropped(real_stack, flow.ok_traces)
         # ... and yet the metrics counted every chain (they are computed before sampling)
         text = live.get_text(ports.metrics_url)
@@ -327,9 +356,9 @@ def test_two_tiers_keep_each_chain_on_one_gateway(real_stack: Stack, log_dir: Pa
             # The failing process span and the send span come from different services (different
             # OTLP batches): only routing by trace id brings them to the same gateway, whose
             # sampler then keeps the whole chain. A split chain would arrive without its send span.
+            _wait_decided((g1, g2), kept=len(flow.failed_traces), dropped=len(flow.ok_traces))
             for trace_id in flow.failed_traces:
                 _assert_chain_kept(real_stack, trace_id, {checkout, inventory}, 3, timeout=60)
-            time.sleep(3)
             _assert_dropped(real_stack, flow.ok_traces)
 
             # Both gateways got chains (the ring spreads 14 traces over both, but not evenly).
@@ -356,12 +385,14 @@ def test_kafka_between_the_tiers_keeps_each_chain_whole(real_stack: Stack, log_d
     }
     gateway_env = {**SAMPLING_ENV, **kafka_env, "JAEGER_OTLP_ENDPOINT": _jaeger_otlp(real_stack)}
     with (
-        live.collector("kafka-gateway", ("gateway.yaml", "gateway-kafka.yaml"), gateway_env, log_dir),
+        live.collector(
+            "kafka-gateway", ("gateway.yaml", "gateway-kafka.yaml"), gateway_env, log_dir
+        ) as gateway,
         live.collector("kafka-agent", ("agent.yaml", "agent-kafka.yaml"), kafka_env, log_dir) as agent,
     ):
         drive(real_stack.kafka_bootstrap, agent.otlp_endpoint, flow, ok=4, failing=2, slow=0)
         checkout, inventory = flow.services["checkout"], flow.services["inventory"]
+        _wait_decided((gateway,), kept=len(flow.failed_traces), dropped=len(flow.ok_traces))
         for trace_id in flow.failed_traces:
             _assert_chain_kept(real_stack, trace_id, {checkout, inventory}, 3, timeout=90)
-        time.sleep(3)
         _assert_dropped(real_stack, flow.ok_traces)
