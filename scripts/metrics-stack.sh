@@ -6,7 +6,10 @@
 #               forwards every span to the stack's Jaeger (OTLP 127.0.0.1:4317).
 #   prometheus  Prometheus with collector-config/prometheus.yml, on 127.0.0.1:19090, data in .stack/.
 #
-# Usage: scripts/metrics-stack.sh up | down | status
+# Usage: scripts/metrics-stack.sh install | up | down | status
+#   install install Prometheus (and promtool) if missing and build the collector (or take it from the
+#           per-user cache, see scripts/collector/build.sh); starts nothing. `make test` runs it before
+#           pytest, so the tests that use promtool or the collector binary find them.
 #   up      install/build what is missing, start both, wait until Prometheus has scraped the collector
 #   down    stop what this checkout started (pid files in .stack/run)
 #   status  one line per component; exit 0 only when both run
@@ -14,7 +17,7 @@
 # Prometheus comes from Debian's `prometheus` package: when no `prometheus` is on PATH, `up` runs
 # `apt-get install -y --no-install-recommends prometheus` (as root; that package also installs a
 # system service on :9090, which this script neither uses nor starts). Set KET_PROMETHEUS_BIN to use
-# another Prometheus 2.x binary instead.
+# another Prometheus 2.x binary instead (its promtool is looked for next to it, then on PATH).
 #
 # Services send spans to the collector (OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317) to get both
 # traces in Jaeger and metrics in Prometheus; sending to Jaeger's 4317 directly gives traces only.
@@ -131,7 +134,16 @@ prometheus_bin() {
     fi
 }
 
+promtool_bin() {
+    if [[ -n ${KET_PROMETHEUS_BIN:-} && -x $(dirname "$KET_PROMETHEUS_BIN")/promtool ]]; then
+        printf '%s' "$(dirname "$KET_PROMETHEUS_BIN")/promtool"
+    else
+        command -v promtool
+    fi
+}
+
 ensure_prometheus() {
+    mkdir -p "$LOG_DIR"
     prometheus_bin >/dev/null && return 0
     command -v apt-get >/dev/null ||
         die "prometheus not found and there is no apt-get here: install Prometheus 2.x and set KET_PROMETHEUS_BIN."
@@ -266,6 +278,17 @@ stop_pid() {
 
 # ------------------------------------------------------------------------- subcommands
 
+cmd_install() {
+    local prom promtool
+    ensure_prometheus
+    prom=$(prometheus_bin)
+    promtool=$(promtool_bin) || die "promtool not found (next to $prom or on PATH); it comes with Prometheus"
+    say "prometheus: $prom ($("$prom" --version 2>&1 | head -n1)); promtool: $promtool"
+    # The build's own output (progress of a cold build included) goes to the terminal.
+    "$ROOT/scripts/collector/build.sh" || die "building the collector failed (scripts/collector/build.sh)"
+    [[ -x $COLLECTOR_BIN ]] || die "no collector binary at $(rel "$COLLECTOR_BIN") after the build"
+}
+
 cmd_up() {
     local comp port to_start=() failed=0
     mkdir -p "$RUN_DIR" "$LOG_DIR" "$WORK"
@@ -334,11 +357,12 @@ cmd_status() {
 }
 
 case "${1:-}" in
+    install) cmd_install ;;
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     *)
-        sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
