@@ -157,6 +157,8 @@ class TracedConsumer:
         )
         self._tracer_provider = tracer_provider
         self._trust = _trust_policy(trust)
+        # The same answer for every topic: no per-message lookup.
+        self._link_only: bool | None = trust == LINK if isinstance(trust, str) else None
         self._open: _Open | None = None
 
     @property
@@ -222,15 +224,16 @@ class TracedConsumer:
         """Open the process span of ``msg`` and make its context current."""
         telemetry = self._telemetry
         tracer = telemetry.tracer()
-        link_only = self._trust(msg.topic())
-        headers = msg.headers()
-        extracted = self._propagation.extract(headers, keep_baggage=not link_only) if headers else None
+        link_only = self._link_only if self._link_only is not None else self._trust(msg.topic())
         if tracer is None:
             # No SDK: nothing to record, but a produce made while handling the message
-            # must still carry the incoming trace.
-            if extracted is None or link_only:
+            # must still carry the incoming trace (unless the topic is not trusted).
+            if link_only:
                 return None
-            return _Open(msg, None, context_api.attach(extracted.context))
+            carried = self._propagation.context_of(msg.headers())
+            return _Open(msg, None, context_api.attach(carried)) if carried is not None else None
+        headers = msg.headers()
+        extracted = self._propagation.extract(headers, keep_baggage=not link_only) if headers else None
         span, ctx = telemetry.start_process(tracer, msg, extracted, link_only)
         return _Open(msg, span, context_api.attach(ctx))
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from confluent_kafka.cimpl import Producer as _Producer
 from confluent_kafka.serializing_producer import SerializingProducer as _SerializingProducer
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import TracerProvider
@@ -23,6 +24,7 @@ from tracing.write.recipe import Telemetry, server_of
 # producer takes key before value.
 _PRODUCER_ARGS = ("value", "key", "partition", "callback", "on_delivery", "timestamp", "headers")
 _SERIALIZING_ARGS = ("key", "value", "partition", "on_delivery", "timestamp", "headers")
+_get_current = context_api.get_current
 
 
 class _Delivery:
@@ -98,34 +100,37 @@ class TracedProducer:
 
     def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
         """Produce a message, exactly as ``confluent_kafka.Producer.produce`` does, traced."""
-        if args:
-            names = self._arg_names
-            if len(args) > len(names):
-                return self._produce(topic, *args, **kwargs)  # let the client raise its TypeError
-            for name, value in zip(names, args, strict=False):
-                if name in kwargs:
-                    return self._produce(topic, *args, **kwargs)  # same: duplicate argument
-                kwargs[name] = value
         telemetry = self._telemetry
         tracer = telemetry.tracer()
+        ctx = _get_current()
         if tracer is None:
-            # No SDK: no spans, but the incoming context still flows downstream.
-            current = trace.get_current_span().get_span_context()
-            if current.is_valid:
-                try:
-                    kwargs["headers"] = self._propagation.inject(kwargs.get("headers"), current)
-                except Exception:
-                    report_problem("could not inject trace context")
-            return self._produce(topic, **kwargs)
+            # No SDK: no spans, but an incoming context (say, of the message being
+            # processed) still flows downstream. Without one, the client's own call.
+            current = trace.get_current_span(ctx).get_span_context()
+            if not current.is_valid:
+                return self._produce(topic, *args, **kwargs)
+            named = self._named(args, kwargs)
+            if named is None:
+                return self._produce(topic, *args, **kwargs)  # let the client raise its TypeError
+            try:
+                named["headers"] = self._propagation.inject(named.get("headers"), current, ctx)
+            except Exception:
+                report_problem("could not inject trace context")
+            return self._produce(topic, **named)
+        if args:
+            named = self._named(args, kwargs)
+            if named is None:
+                return self._produce(topic, *args, **kwargs)  # let the client raise its TypeError
+            kwargs = named
         try:
             span = telemetry.start_send(
-                tracer, topic, kwargs.get("key"), kwargs.get("partition"), kwargs.get("value") is None
+                tracer, topic, kwargs.get("key"), kwargs.get("partition"), kwargs.get("value") is None, ctx
             )
-            kwargs["headers"] = self._propagation.inject(kwargs.get("headers"), span.get_span_context())
+            kwargs["headers"] = self._propagation.inject(kwargs.get("headers"), span.get_span_context(), ctx)
         except Exception:
             report_problem("could not start a send span")
             return self._produce(topic, **kwargs)
-        if span.is_recording():
+        if span.is_recording():  # no callback of ours for a span nobody records
             user_callback = kwargs.pop("on_delivery", None)
             alias = kwargs.pop("callback", None)
             kwargs["on_delivery"] = _Delivery(span, user_callback if user_callback is not None else alias)
@@ -135,6 +140,17 @@ class TracedProducer:
             Telemetry.fail(span, exc)
             raise
         return None
+
+    def _named(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """``kwargs`` with the positional arguments added by name; None if the client would refuse them."""
+        names = self._arg_names
+        if len(args) > len(names):
+            return None
+        for name in names[: len(args)]:
+            if name in kwargs:
+                return None  # given twice
+        kwargs.update(zip(names, args, strict=False))
+        return kwargs
 
     # Hot pass-throughs, defined to skip __getattr__ on every call.
     def poll(self, *args: Any, **kwargs: Any) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry import baggage as baggage_api
+from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -38,9 +39,25 @@ Headers = list[tuple[str, Any]] | Mapping[str, Any] | None
 # version-traceid-spanid-flags; lowercase hex only, as W3C requires. Versions above 00
 # may append fields after a dash; version ff is forbidden.
 _TRACEPARENT_RE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.ASCII)
+# What every version-00 producer writes, exactly 55 characters: parsed without decoding,
+# as bytes (what the client hands us) or str. Anything else takes the full path.
+_TRACEPARENT_00_LEN = 55
+_TRACEPARENT_00_BYTES = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT_00_STR = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})", re.ASCII)
+# The same shape, valid as a whole (ids not all zero): checked without converting anything.
+_VALID_TRACEPARENT_00 = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 _MAX_TRACEPARENT = 512
 _MAX_TRACESTATE = 8192
 _W3C_BAGGAGE = W3CBaggagePropagator()
+_NO_TRACE_STATE = trace.DEFAULT_TRACE_STATE
+# TraceFlags are immutable ints: one instance per value instead of one per message.
+_TRACE_FLAGS = tuple(TraceFlags(i) for i in range(256))
+_FLAGS_SUFFIX = tuple(f"-{i:02x}" for i in range(256))
+# The context keys of the current span and of baggage, found through the public API
+# (set a value on an empty context, see which key appears) rather than imported from
+# private modules. Extracted contexts are then built as plain dicts in one step.
+SPAN_KEY: str = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+BAGGAGE_KEY: str = next(iter(baggage_api.set_baggage("k", "v", Context())))
 
 # ----------------------------------------------------------------------------
 # Problem reporting: once per kind per minute, never the raw value in full.
@@ -125,6 +142,17 @@ def parse_traceparent(value: Any) -> SpanContext | None:
 
     Rejects (and reports) non-ASCII, oversized, malformed, version ``ff`` and all-zero ids.
     """
+    kind = type(value)
+    if (kind is bytes or kind is str) and len(value) == _TRACEPARENT_00_LEN:
+        # The common case, on every consumed message: same checks as below, less work.
+        match = (_TRACEPARENT_00_BYTES if kind is bytes else _TRACEPARENT_00_STR).fullmatch(value)
+        if match is not None:
+            trace_hex, span_hex, flags_hex = match.groups()
+            trace_id = int(trace_hex, 16)
+            span_id = int(span_hex, 16)
+            if trace_id and span_id:
+                return SpanContext(trace_id, span_id, True, _TRACE_FLAGS[int(flags_hex, 16)])
+        # not the common shape after all: the full path says what is wrong with it
     if type(value) is bytes:
         if len(value) > _MAX_TRACEPARENT:
             report_problem("oversized traceparent", value)
@@ -166,12 +194,41 @@ def parse_traceparent(value: Any) -> SpanContext | None:
 
 def format_traceparent(span_context: SpanContext) -> str:
     """The W3C ``traceparent`` value for a span context."""
-    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+    # The flags from a table: formatting the TraceFlags int subclass is the slow part.
+    flags = _FLAGS_SUFFIX[span_context.trace_flags]
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}{flags}"
 
 
 # ----------------------------------------------------------------------------
 # The propagation used by one wrapper
 # ----------------------------------------------------------------------------
+class _RemoteParent(NonRecordingSpan):
+    """The producer's span, as the remote parent made current while a message is handled,
+    for services without an SDK: its SpanContext is built only when something asks for it.
+
+    There, most handled messages never have their context read (nothing is sent while
+    handling them), yet whether the context becomes current must be decided at once:
+    the header is validated fully (the same checks as :func:`parse_traceparent`), only
+    the conversion to ids and flags waits.
+    """
+
+    def __init__(self, traceparent: bytes) -> None:  # a valid version-00 traceparent
+        self._traceparent = traceparent
+        self._span_context: SpanContext | None = None
+
+    @property
+    def _context(self) -> SpanContext:  # what NonRecordingSpan's methods read
+        return self.get_span_context()
+
+    def get_span_context(self) -> SpanContext:
+        span_context = self._span_context
+        if span_context is None:
+            tp = self._traceparent
+            trace_id, span_id, flags = int(tp[3:35], 16), int(tp[36:52], 16), _TRACE_FLAGS[int(tp[53:55], 16)]
+            span_context = self._span_context = SpanContext(trace_id, span_id, True, flags)
+        return span_context
+
+
 class Extracted:
     """What a message carries: the producer's span context and the context to parent on."""
 
@@ -232,6 +289,10 @@ class Propagation:
                 self._fields = frozenset()
         return p
 
+    def _is_fast(self) -> bool:
+        """Whether the propagators (as configured now) are the W3C ones we handle directly."""
+        return self.propagator is not None and self._fast
+
     # -- inject ---------------------------------------------------------------
     def inject(self, headers: Headers, span_context: SpanContext, context: Context | None = None) -> Any:
         """Headers for a message sent under ``span_context``: a new list, never the caller's.
@@ -241,9 +302,10 @@ class Propagation:
         propagator = self.propagator
         if self._fast:
             new = [(TRACEPARENT, format_traceparent(span_context))]
-            if span_context.trace_state:
-                new.append((TRACESTATE, span_context.trace_state.to_header()))
-            if self._fast_baggage and baggage_api.get_all(context):
+            state = span_context.trace_state
+            if state is not _NO_TRACE_STATE and state:  # the shared empty one: skip its len()
+                new.append((TRACESTATE, state.to_header()))
+            if self._fast_baggage and _has_baggage(context):
                 carrier: dict[str, str] = {}
                 _W3C_BAGGAGE.inject(carrier, context)
                 new.extend(carrier.items())
@@ -272,10 +334,39 @@ class Propagation:
             report_problem("unreadable trace headers (" + type(exc).__name__ + ")")
             return None
 
+    def context_of(self, headers: Headers) -> Context | None:
+        """Only the context the headers carry, to make current while the message is handled
+        (no span of ours starts from it: there is no SDK). None when there is none usable.
+
+        Never raises; a bad header is reported as by :meth:`extract`.
+        """
+        if not headers:
+            return None
+        try:
+            if self._is_fast():
+                tp = None
+                plain = True  # traceparent only: the common case, done here
+                for item in headers if type(headers) is list else _items(headers):
+                    key = item[0]
+                    if key == TRACEPARENT:
+                        tp = item[1]
+                    elif key == TRACESTATE or key == BAGGAGE:
+                        plain = False
+                if tp is None:
+                    return None
+                if plain and type(tp) is bytes and len(tp) == _TRACEPARENT_00_LEN:
+                    if _VALID_TRACEPARENT_00.fullmatch(tp) is not None:
+                        return Context({SPAN_KEY: _RemoteParent(tp)})
+        except Exception as exc:  # contained, as in extract()
+            report_problem("unreadable trace headers (" + type(exc).__name__ + ")")
+            return None
+        extracted = self.extract(headers)  # anything else: the full path
+        return extracted.context if extracted is not None else None
+
     def _extract_w3c(self, headers: Headers, keep_baggage: bool) -> Extracted | None:
         tp = ts = bg = None
         found = False
-        for item in _items(headers):
+        for item in headers if type(headers) is list else _items(headers):
             key = item[0]
             if key == TRACEPARENT:
                 tp = item[1]
@@ -291,7 +382,9 @@ class Propagation:
             return None
         if ts:
             span_context = self._with_tracestate(span_context, ts)
-        ctx = trace.set_span_in_context(NonRecordingSpan(span_context))
+        # A context of its own, not derived from the current one: what the standard
+        # propagators (and our generic path) return; one dict instead of a copy.
+        ctx = Context({SPAN_KEY: NonRecordingSpan(span_context)})
         if bg and keep_baggage and self._fast_baggage:
             ctx = self._extract_baggage(bg, ctx)
         return Extracted(span_context, ctx)
@@ -364,6 +457,11 @@ class Propagation:
                 if key not in self.baggage_keys:
                     ctx = baggage_api.remove_baggage(key, ctx)
         return Extracted(span_context, ctx)
+
+
+def _has_baggage(context: Context | None) -> bool:
+    ctx = context if context is not None else context_api.get_current()
+    return BAGGAGE_KEY in ctx and bool(baggage_api.get_all(ctx))
 
 
 def inject_context(headers: Headers = None, context: Context | None = None) -> Any:

@@ -11,11 +11,14 @@ flows, with a fresh span id, exactly as the SDK would have propagated it.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import opentelemetry.trace as _trace_api
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
@@ -34,13 +37,14 @@ from opentelemetry.trace import (
 
 from tracing import semconv as sc
 from tracing.version import __version__
-from tracing.write.propagation import Extracted
+from tracing.write.propagation import SPAN_KEY, Extracted
 
 _SCOPE = "kafka-event-tracing"
 _CONSUMER = SpanKind.CONSUMER
 _PRODUCER = SpanKind.PRODUCER
 _CLIENT = SpanKind.CLIENT
-_UNSAMPLED = TraceFlags(0)
+_RANDOM_TRACE_ID = 0x02  # W3C level 2 flag; the SDK copies it from parent to child
+_FLAGS = tuple(TraceFlags(i) for i in range(256))
 _TS_NOT_AVAILABLE = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 _MAX_KEY_CHARS = 256
 _getrandbits = random.getrandbits
@@ -73,6 +77,26 @@ def _error_type(err: Any) -> str:
     return type(err).__qualname__
 
 
+# Has a global tracer provider been set? `trace.get_tracer_provider()` answers in ~1 µs
+# when none is (it looks the environment up every time), on every message of a service
+# that runs without an SDK. The API's own ProxyTracer reads this module variable; so do
+# we, falling back to the public call if a future API drops it. A provider named in the
+# environment is loaded by the public call, so then we always ask it.
+_NOT_THERE = object()
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+def _global_provider_may_be_set() -> bool:
+    provider = getattr(_trace_api, "_TRACER_PROVIDER", _NOT_THERE)
+    return provider is not None or _PROVIDER_FROM_ENV
+
+
+def _sdk_counts_every_span() -> bool:
+    """The SDK's own span metrics (opt-in) count dropped spans too: then it must see them all."""
+    value = os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "")
+    return value.strip().lower() == "true"
+
+
 def _skips_unsampled(sampler: Any, which: str) -> bool:
     """True when a parent-based sampler drops every span of an unsampled parent."""
     try:
@@ -102,6 +126,7 @@ class Telemetry:
         self._resolved = False
         self.skip_remote_unsampled = False
         self.skip_local_unsampled = False
+        self._new_span_id: Any = None
         common: dict[str, Any] = {sc.SYSTEM: "kafka"}
         if client_id:
             common[sc.CLIENT_ID] = client_id
@@ -119,6 +144,8 @@ class Telemetry:
         """The SDK tracer, or None while no SDK is configured (propagation only)."""
         if self._resolved:
             return self._tracer
+        if self._provider is None and not _global_provider_may_be_set():
+            return None  # no global provider yet: check again next time
         provider = self._provider if self._provider is not None else trace.get_tracer_provider()
         if isinstance(provider, ProxyTracerProvider):
             return None  # no global provider yet: check again next time
@@ -127,10 +154,25 @@ class Telemetry:
             return None
         self._tracer = provider.get_tracer(_SCOPE, __version__, schema_url=sc.SCHEMA_URL)
         sampler = getattr(provider, "sampler", None)
-        if sampler is not None:
+        if sampler is not None and not _sdk_counts_every_span():
             self.skip_remote_unsampled = _skips_unsampled(sampler, "remoteParent")
             self.skip_local_unsampled = _skips_unsampled(sampler, "localParent")
+        # Span ids of skipped children come from the provider's id generator, as the SDK's would.
+        id_generator = getattr(provider, "id_generator", None)
+        self._new_span_id = getattr(id_generator, "generate_span_id", None) or _random_span_id
         return self._tracer
+
+    def _unsampled_child(self, parent: SpanContext) -> NonRecordingSpan | None:
+        """What the SDK would make under an unsampled parent when its sampler drops those
+        children anyway (None when it might not): no SDK span, but the trace id, the
+        trace state and a fresh span id flow on."""
+        if parent.trace_flags.sampled or not parent.is_valid:
+            return None
+        if not (self.skip_remote_unsampled if parent.is_remote else self.skip_local_unsampled):
+            return None
+        flags = _FLAGS[parent.trace_flags & _RANDOM_TRACE_ID]
+        child = SpanContext(parent.trace_id, self._new_span_id(), False, flags, parent.trace_state)
+        return NonRecordingSpan(child)
 
     # -- send -----------------------------------------------------------------
     def _send_recipe(self, topic: str) -> tuple[str, dict[str, Any]]:
@@ -143,12 +185,26 @@ class Telemetry:
             recipe = self._send[topic] = ("send " + topic, attrs)
         return recipe
 
-    def start_send(self, tracer: Tracer, topic: str, key: Any, partition: Any, tombstone: bool) -> Span:
-        """Start the PRODUCER span of one produce call (ended by the delivery report)."""
-        parent = trace.get_current_span()
-        parent_context = parent.get_span_context()
-        if self.skip_local_unsampled and parent_context.is_valid and not parent_context.trace_flags.sampled:
-            return _unsampled_child(parent_context)
+    def start_send(
+        self,
+        tracer: Tracer,
+        topic: str,
+        key: Any,
+        partition: Any,
+        tombstone: bool,
+        context: Context | None = None,
+    ) -> Span:
+        """Start the PRODUCER span of one produce call (ended by the delivery report).
+
+        ``context``: the current context, when the caller has it already.
+        """
+        ctx = context if context is not None else context_api.get_current()
+        if self.skip_local_unsampled or self.skip_remote_unsampled:
+            parent = trace.get_current_span(ctx).get_span_context()
+            if parent.is_valid:  # a root send has nothing to skip
+                skipped = self._unsampled_child(parent)
+                if skipped is not None:
+                    return skipped
         name, base = self._send_recipe(topic)
         attrs = base.copy()
         if key is not None:
@@ -159,12 +215,15 @@ class Telemetry:
             attrs[sc.PARTITION] = str(partition)
         if tombstone:
             attrs[sc.KAFKA_TOMBSTONE] = True
-        return tracer.start_span(name, kind=_PRODUCER, attributes=attrs)
+        # Positional and with the context we hold: the SDK then skips looking it up again.
+        return tracer.start_span(name, ctx, _PRODUCER, attrs)
 
     @staticmethod
     def end_send(span: Span, err: Any, msg: Any) -> None:
         """End a send span from its delivery report: partition, offset, or the error."""
         if msg is not None:
+            # Two set_attribute calls: set_attributes({...}) costs more for two values
+            # (the SDK then cleans the dict as a whole, through ABC instance checks).
             partition = msg.partition()
             if partition is not None and partition >= 0:
                 span.set_attribute(sc.PARTITION, str(partition))
@@ -211,15 +270,16 @@ class Telemetry:
         if extracted is not None:
             producer = extracted.span_context
             if not link_only:
-                if self.skip_remote_unsampled and not producer.trace_flags.sampled:
-                    span = _unsampled_child(producer)
-                    return span, trace.set_span_in_context(span, extracted.context)
                 parent_ctx: Context | None = extracted.context
+                if self.skip_remote_unsampled:
+                    skipped = self._unsampled_child(producer)
+                    if skipped is not None:
+                        return skipped, _with_span(parent_ctx, skipped)
             else:
                 parent_ctx = Context()  # a new trace; incoming baggage and sampled flag ignored
             links: Sequence[Link] = (Link(producer),)
         else:
-            parent_ctx = None  # the ambient context, if any
+            parent_ctx = context_api.get_current()  # the ambient context, if any
             links = ()
         topic = msg.topic()
         name, base = self._process_recipe(topic, msg.partition())
@@ -245,7 +305,7 @@ class Telemetry:
         if ts_type != _TS_NOT_AVAILABLE and ts > 0:
             attrs[sc.QUEUE_TIME_MS] = max(0, now // 1_000_000 - ts)
         span = tracer.start_span(name, parent_ctx, _CONSUMER, attrs, links, now)
-        return span, trace.set_span_in_context(span, parent_ctx)
+        return span, _with_span(parent_ctx, span)
 
     # -- receive (batches) ----------------------------------------------------
     def receive_span(
@@ -293,11 +353,17 @@ class Telemetry:
         span.end()
 
 
-def _unsampled_child(parent: SpanContext) -> NonRecordingSpan:
-    """What the SDK would make under an unsampled parent with a parent-based sampler."""
-    return NonRecordingSpan(
-        SpanContext(parent.trace_id, _getrandbits(64) or 1, False, _UNSAMPLED, parent.trace_state)
-    )
+def _random_span_id() -> int:
+    return _getrandbits(64) or 1
+
+
+def _with_span(context: Context | None, span: Span) -> Context:
+    """``trace.set_span_in_context(span, context)`` in one dict build (same result)."""
+    if context is None:
+        return trace.set_span_in_context(span)  # derived from the current context
+    values = dict(context)
+    values[SPAN_KEY] = span
+    return Context(values)
 
 
 def link_limit(provider: Any) -> int:
