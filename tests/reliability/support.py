@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,19 +163,76 @@ def outage(component: str) -> Iterator[Outage]:
         handle.restart()
 
 
-def jaeger_spans(trace_id: str, names: set[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
-    """The spans of a trace by name, once Jaeger has one of each name in ``names``.
+def find_spans(trace_id: str, names: set[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+    """The spans of a trace by name: as soon as Jaeger has one of each name in ``names``, else
+    whatever it has when ``timeout`` passes (nothing when it does not know the trace).
 
     (An export retried after a slow answer can store a span twice: names, not counts.)
     """
     deadline = time.monotonic() + timeout
+    spans: dict[str, dict[str, Any]] = {}
     while True:
         left = max(1.0, deadline - time.monotonic())
-        spans = {s["operationName"]: s for s in jaeger_trace(trace_id, expect_spans=1, timeout=left)["spans"]}
+        try:
+            trace = jaeger_trace(trace_id, expect_spans=1, timeout=left)
+        except AssertionError:  # not in Jaeger (yet) when the time was up
+            return spans
+        spans = {s["operationName"]: s for s in trace["spans"]}
         if names <= set(spans) or time.monotonic() >= deadline:
-            assert names <= set(spans), f"trace {trace_id} has {sorted(spans)}, not all of {sorted(names)}"
             return spans
         time.sleep(0.5)
+
+
+def jaeger_spans(trace_id: str, names: set[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+    """The spans of a trace by name, once Jaeger has one of each name in ``names`` (fails if not)."""
+    spans = find_spans(trace_id, names, timeout)
+    assert names <= set(spans), f"trace {trace_id} has {sorted(spans)}, not all of {sorted(names)}"
+    return spans
+
+
+# ------------------------------------------------------------------------- measuring
+
+
+class Deadline:
+    """A ``stop`` for ``TracedConsumer.run``: true once ``done()`` holds or ``seconds`` have passed.
+
+    A loop that never gets where the test expects ends after ``seconds`` (``expired`` is then
+    True), and the test says what it got instead of running into pytest's timeout.
+    """
+
+    def __init__(self, seconds: float, done: Callable[[], bool] = lambda: False) -> None:
+        self.seconds = seconds
+        self.done = done
+        self.expired = False
+        self._end = time.monotonic() + seconds
+
+    def __call__(self) -> bool:
+        if self.done():
+            return True
+        self.expired = time.monotonic() >= self._end
+        return self.expired
+
+
+class ExceptionCount:
+    """Counts the exceptions raised by the calls made under ``watch()``; they still propagate.
+
+    Tests record ``len(count)`` as their ``exceptions`` figure (in a ``finally``, so a run that
+    hit one records it too).
+    """
+
+    def __init__(self) -> None:
+        self.raised: list[str] = []
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            self.raised.append(f"{type(exc).__name__}: {exc}")
+            raise
+
+    def __len__(self) -> int:
+        return len(self.raised)
 
 
 # ------------------------------------------------------------------------------ memory

@@ -21,9 +21,10 @@ from opentelemetry import baggage, trace
 
 import tracing
 from tests import stack
-from tests.reliability.support import jaeger_spans, record_figures
+from tests.reliability.support import Deadline, ExceptionCount, jaeger_spans, record_figures
 from tracing.write.propagation import last_header, parse_traceparent
 
+ALLOWED = {"tenant"}  # the consumer's baggage_keys
 MIXED_BAGGAGE = "tenant=acme,user.email=ada%40example.com,debug=true"  # only tenant is allowed
 
 
@@ -42,6 +43,34 @@ def jaeger_trace_ids(service: str) -> set[str]:
         return set()
 
 
+def _baggage_keys(header: str | None) -> set[str]:
+    return {member.split("=")[0].strip() for member in (header or "").split(",") if member.strip()}
+
+
+def _figures(
+    sent: dict[bytes, tuple[str, list]], seen: dict[bytes, dict], forwarded: dict[bytes, list], caught
+) -> dict:
+    """What this run measured; works on whatever got that far (figures are recorded on failure too)."""
+
+    def forwarded_baggage(value: bytes) -> str | None:
+        bag = last_header(forwarded[value], "baggage")
+        return bag.decode() if bag is not None else None
+
+    incoming = dict(sent[b"oversized"][1])["baggage"]
+    return {
+        "messages_tried": len(sent),
+        "messages_lost": len(set(sent) - set(forwarded)),
+        "exceptions": len(caught),
+        "forced_sampled_flag_recorded_on_untrusted_topic": seen.get(b"from-partner", {}).get("recording"),
+        "disallowed_baggage_keys_passed_on": sum(len(set(s["baggage"]) - ALLOWED) for s in seen.values())
+        + sum(len(_baggage_keys(forwarded_baggage(v)) - ALLOWED) for v in forwarded),
+        # the baggage the oversized message came with, less what the forwarded message carries
+        "oversized_baggage_bytes_dropped": (
+            len(incoming) - len(forwarded_baggage(b"oversized") or "") if b"oversized" in forwarded else None
+        ),
+    }
+
+
 def test_forced_sampling_oversized_and_disallowed_baggage_are_contained(real_stack):
     bootstrap = real_stack.kafka_bootstrap
     partner = stack.create_topic(bootstrap, stack.unique_topic("trust-partner"))
@@ -53,51 +82,65 @@ def test_forced_sampling_oversized_and_disallowed_baggage_are_contained(real_sta
     oversized, oversized_trace, oversized_span = forced_traceparent()
     huge_baggage = "tenant=acme," + ",".join(f"k{i}={'v' * 40}" for i in range(200))
     assert len(huge_baggage) > 8192
-    raw = Producer({"bootstrap.servers": bootstrap})
-    raw.produce(partner, b"from-partner", headers=[("traceparent", untrusted), ("baggage", MIXED_BAGGAGE)])
-    raw.produce(internal, b"trusted", headers=[("traceparent", trusted), ("baggage", MIXED_BAGGAGE)])
-    raw.produce(internal, b"oversized", headers=[("traceparent", oversized), ("baggage", huge_baggage)])
-    assert raw.flush(30) == 0
-
+    sent = {  # value: (topic, headers)
+        b"from-partner": (partner, [("traceparent", untrusted), ("baggage", MIXED_BAGGAGE)]),
+        b"trusted": (internal, [("traceparent", trusted), ("baggage", MIXED_BAGGAGE)]),
+        b"oversized": (internal, [("traceparent", oversized), ("baggage", huge_baggage)]),
+    }
     service = f"reliability-trust-{uuid.uuid4().hex[:8]}"
+    caught = ExceptionCount()
+    seen: dict[bytes, dict] = {}
+    forwarded: dict[bytes, list] = {}
+    stop = Deadline(60, lambda: len(seen) >= len(sent))
     provider = tracing.configure(
         service, endpoint=real_stack.otlp_endpoint, sampler_ratio=0.0, set_global=False
     )
-    forward = tracing.TracedProducer({"bootstrap.servers": bootstrap}, tracer_provider=provider)
-    consumer = tracing.TracedConsumer(
-        {"bootstrap.servers": bootstrap, "group.id": service, "enable.auto.commit": False},
-        tracer_provider=provider,
-        trust={partner: "link", "*": "parent"},
-        baggage_keys={"tenant"},
-    )
-    consumer.assign([TopicPartition(partner, 0, 0), TopicPartition(internal, 0, 0)])
-    seen: dict[bytes, dict] = {}
+    try:
+        with caught.watch():
+            raw = Producer({"bootstrap.servers": bootstrap})
+            for value, (topic, headers) in sent.items():
+                raw.produce(topic, value, headers=headers)
+            undelivered = raw.flush(30)
 
-    def handler(msg):
-        span = trace.get_current_span()
-        context = span.get_span_context()
-        seen[msg.value()] = {
-            "trace_id": format(context.trace_id, "032x"),
-            "recording": span.is_recording(),
-            "baggage": dict(baggage.get_all()),
-        }
-        forward.produce(out, msg.value())
+            forward = tracing.TracedProducer({"bootstrap.servers": bootstrap}, tracer_provider=provider)
+            consumer = tracing.TracedConsumer(
+                {"bootstrap.servers": bootstrap, "group.id": service, "enable.auto.commit": False},
+                tracer_provider=provider,
+                trust={partner: "link", "*": "parent"},
+                baggage_keys=ALLOWED,
+            )
+            consumer.assign([TopicPartition(partner, 0, 0), TopicPartition(internal, 0, 0)])
 
-    stats = consumer.run(handler, stop=lambda: len(seen) >= 3, handle_signals=False)
-    consumer.close()
-    assert forward.flush(30) == 0
-    provider.force_flush()
+            def handler(msg):
+                span = trace.get_current_span()
+                context = span.get_span_context()
+                seen[msg.value()] = {
+                    "trace_id": format(context.trace_id, "032x"),
+                    "recording": span.is_recording(),
+                    "baggage": dict(baggage.get_all()),
+                }
+                forward.produce(out, msg.value())
 
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{service}-reader"})
-    reader.assign([TopicPartition(out, 0, 0)])
-    forwarded: dict[bytes, list] = {}
-    deadline = time.monotonic() + 30
-    while len(forwarded) < 3 and time.monotonic() < deadline:
-        msg = reader.poll(0.5)
-        if msg is not None and msg.error() is None:
-            forwarded[msg.value()] = msg.headers() or []
-    reader.close()
-    assert set(forwarded) == {b"from-partner", b"trusted", b"oversized"}
+            consumer.run(handler, stop=stop, handle_signals=False)
+            consumer.close()
+            unforwarded = forward.flush(30)
+            provider.force_flush()
+
+            reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{service}-reader"})
+            reader.assign([TopicPartition(out, 0, 0)])
+            deadline = time.monotonic() + 30
+            while len(forwarded) < len(seen) and time.monotonic() < deadline:
+                msg = reader.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    forwarded[msg.value()] = msg.headers() or []
+            reader.close()
+    finally:
+        figures = _figures(sent, seen, forwarded, caught)
+        record_figures("trust", figures)
+    assert undelivered == 0 and unforwarded == 0, (undelivered, unforwarded)
+    assert not stop.expired, f"the consumer handled {sorted(seen)} within {stop.seconds}s"
+    assert set(forwarded) == set(sent)
+    assert figures["exceptions"] == 0, caught.raised
 
     def carried(value: bytes) -> tuple[str, bool, str | None]:
         headers = forwarded[value]
@@ -120,6 +163,7 @@ def test_forced_sampling_oversized_and_disallowed_baggage_are_contained(real_sta
     # Oversized baggage: dropped whole (W3C: 8192 bytes at most), the trace still continues.
     assert seen[b"oversized"] == {"trace_id": oversized_trace, "recording": True, "baggage": {}}
     assert carried(b"oversized") == (oversized_trace, True, None)
+    assert figures["disallowed_baggage_keys_passed_on"] == 0
 
     # Jaeger has exactly the two trusted traces from this consumer: the forced flag on the
     # partner topic recorded nothing, neither in the partner's trace nor in a new one.
@@ -132,18 +176,3 @@ def test_forced_sampling_oversized_and_disallowed_baggage_are_contained(real_sta
         assert spans[f"process {internal}"]["references"][0]["spanID"] == parent
         assert stack.span_parent_id(spans[f"send {out}"]) == spans[f"process {internal}"]["spanID"]
     provider.shutdown()
-
-    disallowed_passed_on = sum(len(set(s["baggage"]) - {"tenant"}) for s in seen.values()) + sum(
-        len({m.split("=")[0] for m in (carried(v)[2] or "").split(",") if m} - {"tenant"}) for v in forwarded
-    )
-    record_figures(
-        "trust",
-        {
-            "messages_tried": 3,
-            "messages_lost": 3 - stats.processed,
-            "exceptions": 0,
-            "forced_sampled_flag_recorded_on_untrusted_topic": partner_seen["recording"],
-            "disallowed_baggage_keys_passed_on": disallowed_passed_on,
-            "oversized_baggage_bytes_dropped": len(huge_baggage),
-        },
-    )
