@@ -48,9 +48,10 @@ stack-status:
 # `stack.sh run` starts whatever is not running yet, runs pytest, and afterwards
 # stops only what it started (also when pytest fails or is interrupted); the
 # exit code is pytest's (5 = no tests collected, which counts as a failure).
-# The collector build is done here, not inside a test, so a cold build shows its progress.
+# Prometheus and the collector are installed/built here, not inside a test, so a cold
+# build shows its progress and no test finds a tool missing.
 test: venv
-	scripts/collector/build.sh
+	$(METRICS) install
 	$(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
