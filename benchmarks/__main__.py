@@ -5,6 +5,10 @@ instrumentation, interleaved round by round, on the mock cluster and the real br
     python -m benchmarks --broker mock --rounds 5
     python -m benchmarks --quick              # seconds: tiny N, 1 round, mock only
     python -m benchmarks --outage             # 1 M sends with the OTLP endpoint unreachable
+
+The OTLP variant sends up to ~100,000 traces per measurement into the local Jaeger, whose
+in-memory store keeps 100,000: it evicts what tests running at the same time look for.
+Use ``--exporters discard`` then.
 """
 
 from __future__ import annotations
