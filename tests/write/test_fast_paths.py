@@ -1,0 +1,110 @@
+"""The hot-path shortcuts give exactly what the general code gives.
+
+The fast traceparent parse, the context made current without an SDK (its SpanContext
+built on first use) and the skipped children of unsampled parents are optimisations:
+each is checked here against the path it shortcuts.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry import baggage, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from tracing.write.propagation import Propagation, parse_traceparent
+from tracing.write.recipe import Telemetry
+
+ids_alphabet = "0123456789abcdefABF-_ "
+version_00 = st.builds(
+    lambda trace_hex, span_hex, flags: f"00-{trace_hex}-{span_hex}-{flags}",
+    st.one_of(st.just("0" * 32), st.text(alphabet=ids_alphabet, min_size=32, max_size=32)),
+    st.one_of(st.just("0" * 16), st.text(alphabet=ids_alphabet, min_size=16, max_size=16)),
+    st.text(alphabet=ids_alphabet, min_size=2, max_size=2),
+)
+other_shapes = st.sampled_from(
+    [
+        b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff-more",
+        b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more",
+        "\u00e9" * 55,
+        b"\xff" * 55,
+    ]
+)
+traceparents = st.one_of(
+    version_00, version_00.map(str.encode), other_shapes, st.binary(max_size=64), st.none()
+)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(version_00, st.booleans())
+def test_the_fast_traceparent_parse_agrees_with_the_opentelemetry_propagator(text, as_bytes):
+    ours = parse_traceparent(text.encode() if as_bytes else text)
+    theirs = trace.get_current_span(TraceContextTextMapPropagator().extract({"traceparent": text}))
+    expected = theirs.get_span_context()
+    if text.strip() != text:
+        return  # the API's propagator trims surrounding blanks, the W3C format has none
+    if not expected.is_valid:
+        assert ours is None
+    else:
+        assert ours == SpanContext(expected.trace_id, expected.span_id, True, expected.trace_flags)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["traceparent", "tracestate", "baggage", "other"]), traceparents),
+        max_size=6,
+    )
+)
+def test_without_an_sdk_the_context_made_current_is_the_one_extraction_reads(headers):
+    propagation = Propagation()
+    extracted = propagation.extract(headers)
+    carried = propagation.context_of(headers)
+    if extracted is None:
+        assert carried is None
+    else:
+        assert carried is not None
+        assert trace.get_current_span(carried).get_span_context() == extracted.span_context
+        assert baggage.get_all(carried) == baggage.get_all(extracted.context)
+
+
+def test_a_lazily_read_parent_looks_like_any_remote_parent():
+    value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"
+    carried = Propagation().context_of([("traceparent", value)])
+    span = trace.get_current_span(carried)
+    assert isinstance(span, NonRecordingSpan) and not span.is_recording()
+    assert span.get_span_context() == parse_traceparent(value)
+    assert repr(span) == repr(NonRecordingSpan(parse_traceparent(value)))
+
+
+def _sdk_child(provider, parent: SpanContext) -> SpanContext:
+    ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+    return provider.get_tracer("t").start_span("x", ctx).get_span_context()
+
+
+def test_a_skipped_child_of_an_unsampled_parent_is_what_the_sdk_would_make():
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
+    telemetry = Telemetry(provider)
+    telemetry.tracer()
+    for remote in (True, False):
+        for flags in (0x00, 0x02):
+            parent = SpanContext(
+                random.getrandbits(128) or 1, random.getrandbits(64) or 1, remote, TraceFlags(flags)
+            )
+            skipped = telemetry._unsampled_child(parent)
+            made = _sdk_child(provider, parent)
+            assert skipped is not None
+            mine = skipped.get_span_context()
+            assert (mine.trace_id, mine.trace_flags, mine.trace_state, mine.is_remote) == (
+                made.trace_id,
+                made.trace_flags,
+                made.trace_state,
+                made.is_remote,
+            )
+            assert mine.span_id != parent.span_id
