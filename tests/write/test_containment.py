@@ -100,3 +100,53 @@ def test_otel_propagators_selects_the_header_format():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['x-b3-sampled', 'x-b3-spanid', 'x-b3-traceid']"
+
+
+def test_with_no_global_provider_context_flows_and_a_provider_set_later_is_used():
+    script = textwrap.dedent(
+        """
+        import time
+        from confluent_kafka import Consumer, Producer, TopicPartition
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        import tracing
+
+        owner = Producer({"test.mock.num.brokers": 1})
+        b = next(iter(owner.list_topics(timeout=10).brokers.values()))
+        conf = {"bootstrap.servers": f"{b.host}:{b.port}"}
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        owner.produce("in", b"a", partition=0, headers=[("traceparent", tp)])
+        owner.flush(10)
+
+        def first(consumer):
+            for _ in range(100):
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is None:
+                    return msg
+
+        consumer = tracing.TracedConsumer({**conf, "group.id": "g"})   # no provider anywhere
+        consumer.assign([TopicPartition("in", 0, 0)])
+        producer = tracing.TracedProducer(conf)
+        first(consumer)
+        producer.produce("out", b"b", partition=0)
+        producer.flush(10)
+        consumer.close()
+        reader = Consumer({**conf, "group.id": "r"})
+        reader.assign([TopicPartition("out", 0, 0)])
+        print("carried:", dict(first(reader).headers())["traceparent"][3:35].decode())
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)          # set after the clients were built
+        producer.produce("out", b"c", partition=0)
+        producer.flush(10)
+        print("recorded:", [s.name for s in exporter.get_finished_spans()])
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["carried: 4bf92f3577b34da6a3ce929d0e0e4736", "recorded: ['send out']"]

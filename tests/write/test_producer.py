@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from confluent_kafka import KafkaError, Producer, SerializingProducer
 from confluent_kafka.serialization import StringSerializer
@@ -205,3 +208,21 @@ def test_kafka_error_type_names_are_recorded():
 
     assert _error_type(KafkaError(KafkaError._MSG_TIMED_OUT)) == "_MSG_TIMED_OUT"
     assert _error_type(ValueError("x")) == "ValueError"
+
+
+def test_a_header_key_that_would_crash_the_client_is_a_clean_exception():
+    # confluent-kafka itself crashes the interpreter on this key: check in a separate process.
+    script = (
+        "import tracing\n"
+        "p = tracing.TracedProducer({'test.mock.num.brokers': 1})\n"
+        "for headers in ([('\\ud800', b'x')], {'ok': b'1', '\\udcff': b'y'}):\n"
+        "    try:\n"
+        "        p.produce('orders', b'v', headers=headers)\n"
+        "    except UnicodeEncodeError as exc:\n"
+        "        print('refused:', exc.reason)\n"
+        "p.produce('orders', b'v', headers=[('caf\\u00e9', b'ok')])\n"
+        "print('delivered:', p.flush(10) == 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["refused: surrogates not allowed"] * 2 + ["delivered: True"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from tracing.write.consumer import Processing, TracedConsumer
 from tracing.write.producer import TracedProducer
-from tracing.write.propagation import report_problem
+from tracing.write.propagation import report_internal_error
 
 
 class AsyncProcessing(Processing):
@@ -64,7 +64,7 @@ class TracedAIOConsumer(TracedConsumer):
         try:
             self._open = self._start(msg)
         except Exception:
-            report_problem("could not start a process span")
+            report_internal_error("could not start a process span")
         return msg
 
     async def consume(self, *args: Any, **kwargs: Any) -> list[Any]:  # type: ignore[override]
@@ -87,7 +87,7 @@ class TracedAIOConsumer(TracedConsumer):
                     tracer, messages, started, self._propagation.extract, link_limit(provider)
                 )
             except Exception:
-                report_problem("could not record a receive span")
+                report_internal_error("could not record a receive span")
         return messages
 
     def process(self, msg: Any) -> AsyncProcessing:
@@ -166,7 +166,7 @@ class TracedAIOProducer:
             try:
                 self._producer.poll(self._poll_interval)
             except Exception:
-                report_problem("a delivery callback raised in the report thread")
+                report_internal_error("a delivery callback raised in the report thread")
 
     async def produce(
         self, topic: str, value: Any = None, key: Any = None, *args: Any, **kwargs: Any

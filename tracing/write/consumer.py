@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, TracerProvider
 
-from tracing.write.propagation import Propagation, report_problem
+from tracing.write.propagation import Propagation, report_internal_error
 from tracing.write.recipe import Telemetry, link_limit, server_of
 
 _get_ident = threading.get_ident
@@ -100,7 +100,7 @@ class Processing:
             try:
                 opened.close(exc)
             except Exception:
-                report_problem("could not end a process span")
+                report_internal_error("could not end a process span")
         return False
 
 
@@ -177,7 +177,7 @@ class TracedConsumer:
         try:
             self._open = self._start(msg)
         except Exception:
-            report_problem("could not start a process span")
+            report_internal_error("could not start a process span")
         return msg
 
     def consume(self, *args: Any, **kwargs: Any) -> list[Any]:
@@ -200,7 +200,7 @@ class TracedConsumer:
                     tracer, messages, started, self._propagation.extract, link_limit(provider)
                 )
             except Exception:
-                report_problem("could not record a receive span")
+                report_internal_error("could not record a receive span")
         return messages
 
     def process(self, msg: Any) -> Processing:
@@ -242,7 +242,7 @@ class TracedConsumer:
         try:
             opened.close()  # type: ignore[union-attr]
         except Exception:
-            report_problem("could not end a process span")
+            report_internal_error("could not end a process span")
 
     # -- pass-through -------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import TracerProvider
 
-from tracing.write.propagation import Propagation, report_problem
+from tracing.write.propagation import Propagation, report_internal_error
 from tracing.write.recipe import Telemetry, server_of
 
 # produce()'s positional parameters after `topic`, per client class: the serializing
@@ -25,6 +25,19 @@ from tracing.write.recipe import Telemetry, server_of
 _PRODUCER_ARGS = ("value", "key", "partition", "callback", "on_delivery", "timestamp", "headers")
 _SERIALIZING_ARGS = ("key", "value", "partition", "on_delivery", "timestamp", "headers")
 _get_current = context_api.get_current
+
+
+def _refuse_keys_that_crash_the_client(headers: Any) -> None:
+    """Raise UnicodeEncodeError for a header key that is not valid UTF-8.
+
+    confluent-kafka (2.16) crashes the interpreter on such a key (a lone surrogate,
+    say, from a mis-decoded upstream value); a clear exception is better than a crash.
+    """
+    if not headers:
+        return
+    for item in headers.items() if isinstance(headers, Mapping) else headers:
+        if type(item) is tuple and item and type(item[0]) is str and not item[0].isascii():
+            item[0].encode("utf-8")
 
 
 class _Delivery:
@@ -43,7 +56,7 @@ class _Delivery:
             try:
                 Telemetry.end_send(span, err, msg)
             except Exception:
-                report_problem("could not record a delivery report")
+                report_internal_error("could not record a delivery report")
         if self.user_callback is not None:
             self.user_callback(err, msg)  # the app's exceptions surface from poll()/flush() as usual
 
@@ -100,6 +113,8 @@ class TracedProducer:
 
     def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
         """Produce a message, exactly as ``confluent_kafka.Producer.produce`` does, traced."""
+        if "headers" in kwargs or len(args) == len(self._arg_names):
+            _refuse_keys_that_crash_the_client(kwargs["headers"] if "headers" in kwargs else args[-1])
         telemetry = self._telemetry
         tracer = telemetry.tracer()
         ctx = _get_current()
@@ -115,7 +130,7 @@ class TracedProducer:
             try:
                 named["headers"] = self._propagation.inject(named.get("headers"), current, ctx)
             except Exception:
-                report_problem("could not inject trace context")
+                report_internal_error("could not inject trace context")
             return self._produce(topic, **named)
         if args:
             named = self._named(args, kwargs)
@@ -128,7 +143,7 @@ class TracedProducer:
             )
             kwargs["headers"] = self._propagation.inject(kwargs.get("headers"), span.get_span_context(), ctx)
         except Exception:
-            report_problem("could not start a send span")
+            report_internal_error("could not start a send span")
             return self._produce(topic, **kwargs)
         if span.is_recording():  # no callback of ours for a span nobody records
             user_callback = kwargs.pop("on_delivery", None)

@@ -93,6 +93,22 @@ def report_problem(kind: str, value: Any = None) -> None:
         )
 
 
+def report_internal_error(what: str) -> None:
+    """Log a failure inside the instrumentation (not the app's, not a header's) once a minute.
+
+    Called from an ``except`` block: the message goes on untraced or half-traced, and the
+    traceback is kept at debug level for whoever wants to report it.
+    """
+    now = time.monotonic()
+    key = "internal: " + what
+    last = _last_report.get(key)
+    if last is not None and now - last < _REPORT_INTERVAL_S:
+        return
+    _last_report[key] = now
+    logger.warning("tracing: %s; the message goes on without it (debug log has the traceback)", what)
+    logger.debug("tracing: %s", what, exc_info=True)
+
+
 # ----------------------------------------------------------------------------
 # Helpers on header collections
 # ----------------------------------------------------------------------------
