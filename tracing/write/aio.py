@@ -69,25 +69,9 @@ class TracedAIOConsumer(TracedConsumer):
 
     async def consume(self, *args: Any, **kwargs: Any) -> list[Any]:  # type: ignore[override]
         """As ``AIOConsumer.consume``; one ``receive`` span linking to each message."""
-        if self._open is not None:
-            self._end_open()
-        import time
-
-        from opentelemetry import trace
-
-        from tracing.write.recipe import link_limit
-
-        tracer = self._telemetry.tracer()
-        started = time.time_ns()
+        started = self._before_consume()
         messages = await self._consumer.consume(*args, **kwargs)
-        if tracer is not None and messages:
-            try:
-                provider = self._tracer_provider or trace.get_tracer_provider()
-                self._telemetry.receive_span(
-                    tracer, messages, started, self._propagation.extract, link_limit(provider)
-                )
-            except Exception:
-                report_internal_error("could not record a receive span")
+        self._after_consume(messages, started)
         return messages
 
     def process(self, msg: Any) -> AsyncProcessing:

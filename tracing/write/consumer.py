@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -187,21 +188,30 @@ class TracedConsumer:
         process span. The links are capped at the SDK's link limit
         (``OTEL_SPAN_LINK_COUNT_LIMIT``, 128 by default).
         """
+        started = self._before_consume()
+        messages = self._consumer.consume(*args, **kwargs)
+        self._after_consume(messages, started)
+        return messages
+
+    def _before_consume(self) -> int:
+        """End the open process span; the receive span's start time."""
         if self._open is not None:
             self._end_open()
+        return time.time_ns()
+
+    def _after_consume(self, messages: list[Any], started: int) -> None:
+        """Record the receive span of a consume call that returned messages."""
+        if not messages:
+            return
         telemetry = self._telemetry
         tracer = telemetry.tracer()
-        started = _now_ns() if tracer is not None else 0
-        messages = self._consumer.consume(*args, **kwargs)
-        if tracer is not None and messages:
-            try:
-                provider = self._tracer_provider or trace.get_tracer_provider()
-                telemetry.receive_span(
-                    tracer, messages, started, self._propagation.extract, link_limit(provider)
-                )
-            except Exception:
-                report_internal_error("could not record a receive span")
-        return messages
+        if tracer is None:
+            return
+        try:
+            provider = self._tracer_provider or trace.get_tracer_provider()
+            telemetry.receive_span(tracer, messages, started, self._propagation.extract, link_limit(provider))
+        except Exception:
+            report_internal_error("could not record a receive span")
 
     def process(self, msg: Any) -> Processing:
         """A context manager: the message's process span, current for the block."""
@@ -263,11 +273,6 @@ class TracedConsumer:
     def __repr__(self) -> str:
         return f"TracedConsumer({self._consumer!r})"
 
-
-def _now_ns() -> int:
-    import time
-
-    return time.time_ns()
 
 
 def _trust_policy(trust: str | Mapping[str, str]) -> Any:
