@@ -60,19 +60,9 @@ PY="${KET_PYTHON:-$ROOT/.venv/bin/python}"
 PROM_URL="http://127.0.0.1:$PROM_PORT"
 COMPONENTS=(collector prometheus)
 
-say() { printf '%s\n' "$*"; }
-warn() { printf '%s\n' "$*" >&2; }
-die() { printf 'metrics-stack: error: %s\n' "$*" >&2; exit 1; }
-rel() { printf '%s' "${1#"$ROOT"/}"; }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-pid_alive() {
-    local state
-    kill -0 "$1" 2>/dev/null || return 1
-    state=$(ps -o stat= -p "$1" 2>/dev/null || true)
-    [[ -n $state && $state != Z* ]]
-}
+SCRIPT_NAME=metrics-stack
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 pid_file() { printf '%s' "$RUN_DIR/metrics-$1.pid"; }
 log_of() { printf '%s' "$LOG_DIR/metrics-$1.log"; }
@@ -92,23 +82,8 @@ ports_of() {
     esac
 }
 
-our_pid() {
-    local file pid args
-    file=$(pid_file "$1")
-    [[ -f $file ]] || return 1
-    pid=$(<"$file")
-    [[ $pid =~ ^[0-9]+$ ]] && pid_alive "$pid" || return 1
-    args=$(ps -ww -o args= -p "$pid" 2>/dev/null || true)
-    [[ $args == *"$(signature "$1")"* ]] || return 1
-    printf '%s' "$pid"
-}
+our_pid() { pid_from_file "$(pid_file "$1")" "$(signature "$1")"; }
 
-show_log_tail() {
-    if [[ -f $1 ]]; then
-        warn "---- last 30 lines of $(rel "$1") ----"
-        tail -n 30 "$1" >&2 || true
-    fi
-}
 
 # An HTTP GET that prints the body and fails on anything but 200 (python: no curl needed).
 http_get() {

@@ -73,26 +73,16 @@ else
 fi
 COMPONENTS=(kafka jaeger)
 
-say() { printf '%s\n' "$*"; }
-warn() { printf '%s\n' "$*" >&2; }
-die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
-rel() { printf '%s' "${1#"$ROOT"/}"; }
+SCRIPT_NAME=stack
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 # ---------------------------------------------------------------- processes and ports
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 port_owner() {
     if command -v ss >/dev/null 2>&1; then
         ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'users:(([^)]*))' | head -n1 || true
     fi
-}
-
-pid_alive() {
-    local pid=$1 state
-    kill -0 "$pid" 2>/dev/null || return 1
-    state=$(ps -o stat= -p "$pid" 2>/dev/null || true)
-    [[ -n $state && $state != Z* ]]
 }
 
 # The pid file only counts when the process behind it is still the one we started
@@ -104,16 +94,7 @@ pid_signature() {
     esac
 }
 
-our_pid() {
-    local comp=$1 file="$RUN_DIR/$1.pid" pid args
-    [[ -f $file ]] || return 1
-    pid=$(<"$file")
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    pid_alive "$pid" || return 1
-    args=$(ps -ww -o args= -p "$pid" 2>/dev/null || true)
-    [[ $args == *"$(pid_signature "$comp")"* ]] || return 1
-    printf '%s' "$pid"
-}
+our_pid() { pid_from_file "$RUN_DIR/$1.pid" "$(pid_signature "$1")"; }
 
 ports_of() {
     case $1 in
@@ -142,16 +123,6 @@ main_port() { case $1 in kafka) echo "$KAFKA_PORT" ;; jaeger) echo "$QUERY_HTTP_
 
 log_of() { printf '%s' "$LOG_DIR/$1.log"; }
 
-show_log_tail() {
-    local log=$1
-    if [[ -f $log ]]; then
-        warn "---- last 40 lines of $log ----"
-        tail -n 40 "$log" >&2 || true
-        warn "---- end of $(rel "$log") (full log: $log) ----"
-    else
-        warn "(no log at $log)"
-    fi
-}
 
 # ------------------------------------------------------------------- preflight checks
 
