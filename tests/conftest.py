@@ -9,7 +9,10 @@ them out entirely.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from confluent_kafka import Producer
 from hypothesis import settings
 
 from tests import stack as stack_helpers
@@ -73,3 +76,12 @@ def _stack_marker_needs_stack(request: pytest.FixtureRequest) -> None:
     """A test marked `stack` gets the reachability check even if it does not ask for real_stack."""
     if request.node.get_closest_marker("stack") is not None:
         request.getfixturevalue("real_stack")
+
+
+@pytest.fixture(scope="session")
+def mock_cluster() -> Iterator[str]:
+    """Bootstrap address of librdkafka's in-process mock cluster, alive for the session (unit tests)."""
+    owner = Producer({"test.mock.num.brokers": 1, "log_level": 0})
+    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
+    yield f"{broker.host}:{broker.port}"
+    owner.flush(5)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Producer
 
 from tests.reliability.support import FIGURES_PATH, session_figures, totals
 
@@ -16,15 +14,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "outage: stops and restarts a component of the local stack (other users of it notice)",
     )
-
-
-@pytest.fixture(scope="session")
-def mock_cluster() -> Iterator[str]:
-    """Bootstrap address of librdkafka's in-process mock cluster, alive for the session."""
-    owner = Producer({"test.mock.num.brokers": 1, "log_level": 0})
-    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
-    yield f"{broker.host}:{broker.port}"
-    owner.flush(5)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import TopicPartition
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -38,15 +37,6 @@ class Spans:
 @pytest.fixture
 def spans() -> Spans:
     return Spans()
-
-
-@pytest.fixture(scope="session")
-def mock_cluster() -> Iterator[str]:
-    """Bootstrap address of an in-process mock cluster kept alive for the session."""
-    owner = Producer({"test.mock.num.brokers": 1, "log_level": 0})
-    broker = next(iter(owner.list_topics(timeout=10).brokers.values()))
-    yield f"{broker.host}:{broker.port}"
-    owner.flush(5)
 
 
 _counter = itertools.count()

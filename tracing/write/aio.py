@@ -58,14 +58,7 @@ class TracedAIOConsumer(TracedConsumer):
         """As ``AIOConsumer.poll``; the message's process span is made current in this task."""
         if self._open is not None:
             self._end_open()
-        msg = await self._consumer.poll(*args, **kwargs)
-        if msg is None or msg.error() is not None:
-            return msg
-        try:
-            self._open = self._start(msg)
-        except Exception:
-            report_internal_error("could not start a process span")
-        return msg
+        return self._polled(await self._consumer.poll(*args, **kwargs))
 
     async def consume(self, *args: Any, **kwargs: Any) -> list[Any]:  # type: ignore[override]
         """As ``AIOConsumer.consume``; one ``receive`` span linking to each message."""

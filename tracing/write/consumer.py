@@ -172,7 +172,10 @@ class TracedConsumer:
         """As ``Consumer.poll``; the returned message's process span is made current."""
         if self._open is not None:
             self._end_open()
-        msg = self._poll(*args, **kwargs)
+        return self._polled(self._poll(*args, **kwargs))
+
+    def _polled(self, msg: Any) -> Any:
+        """Open the process span of a message a poll returned (not of errors or None)."""
         if msg is None or msg.error() is not None:
             return msg
         try:
