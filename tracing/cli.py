@@ -110,6 +110,9 @@ def _tree(args: argparse.Namespace) -> int:
     return 0
 
 
+_MAX_ERROR_SCAN = 1500  # traces per service that `list --errors` looks through
+
+
 def _list(args: argparse.Namespace) -> int:
     lookback_ns = args.lookback
     if args.file:
@@ -120,7 +123,10 @@ def _list(args: argparse.Namespace) -> int:
         start = end - (lookback_ns or _UNITS_NS["h"])
         tags = {"messaging.destination.name": args.topic} if args.topic else None
         services = [args.service] if args.service else client.services()
-        spans = _search(client, services, start, end, limit=args.limit, tags=tags)
+        # Jaeger cannot search for "has an error" in every storage, so --errors filters
+        # afterwards: it asks for more of the newest traces, or older error chains go unseen.
+        limit = min(max(args.limit * 20, 200), _MAX_ERROR_SCAN) if args.errors else args.limit
+        spans = _search(client, services, start, end, limit=limit, tags=tags)
     by_trace: dict[str, list[Span]] = defaultdict(list)
     for span in spans:
         by_trace[span.trace_id].append(span)
