@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests import stack
+from tests.demo.spans import children, one
 from tracing.read import JaegerClient, Span
 
 pytestmark = pytest.mark.stack
@@ -43,17 +44,6 @@ def live(real_stack) -> LiveRun:
     assert proc.returncode == 0, f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
     trace_ids = re.findall(r"^Jaeger\s+\S+/trace/([0-9a-f]{32})$", proc.stdout, re.MULTILINE)
     return LiveRun(prefix, proc.stdout, trace_ids, JaegerClient(real_stack.jaeger_url), started_ns)
-
-
-def one(spans: list[Span], name: str, service: str, **attributes) -> Span:
-    found = [s for s in spans if s.name == name and s.service == service
-             and all(s.attributes.get(k) == v for k, v in attributes.items())]
-    assert len(found) == 1, f"{len(found)} spans {name!r} of {service} with {attributes}"
-    return found[0]
-
-
-def children(spans: list[Span], parent: Span) -> list[Span]:
-    return [s for s in spans if s.parent_id == parent.span_id]
 
 
 def test_live_demo_prints_each_chain_with_its_jaeger_link_and_the_tree_read_back(live, real_stack):

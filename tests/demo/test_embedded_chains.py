@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.demo.spans import children, one
 from tracing.demo import scenario
 from tracing.demo.embedded import EmbeddedRun
 from tracing.read import Span, from_readable_spans, make_chain
@@ -33,17 +34,6 @@ def story() -> Iterator[Story]:
         yield Story(demo, [demo.play(step) for step in scenario.STEPS])
     finally:
         demo.close()
-
-
-def one(spans: list[Span], name: str, service: str, **attributes) -> Span:
-    found = [s for s in spans if s.name == name and s.service == service
-             and all(s.attributes.get(k) == v for k, v in attributes.items())]
-    assert len(found) == 1, f"{len(found)} spans {name!r} of {service} with {attributes}"
-    return found[0]
-
-
-def children(spans: list[Span], parent: Span) -> list[Span]:
-    return [s for s in spans if s.parent_id == parent.span_id]
 
 
 def test_every_service_records_spans_under_its_own_name(story):

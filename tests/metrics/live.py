@@ -8,7 +8,6 @@ Addresses of the metrics stack (scripts/metrics-stack.sh) come from the environm
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import stack
 from tests.metrics.collector_configs import COLLECTOR_BIN, CONFIG_DIR, JAEGER_BIN, REPO_ROOT
 
 METRICS_STACK = REPO_ROOT / "scripts" / "metrics-stack.sh"
@@ -45,17 +45,11 @@ def metrics_health_url() -> str:
 
 
 def get_json(url: str, params: Mapping[str, str] | None = None, timeout: float = 10) -> tuple[int, Any]:
+    """(status, JSON body) of a GET; (0, reason) when nothing answers."""
     if params:
         url = f"{url}?{urllib.parse.urlencode(params)}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return exc.code, json.loads(body or b"null")
-        except ValueError:
-            return exc.code, body.decode(errors="replace")
+        return stack._get_json(url, timeout)
     except (urllib.error.URLError, OSError) as exc:
         return 0, str(exc)
 
