@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+import time
+import weakref
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from tracing.write.consumer import Processing, TracedConsumer
+from tracing.write.consumer import Processing, TracedConsumer, _Open
 from tracing.write.producer import TracedProducer
 from tracing.write.propagation import report_internal_error
 
@@ -39,9 +41,15 @@ class TracedAIOConsumer(TracedConsumer):
 
     >>> consumer = TracedAIOConsumer({"bootstrap.servers": "127.0.0.1:19092", "group.id": "points"})
     >>> await consumer.subscribe(["orders"])
-    >>> msg = await consumer.poll(1.0)
-    >>> async with consumer.process(msg):
-    ...     await add_points(msg)
+    >>> async for msg in consumer.messages():
+    ...     async with consumer.process(msg):
+    ...         await add_points(msg)
+
+    Each task has its own open span: ``await consumer.poll()`` in one task never ends
+    the span of a message another task is handling. A message handed to a new task
+    (``asyncio.create_task(handle(msg))``, with ``async with consumer.process(msg)``
+    inside) keeps the one process span poll() opened for it. Every other
+    ``AIOConsumer`` method is passed through, awaitable as before.
 
     Built inside a running event loop (as ``AIOConsumer`` must be).
     """
@@ -53,16 +61,115 @@ class TracedAIOConsumer(TracedConsumer):
             options.setdefault("client_config", dict(conf_or_consumer))
             conf_or_consumer = AIOConsumer(dict(conf_or_consumer))
         super().__init__(conf_or_consumer, **options)
+        self._opens: dict[Any, _Open] = {}  # task -> the span its last poll opened
+        self._handing_over: list[_Open] = []  # spans another task may still claim
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    _owner = staticmethod(asyncio.current_task)
 
     async def poll(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """As ``AIOConsumer.poll``; the message's process span is made current in this task."""
-        if self._open is not None:
-            self._end_open()
-        return self._polled(await self._consumer.poll(*args, **kwargs))
+        task = asyncio.current_task()
+        previous = self._opens.pop(task, None)
+        if previous is None:
+            return self._opened_in(task, await self._consumer.poll(*args, **kwargs))
+        # The previous message's span ends now, unless a task created to handle it
+        # claims it while this one waits for the next message (its first step runs
+        # before the poll below returns): then that task's block ends it.
+        ended_at = time.time_ns()
+        previous.detach()
+        handing = self._handing_over
+        handing.append(previous)
+        try:
+            msg = await self._consumer.poll(*args, **kwargs)
+        finally:
+            handing.remove(previous)
+            if not previous.claimed:
+                self._end(previous, None, ended_at)
+        return self._opened_in(task, msg)
+
+    def _opened_in(self, task: Any, msg: Any) -> Any:
+        if msg is None or msg.error() is not None:
+            return msg
+        try:
+            opened = self._start(msg)
+        except Exception:
+            report_internal_error("could not start a process span")
+            return msg
+        if opened is not None and task is not None:
+            self._opens[task] = opened
+            if task not in self._watched:
+                # A task that ends without polling again ends its span, failed if it failed.
+                self._watched.add(task)
+                task.add_done_callback(self._task_done)
+        return msg
+
+    def _task_done(self, task: Any) -> None:
+        opened = self._opens.pop(task, None)
+        if opened is None or opened.claimed:
+            return
+        exc: BaseException | None
+        if task.cancelled():
+            exc = asyncio.CancelledError()
+        else:
+            exc = task.exception()
+        self._end(opened, exc, None)
+
+    def _claim(self, msg: Any) -> _Open | None:
+        for opened in self._opens.values():
+            if opened.msg is msg and not opened.claimed:
+                opened.claimed = True
+                return opened
+        for opened in self._handing_over:
+            if opened.msg is msg and not opened.claimed:
+                opened.claimed = True
+                return opened
+        return None
+
+    @staticmethod
+    def _end(opened: _Open, exc: BaseException | None, end_time: int | None) -> None:
+        try:
+            opened.end(exc, end_time)
+        except Exception:
+            report_internal_error("could not end a process span")
+
+    def _end_open(self) -> None:
+        """End every task's open span (close, consume)."""
+        task = asyncio.current_task()
+        for owner, opened in list(self._opens.items()):
+            if owner is task:
+                opened.detach()
+            if not opened.claimed:
+                self._end(opened, None, None)
+        self._opens.clear()
+
+    async def messages(self, timeout: float = 1.0) -> AsyncIterator[Any]:
+        """``async for msg in consumer.messages():`` — each message, its span current.
+
+        Polls with ``timeout`` until the loop is left. Informational events (such as
+        partition EOF) are skipped; a fatal client error raises ``KafkaException``.
+        """
+        while True:
+            msg = await self.poll(timeout)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    from confluent_kafka import KafkaException
+
+                    raise KafkaException(err)
+                continue
+            yield msg
 
     async def consume(self, *args: Any, **kwargs: Any) -> list[Any]:  # type: ignore[override]
         """As ``AIOConsumer.consume``; one ``receive`` span linking to each message."""
-        started = self._before_consume()
+        opened = self._opens.pop(asyncio.current_task(), None)
+        if opened is not None:
+            opened.detach()
+            if not opened.claimed:
+                self._end(opened, None, None)
+        started = time.time_ns()
         messages = await self._consumer.consume(*args, **kwargs)
         self._after_consume(messages, started)
         return messages
@@ -72,15 +179,18 @@ class TracedAIOConsumer(TracedConsumer):
         return AsyncProcessing(self, msg)
 
     async def close(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """End the open process span, then close the consumer."""
-        if self._open is not None:
-            self._end_open()
+        """End the open process spans, then close the consumer."""
+        self._end_open()
         return await self._consumer.close(*args, **kwargs)
 
     def run(self, handler: Any, **options: Any) -> Any:
         raise NotImplementedError(
-            "run() is for the synchronous consumer; loop over poll() and process() instead"
+            "run() is for the synchronous consumer; use `async for msg in consumer.messages()` "
+            "with `async with consumer.process(msg)` instead"
         )
+
+    def __repr__(self) -> str:
+        return f"TracedAIOConsumer({self._consumer!r})"
 
     async def __aenter__(self) -> TracedAIOConsumer:
         return self

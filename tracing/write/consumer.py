@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka.cimpl import Consumer as _Consumer
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, TracerProvider
 
@@ -33,26 +34,36 @@ LINK = "link"
 
 
 class _Open:
-    """A process span that is open, and the context token that made it current."""
+    """A process span that is open, and the context that made it current.
 
-    __slots__ = ("msg", "span", "token", "thread")
+    ``owner`` (a thread, or an asyncio task) attached ``ctx``; ``token`` undoes that.
+    A ``process(msg)`` block may claim the span, from the owner or from elsewhere: it
+    then ends the span, and the owner's next poll only restores its own context.
+    """
 
-    def __init__(self, msg: Any, span: Span | None, token: Any) -> None:
+    __slots__ = ("msg", "span", "ctx", "token", "owner", "claimed")
+
+    def __init__(self, msg: Any, span: Span | None, ctx: Context, owner: Any) -> None:
         self.msg = msg
         self.span = span
-        self.token = token
-        self.thread = _get_ident()
+        self.ctx = ctx
+        self.token = context_api.attach(ctx)
+        self.owner = owner
+        self.claimed = False
 
-    def close(self, exc: BaseException | None = None) -> None:
+    def detach(self) -> None:
+        """Restore the owner's context (once; a no-op from any other context)."""
         token, self.token = self.token, None
-        if token is not None and self.thread == _get_ident():
+        if token is not None:
             _detach(token)
+
+    def end(self, exc: BaseException | None = None, end_time: int | None = None) -> None:
         span, self.span = self.span, None
         if span is not None:
             if exc is not None:
                 Telemetry.fail(span, exc)
             else:
-                span.end()
+                span.end(end_time)
 
 
 def _detach(token: Any) -> None:
@@ -77,31 +88,41 @@ class Processing:
     An exception marks the span ERROR, is recorded as an event and re-raised unchanged.
     """
 
-    __slots__ = ("_consumer", "_msg", "_open")
+    __slots__ = ("_consumer", "_msg", "_open", "_token")
 
     def __init__(self, consumer: TracedConsumer, msg: Any) -> None:
         self._consumer = consumer
         self._msg = msg
         self._open: _Open | None = None
+        self._token: Any = None
 
     def __enter__(self) -> Span:
         consumer = self._consumer
-        current = consumer._open
-        if current is not None and current.msg is self._msg:
-            consumer._open = None  # poll() opened this message's span: the block takes it over
-            self._open = current
+        opened = consumer._claim(self._msg)
+        if opened is not None:  # poll() opened this message's span: the block takes it over
+            if opened.owner != consumer._owner():
+                # Handed to another thread or task: current here too, for the block.
+                self._token = context_api.attach(opened.ctx)
         else:
-            self._open = consumer._start(self._msg)
-        span = self._open.span if self._open is not None else None
+            opened = consumer._start(self._msg)
+            if opened is not None:
+                opened.claimed = True
+        self._open = opened
+        span = opened.span if opened is not None else None
         return span if span is not None else trace.get_current_span()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         opened, self._open = self._open, None
-        if opened is not None:
-            try:
-                opened.close(exc)
-            except Exception:
-                report_internal_error("could not end a process span")
+        token, self._token = self._token, None
+        try:
+            if token is not None:
+                _detach(token)
+            elif opened is not None and opened.owner == self._consumer._owner():
+                opened.detach()
+            if opened is not None:
+                opened.end(exc)
+        except Exception:
+            report_internal_error("could not end a process span")
         return False
 
 
@@ -244,16 +265,29 @@ class TracedConsumer:
             if link_only:
                 return None
             carried = self._propagation.context_of(msg.headers())
-            return _Open(msg, None, context_api.attach(carried)) if carried is not None else None
+            return _Open(msg, None, carried, self._owner()) if carried is not None else None
         headers = msg.headers()
         extracted = self._propagation.extract(headers, keep_baggage=not link_only) if headers else None
         span, ctx = telemetry.start_process(tracer, msg, extracted, link_only)
-        return _Open(msg, span, context_api.attach(ctx))
+        return _Open(msg, span, ctx, self._owner())
+
+    _owner = staticmethod(_get_ident)  # who makes a polled message's span current
+
+    def _claim(self, msg: Any) -> _Open | None:
+        """The span poll() opened for ``msg``, for a process block to take over."""
+        opened = self._open
+        if opened is not None and opened.msg is msg and not opened.claimed:
+            opened.claimed = True
+            return opened
+        return None
 
     def _end_open(self) -> None:
         opened, self._open = self._open, None
         try:
-            opened.close()  # type: ignore[union-attr]
+            if opened.owner == self._owner():  # type: ignore[union-attr]
+                opened.detach()  # type: ignore[union-attr]
+            if not opened.claimed:  # type: ignore[union-attr]
+                opened.end()  # type: ignore[union-attr]
         except Exception:
             report_internal_error("could not end a process span")
 
@@ -275,7 +309,6 @@ class TracedConsumer:
 
     def __repr__(self) -> str:
         return f"TracedConsumer({self._consumer!r})"
-
 
 
 def _trust_policy(trust: str | Mapping[str, str]) -> Any:
