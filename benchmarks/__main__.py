@@ -1,10 +1,12 @@
 """``python -m benchmarks``: raw confluent-kafka vs this library vs the OpenTelemetry contrib
-instrumentation, interleaved round by round, on the mock cluster and the real broker.
+instrumentation, interleaved round by round, on the mock cluster and the real broker; and
+the asyncio clients (raw ``confluent_kafka.aio`` vs ``tracing.aio``) with the event loop's lag.
 
     python -m benchmarks                      # everything: 3 rounds, N=50,000, both brokers
     python -m benchmarks --broker mock --rounds 5
     python -m benchmarks --quick              # seconds: tiny N, 1 round, mock only
     python -m benchmarks --outage             # 1 M sends with the OTLP endpoint unreachable
+    python -m benchmarks --api async          # only the asyncio clients (confluent_kafka.aio)
 
 The OTLP variant sends up to ~100,000 traces per measurement into the local Jaeger, whose
 in-memory store keeps 100,000: it evicts what tests running at the same time look for.
@@ -29,6 +31,8 @@ from benchmarks import contrib_env, report, stack
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 SAMPLINGS = ("none", "1.0", "0.01")
+# asyncio: no SDK and 100 % (discarding exporter); contrib has no asyncio clients.
+AIO_SAMPLINGS = ("none", "1.0")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--samplings", default="none,1.0,0.01", help="none (no SDK), 1.0 and/or 0.01 (default: all three)"
     )
     parser.add_argument("--no-contrib", action="store_true", help="leave out the contrib variant")
+    parser.add_argument(
+        "--api",
+        default="sync,async",
+        help="sync (Producer/Consumer) and/or async (confluent_kafka.aio clients); default both",
+    )
     parser.add_argument("--otlp-endpoint", default=stack.OTLP_ENDPOINT)
     parser.add_argument("--bootstrap", default=stack.KAFKA_BOOTSTRAP, help="the real broker")
     parser.add_argument("--outage", action="store_true", help="only the unreachable-exporter run")
@@ -96,18 +105,30 @@ def run_worker(python: str, spec: dict[str, Any], timeout: float) -> dict[str, A
 def plan(
     args: argparse.Namespace, contrib: str | None, brokers: list[str], otlp: bool
 ) -> list[dict[str, Any]]:
-    """One round: raw, then each configuration as ours/contrib pairs (adjacent, for fair ratios)."""
+    """One round: raw, then each configuration as ours/contrib pairs (adjacent, for fair ratios);
+    then the asyncio clients: raw aio, then ours without SDK and at 100 %."""
     exporters = [e for e in args.exporters.split(",") if e == "discard" or (e == "otlp" and otlp)]
+    apis = args.api.split(",")
     round_plan = []
     for broker in brokers:
-        round_plan.append({"library": "raw", "sampling": "none", "exporter": "none", "broker": broker})
         samplings = [s for s in SAMPLINGS if s in args.samplings.split(",")]
-        configs = [("none", "none")] if "none" in samplings else []
-        configs += [(s, e) for e in exporters for s in samplings if s != "none"]
-        for sampling, exporter in configs:
-            for library in ("ours", "contrib") if contrib else ("ours",):
+        if "sync" in apis:
+            round_plan.append({"library": "raw", "sampling": "none", "exporter": "none", "broker": broker})
+            configs = [("none", "none")] if "none" in samplings else []
+            configs += [(s, e) for e in exporters for s in samplings if s != "none"]
+            for sampling, exporter in configs:
+                for library in ("ours", "contrib") if contrib else ("ours",):
+                    round_plan.append(
+                        {"library": library, "sampling": sampling, "exporter": exporter, "broker": broker}
+                    )
+        if "async" in apis:
+            round_plan.append(
+                {"library": "aio-raw", "sampling": "none", "exporter": "none", "broker": broker}
+            )
+            for sampling in (s for s in AIO_SAMPLINGS if s in samplings):
+                exporter = "none" if sampling == "none" else "discard"
                 round_plan.append(
-                    {"library": library, "sampling": sampling, "exporter": exporter, "broker": broker}
+                    {"library": "aio-ours", "sampling": sampling, "exporter": exporter, "broker": broker}
                 )
     return round_plan
 
@@ -120,6 +141,8 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "workload": "100-byte values, keys over 64 ids, traceparent on consumed messages; BatchSpanProcessor",
+        "workload_async": "produce: await produce() per message, then flush and await every future; "
+        "consume: await poll() per message; loop lag: worst delay of a 5 ms ticker task",
         "skipped": [],
     }
     ours_versions = contrib_env._ours()
@@ -169,6 +192,11 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                 entry["msgs_per_s"] = result["msgs_per_s"]
                 entry["spans_exported"] = result["spans_exported"]
                 rates = "  ".join(f"{p} {result['msgs_per_s'][p] / 1000:7.1f}k/s" for p in report.PHASES)
+                if "loop_lag_ms" in result:
+                    entry["loop_lag_ms"] = result["loop_lag_ms"]
+                    rates += "  loop lag ms " + "/".join(
+                        f"{result['loop_lag_ms'][p]:.1f}" for p in report.PHASES
+                    )
                 say(f"[round {rnd}/{args.rounds}] {_label(item)}  {rates}")
             runs.append(entry)
     meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -13,7 +13,17 @@ from typing import Any
 
 PHASES = ("produce", "poll", "process")
 SAMPLING_LABEL = {"none": "no SDK", "1.0": "100%", "0.01": "1%"}
-LIBRARY_LABEL = {"raw": "raw confluent-kafka", "ours": "this library", "contrib": "otel contrib"}
+LIBRARY_LABEL = {
+    "raw": "raw confluent-kafka",
+    "ours": "this library",
+    "contrib": "otel contrib",
+    "aio-raw": "aio: raw confluent_kafka.aio",
+    "aio-ours": "aio: this library",
+}
+# The uninstrumented client each library's overhead is measured against.
+RAW_OF = {"raw": "raw", "ours": "raw", "contrib": "raw", "aio-raw": "aio-raw", "aio-ours": "aio-raw"}
+# The asyncio variant's synchronous counterpart: what asyncio costs on top.
+SYNC_OF = {"aio-raw": "raw", "aio-ours": "ours"}
 BROKER_LABEL = {"mock": "librdkafka mock cluster", "real": "real broker (127.0.0.1:19092)"}
 
 # (sampling, phase, minimum ratio this library / contrib)
@@ -28,8 +38,8 @@ OUTAGE_MAX_RSS_MB = 50.0
 
 
 def variant_key(library: str, sampling: str, exporter: str) -> str:
-    if library == "raw":
-        return "raw"
+    if RAW_OF[library] == library:
+        return library
     return f"{library}/{sampling}" if sampling == "none" else f"{library}/{sampling}/{exporter}"
 
 
@@ -49,14 +59,18 @@ def _median(values: Iterable[float]) -> float | None:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per broker: median rates, overhead over raw (µs/msg), ratios to contrib."""
+    """Per broker: median rates, overhead over raw (µs/msg), ratios to contrib; for the asyncio
+    variants also the event loop's lag and the ratios to the raw aio clients and to sync."""
     out: dict[str, Any] = {}
     for broker in sorted({r["broker"] for r in runs}):
         mine = [r for r in runs if r["broker"] == broker and not r.get("error")]
         by_round: dict[int, dict[str, dict[str, float]]] = {}
+        lag_by_round: dict[int, dict[str, dict[str, float]]] = {}
         for r in mine:
             key = variant_key(r["library"], r["sampling"], r["exporter"])
             by_round.setdefault(r["round"], {})[key] = r["msgs_per_s"]
+            if r.get("loop_lag_ms"):
+                lag_by_round.setdefault(r["round"], {})[key] = r["loop_lag_ms"]
         keys = sorted({k for rnd in by_round.values() for k in rnd}, key=_order)
         rates = {
             k: {p: _median(rnd[k].get(p) for rnd in by_round.values() if k in rnd) for p in PHASES}
@@ -64,13 +78,14 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
         overhead = {}
         for k in keys:
-            if k == "raw":
+            raw = _raw_key(k)
+            if k == raw:
                 continue
             overhead[k] = {
                 p: _median(
-                    1e6 / rnd[k][p] - 1e6 / rnd["raw"][p]
+                    1e6 / rnd[k][p] - 1e6 / rnd[raw][p]
                     for rnd in by_round.values()
-                    if k in rnd and "raw" in rnd and rnd[k].get(p) and rnd["raw"].get(p)
+                    if k in rnd and raw in rnd and rnd[k].get(p) and rnd[raw].get(p)
                 )
                 for p in PHASES
             }
@@ -89,14 +104,52 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 )
                 for p in PHASES
             }
+        lag_keys = [k for k in keys if any(k in rnd for rnd in lag_by_round.values())]
+        loop_lag = {
+            k: {p: _median(rnd[k].get(p) for rnd in lag_by_round.values() if k in rnd) for p in PHASES}
+            for k in lag_keys
+        }
+        aio_keys = [k for k in keys if k.startswith("aio-")]
         out[broker] = {
             "rounds": len(by_round),
             "msgs_per_s": rates,
             "overhead_us_over_raw": overhead,
             "ratio_vs_contrib": ratios,
             "spans_exported_per_msg": _spans_per_msg(mine),
+            # asyncio: the worst event-loop lag (ms) each run saw, median over rounds
+            "loop_lag_ms": loop_lag,
+            "aio_ratio_vs_raw_aio": {
+                k: _ratios(by_round, k, "aio-raw") for k in aio_keys if k != "aio-raw" and "aio-raw" in keys
+            },
+            "aio_ratio_vs_sync": {
+                k: _ratios(by_round, k, _sync_key(k)) for k in aio_keys if _sync_key(k) in keys
+            },
         }
     return out
+
+
+def _raw_key(key: str) -> str:
+    return RAW_OF[key.split("/")[0]]
+
+
+def _sync_key(key: str) -> str:
+    library, _, rest = key.partition("/")
+    sync = SYNC_OF[library]
+    return f"{sync}/{rest}" if rest else sync
+
+
+def _ratios(
+    by_round: dict[int, dict[str, dict[str, float]]], key: str, other: str
+) -> dict[str, float | None]:
+    """Throughput of ``key`` over ``other`` per phase: per-round ratios, then their median."""
+    return {
+        p: _median(
+            rnd[key][p] / rnd[other][p]
+            for rnd in by_round.values()
+            if key in rnd and other in rnd and rnd[key].get(p) and rnd[other].get(p)
+        )
+        for p in PHASES
+    }
 
 
 def _spans_per_msg(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -112,15 +165,17 @@ def _spans_per_msg(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | No
     return {k: {p: _median(v) for p, v in d.items()} for k, d in out.items()}  # type: ignore[arg-type]
 
 
-def _order(key: str) -> tuple[int, int, int]:
-    """raw first, then by exporter and sampling, ours before contrib."""
-    if key == "raw":
-        return (-1, 0, 0)
-    library, sampling, exporter = (key.split("/") + [""])[:3]
+def _order(key: str) -> tuple[int, int, int, int]:
+    """sync before asyncio; raw first, then by exporter and sampling, ours before contrib."""
+    library, sampling, exporter = (key.split("/") + ["", ""])[:3]
+    api = 1 if library.startswith("aio-") else 0
+    if RAW_OF[library] == library:
+        return (api, -1, 0, 0)
     return (
+        api,
         {"": 0, "discard": 0, "otlp": 1}[exporter],
         {"none": 0, "1.0": 1, "0.01": 2}.get(sampling, 3),
-        {"ours": 0, "contrib": 1}[library],
+        {"ours": 0, "contrib": 1, "aio-ours": 0}[library],
     )
 
 
@@ -128,6 +183,8 @@ def targets(summary: dict[str, Any], outage: dict[str, Any] | None) -> list[dict
     """Every target with its measured value; ratio targets on the discarding exporter."""
     found = []
     for broker, s in summary.items():
+        if "raw" not in s["msgs_per_s"]:
+            continue  # an asyncio-only run: the targets are about the synchronous clients
         for sampling, phase, minimum in RATIO_TARGETS:
             value = s["ratio_vs_contrib"].get(f"{sampling}/discard", {}).get(phase)
             found.append(
@@ -190,6 +247,26 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _rate_head(over: str, width: int) -> str:
+    head = f"{'variant':34} {'produce/s':>10} {'poll/s':>10} {'process/s':>10}   {over:{width}}"
+    return head + f"{'produce':>8} {'poll':>7} {'process':>8}"
+
+
+def _rate_row(s: dict[str, Any], key: str, width: int) -> str:
+    rates = s["msgs_per_s"][key]
+    over = s["overhead_us_over_raw"].get(key, {})
+    return (
+        f"{variant_label(key):34} {_rate(rates['produce']):>10} {_rate(rates['poll']):>10} "
+        f"{_rate(rates['process']):>10}   {'':{width}}"
+        f"{_num(over.get('produce'), '.2f'):>8} {_num(over.get('poll'), '.2f'):>7} "
+        f"{_num(over.get('process'), '.2f'):>8}"
+    )
+
+
+def _ratio_cells(ratio: dict[str, float | None]) -> str:
+    return " ".join(f"{_num(ratio[p], '.2f') + 'x':>8}" for p in PHASES)
+
+
 def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str, Any]]) -> str:
     lines: list[str] = []
     for broker, s in summary.items():
@@ -198,16 +275,10 @@ def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str
             f"== {BROKER_LABEL.get(broker, broker)}: N={meta['n']:,} msgs per phase, "
             f"{s['rounds']} round(s), medians =="
         )
-        head = f"{'variant':34} {'produce/s':>10} {'poll/s':>10} {'process/s':>10}   µs/msg over raw: "
-        lines.append(head + f"{'produce':>8} {'poll':>7} {'process':>8}")
-        for key, rates in s["msgs_per_s"].items():
-            over = s["overhead_us_over_raw"].get(key, {})
-            lines.append(
-                f"{variant_label(key):34} {_rate(rates['produce']):>10} {_rate(rates['poll']):>10} "
-                f"{_rate(rates['process']):>10}   {'':17}"
-                f"{_num(over.get('produce'), '.2f'):>8} {_num(over.get('poll'), '.2f'):>7} "
-                f"{_num(over.get('process'), '.2f'):>8}"
-            )
+        sync_keys = [k for k in s["msgs_per_s"] if not k.startswith("aio-")]
+        if sync_keys:
+            lines.append(_rate_head("µs/msg over raw: ", 17))
+            lines += [_rate_row(s, key, 17) for key in sync_keys]
         if s["ratio_vs_contrib"]:
             lines.append("")
             lines.append("this library / otel contrib, same round (median of per-round ratios):")
@@ -215,10 +286,35 @@ def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str
             for key, ratio in s["ratio_vs_contrib"].items():
                 sampling, _, exporter = key.partition("/")
                 label = SAMPLING_LABEL.get(sampling, sampling) + (" " + exporter if exporter else "")
+                lines.append(f"  {label:24} " + _ratio_cells(ratio))
+        aio_keys = [k for k in s["msgs_per_s"] if k.startswith("aio-")]
+        if aio_keys:
+            lines.append("")
+            lines.append(
+                "asyncio clients; overhead over the raw aio clients; loop lag: worst delay of a 5 ms ticker"
+            )
+            lines.append(
+                _rate_head("µs/msg over raw aio: ", 21)
+                + f"   loop lag ms: {'produce':>8} {'poll':>5} {'process':>7}"
+            )
+            for key in aio_keys:
+                lag = s.get("loop_lag_ms", {}).get(key, {})
                 lines.append(
-                    f"  {label:24} {_num(ratio['produce'], '.2f') + 'x':>8} "
-                    f"{_num(ratio['poll'], '.2f') + 'x':>8} {_num(ratio['process'], '.2f') + 'x':>8}"
+                    _rate_row(s, key, 21)
+                    + f"   {'':13}{_num(lag.get('produce'), '.1f'):>8} {_num(lag.get('poll'), '.1f'):>5} "
+                    f"{_num(lag.get('process'), '.1f'):>7}"
                 )
+            for title, field in (
+                ("asyncio: this library / raw aio clients", "aio_ratio_vs_raw_aio"),
+                ("asyncio / sync, the same library and sampling", "aio_ratio_vs_sync"),
+            ):
+                if not s.get(field):
+                    continue
+                lines.append("")
+                lines.append(f"{title}, same round (median of per-round ratios):")
+                lines.append(f"  {'variant':34} {'produce':>8} {'poll':>8} {'process':>8}")
+                for key, ratio in s[field].items():
+                    lines.append(f"  {variant_label(key):34} " + _ratio_cells(ratio))
     if checked:
         lines.append("")
         lines.append("targets:")

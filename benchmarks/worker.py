@@ -1,6 +1,7 @@
 """One measurement in a fresh interpreter: ``python -m benchmarks.worker '<json spec>'``.
 
-The spec names the client library (``raw``, ``ours``, ``contrib``), the sampling
+The spec names the client library (``raw``, ``ours``, ``contrib``; ``aio-raw`` and
+``aio-ours`` for the asyncio clients, see :mod:`benchmarks.worker_aio`), the sampling
 (``none`` = no SDK configured, or a ratio), the exporter (``discard`` or ``otlp``) and
 the broker. The worker prints one JSON line (the last line of stdout) with the
 throughput of each phase:
@@ -318,9 +319,18 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             # shows: they are repeated (fresh client each time) up to MIN_PHASE_S of
             # timed work and the median taken.
             runs: list[float] = []
+            lags: list[float] = []
             min_s = float(spec.get("min_phase_s", MIN_PHASE_S))
             while not runs or (sum(runs) < min_s and len(runs) < MAX_REPEATS):
-                if phase == "produce":
+                if library.startswith("aio-"):
+                    from benchmarks import worker_aio
+
+                    group = f"bench-{phase}-{uuid.uuid4().hex[:6]}"
+                    topic = topic_out if phase == "produce" else topic_in
+                    seconds, lag = worker_aio.run_phase(phase, library, broker, topic, n, provider, group)
+                    runs.append(seconds)
+                    lags.append(lag)
+                elif phase == "produce":
                     runs.append(phase_produce(library, broker.bootstrap, topic_out, n, provider))
                 else:
                     group = f"bench-{phase}-{uuid.uuid4().hex[:6]}"
@@ -332,6 +342,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             result["msgs_per_s"][phase] = count / seconds
             if exporter is not None:
                 result["spans_exported"][phase] = (exporter.count - before) / len(runs)
+            if lags:  # the worst the event loop saw over the repeats
+                result.setdefault("loop_lag_ms", {})[phase] = max(lags) * 1000
     finally:
         broker.cleanup()
     return result

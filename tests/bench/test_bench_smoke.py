@@ -1,6 +1,6 @@
-"""The benchmark runs end to end (``--quick``: tiny N, one round, mock cluster) and its
-JSON has the structure the README and later comparisons read. Benchmarks are not tests:
-no throughput is asserted beyond being positive."""
+"""The benchmark runs end to end (``--quick``: tiny N, one round, mock cluster; the sync and
+the asyncio clients) and its JSON has the structure the README and later comparisons read.
+Benchmarks are not tests: no throughput is asserted beyond being positive."""
 
 from __future__ import annotations
 
@@ -29,15 +29,30 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
     assert data["meta"]["n"] == 1000 and data["meta"]["rounds"] == 1
     assert all("error" not in r for r in data["runs"]), [r.get("error") for r in data["runs"]]
     rates = data["summary"]["mock"]["msgs_per_s"]
-    assert set(rates) == {"raw", "ours/none", "ours/1.0/discard", "ours/0.01/discard"}
+    assert set(rates) == {
+        "raw",
+        "ours/none",
+        "ours/1.0/discard",
+        "ours/0.01/discard",
+        "aio-raw",
+        "aio-ours/none",
+        "aio-ours/1.0/discard",
+    }
     for variant, phases in rates.items():
         assert set(phases) == {"produce", "poll", "process"}, variant
         assert all(v > 0 for v in phases.values()), (variant, phases)
-    assert set(data["summary"]["mock"]["overhead_us_over_raw"]) == set(rates) - {"raw"}
-    # every consumed or produced message of a 100 % run left exactly one span
-    spans = data["summary"]["mock"]["spans_exported_per_msg"]["ours/1.0/discard"]
-    assert spans["poll"] >= 0.99 and spans["produce"] >= 0.99
+    assert set(data["summary"]["mock"]["overhead_us_over_raw"]) == set(rates) - {"raw", "aio-raw"}
+    # every consumed or produced message of a 100 % run left exactly one span, sync and asyncio
+    for variant in ("ours/1.0/discard", "aio-ours/1.0/discard"):
+        spans = data["summary"]["mock"]["spans_exported_per_msg"][variant]
+        assert spans["poll"] >= 0.99 and spans["produce"] >= 0.99, (variant, spans)
+    # the asyncio runs measured their event loop: a lag for every phase, none for sync runs
+    lag = data["summary"]["mock"]["loop_lag_ms"]
+    assert set(lag) == {"aio-raw", "aio-ours/none", "aio-ours/1.0/discard"}
+    assert all(v is not None and v >= 0 for phases in lag.values() for v in phases.values()), lag
+    assert set(data["summary"]["mock"]["aio_ratio_vs_sync"]) == set(lag)
     assert "this library" in run.stdout and "targets:" in run.stdout
+    assert "aio: this library" in run.stdout and "loop lag ms" in run.stdout
 
 
 def test_ratios_and_overheads_are_taken_within_a_round_then_medians():
@@ -68,3 +83,39 @@ def test_ratios_and_overheads_are_taken_within_a_round_then_medians():
     checked = {(t["target"], t["broker"]): t for t in report.targets({"mock": summary}, None)}
     assert checked[("100% produce vs contrib", "mock")]["met"] is True
     assert checked[("100% consume (poll loop) vs contrib", "mock")]["met"] is False
+
+
+def test_asyncio_variants_are_measured_against_the_raw_aio_clients_and_their_sync_twins():
+    def run(library, sampling, rate, lag=None):
+        entry = {
+            "round": 1,
+            "broker": "mock",
+            "library": library,
+            "sampling": sampling,
+            "n": 10,
+            "exporter": "none" if sampling == "none" else "discard",
+            "msgs_per_s": {"produce": rate, "poll": rate, "process": rate},
+            "spans_exported": {},
+        }
+        if lag is not None:
+            entry["loop_lag_ms"] = {"produce": lag, "poll": lag, "process": lag}
+        return entry
+
+    runs = [
+        run("raw", "none", 1e6),
+        run("ours", "1.0", 40e3),
+        run("aio-raw", "none", 100e3, lag=2.0),
+        run("aio-ours", "1.0", 20e3, lag=30.0),
+    ]
+    summary = report.summarise(runs)["mock"]
+    # overhead over the raw aio clients (50 µs - 10 µs), not over the sync raw client
+    assert round(summary["overhead_us_over_raw"]["aio-ours/1.0/discard"]["poll"], 6) == 40.0
+    assert "aio-raw" not in summary["overhead_us_over_raw"]
+    assert summary["aio_ratio_vs_raw_aio"]["aio-ours/1.0/discard"]["produce"] == 0.2
+    assert summary["aio_ratio_vs_sync"]["aio-ours/1.0/discard"]["produce"] == 0.5
+    assert summary["aio_ratio_vs_sync"]["aio-raw"]["poll"] == 0.1
+    assert summary["loop_lag_ms"] == {
+        "aio-raw": {"produce": 2.0, "poll": 2.0, "process": 2.0},
+        "aio-ours/1.0/discard": {"produce": 30.0, "poll": 30.0, "process": 30.0},
+    }
+    assert list(summary["msgs_per_s"]) == ["raw", "ours/1.0/discard", "aio-raw", "aio-ours/1.0/discard"]
