@@ -68,6 +68,15 @@ def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
             # AIOProducer cannot carry headers; the traced one is built from the config.
             wrapper.__init__(self, dict(args[0]) if args else {}, **options)
             return
+        if (
+            len(args) == 1
+            and not kwargs
+            and isinstance(args[0], dict)
+            and issubclass(wrapper, TracedConsumer)
+        ):
+            # Built by the wrapper, so that its statistics can feed the lag gauges.
+            wrapper.__init__(self, args[0], _client_class=original, **options)
+            return
         client = original(*args, **kwargs)
         wrapper.__init__(self, client, client_config=_config_of(args, kwargs), **options)
 
@@ -83,12 +92,19 @@ def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
     return cls
 
 
-def instrument(*, tracer_provider: Any = None, propagator: Any = None, **consumer_options: Any) -> None:
+def instrument(
+    *,
+    tracer_provider: Any = None,
+    propagator: Any = None,
+    meter_provider: Any = None,
+    **consumer_options: Any,
+) -> None:
     """Trace every confluent-kafka client built from now on. Idempotent.
 
     >>> import tracing; tracing.instrument()
     >>> from confluent_kafka import Producer   # now a traced producer
 
+    ``meter_provider``: for the flow metrics (default: the global one).
     ``consumer_options`` (``trust``, ``baggage_keys``) go to every traced consumer.
     """
     with _lock:
@@ -99,7 +115,11 @@ def instrument(*, tracer_provider: Any = None, propagator: Any = None, **consume
             original = getattr(module, name)
             if getattr(original, "_kafka_event_tracing_original", None) is not None:
                 continue
-            options: dict[str, Any] = {"tracer_provider": tracer_provider, "propagator": propagator}
+            options: dict[str, Any] = {
+                "tracer_provider": tracer_provider,
+                "propagator": propagator,
+                "meter_provider": meter_provider,
+            }
             if issubclass(wrapper, TracedConsumer):
                 options.update(consumer_options)
             if original not in built:
@@ -128,7 +148,7 @@ class KafkaEventTracingInstrumentor:
         return ("confluent-kafka >= 2.6, < 3",)
 
     def instrument(self, **kwargs: Any) -> None:
-        instrument(tracer_provider=kwargs.get("tracer_provider"))
+        instrument(tracer_provider=kwargs.get("tracer_provider"), meter_provider=kwargs.get("meter_provider"))
 
     def uninstrument(self, **kwargs: Any) -> None:
         uninstrument()

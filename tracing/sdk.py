@@ -1,9 +1,11 @@
-"""``tracing.configure()``: one call to set a service up for tracing.
+"""``tracing.configure()``: one call to set a service up for traces and flow metrics.
 
 Honours the standard variables: ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES``,
-``OTEL_EXPORTER_OTLP_ENDPOINT`` (and ``..._TRACES_ENDPOINT``), ``OTEL_EXPORTER_OTLP_PROTOCOL``
-(and ``..._TRACES_PROTOCOL``: ``grpc`` or ``http/protobuf``), ``OTEL_TRACES_SAMPLER``/
-``OTEL_TRACES_SAMPLER_ARG``, ``OTEL_BSP_*``; ``OTEL_PROPAGATORS`` is read by the API.
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (and ``..._TRACES_ENDPOINT``, ``..._METRICS_ENDPOINT``),
+``OTEL_EXPORTER_OTLP_PROTOCOL`` (and ``..._TRACES_PROTOCOL``, ``..._METRICS_PROTOCOL``:
+``grpc`` or ``http/protobuf``), ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``,
+``OTEL_BSP_*``, ``OTEL_METRICS_EXPORTER`` (``otlp`` or ``none``),
+``OTEL_METRIC_EXPORT_INTERVAL``; ``OTEL_PROPAGATORS`` is read by the API.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.metrics._internal import _ProxyMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 
-def _protocol(protocol: str | None) -> str:
+def _protocol(protocol: str | None, signal: str = "TRACES") -> str:
     value = (
         protocol
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
         or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "grpc"
     ).strip()
@@ -49,6 +54,43 @@ def otlp_exporter(endpoint: str | None = None, protocol: str | None = None) -> S
     return HTTPExporter(endpoint=endpoint)
 
 
+def otlp_metric_exporter(endpoint: str | None = None, protocol: str | None = None) -> MetricExporter:
+    """An OTLP metric exporter for ``endpoint`` (or the standard variables)."""
+    if _protocol(protocol, "METRICS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        if endpoint is None:
+            return OTLPMetricExporter()
+        return OTLPMetricExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPExporter
+
+    if endpoint is None:
+        return HTTPExporter()
+    if not endpoint.rstrip("/").endswith("/v1/metrics"):
+        endpoint = endpoint.rstrip("/") + "/v1/metrics"
+    return HTTPExporter(endpoint=endpoint)
+
+
+def configure_metrics(
+    resource: Resource,
+    *,
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    exporter: MetricExporter | None = None,
+    set_global: bool = True,
+) -> MeterProvider | None:
+    """The MeterProvider of :func:`configure`; None when ``OTEL_METRICS_EXPORTER=none``."""
+    if exporter is None:
+        if os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "none":
+            return None
+        exporter = otlp_metric_exporter(endpoint, protocol)
+    # The export interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
+    provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
+    if set_global and isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+        metrics.set_meter_provider(provider)
+    return provider
+
+
 def configure(
     service_name: str | None = None,
     *,
@@ -58,8 +100,11 @@ def configure(
     exporter: SpanExporter | None = None,
     resource_attributes: dict[str, Any] | None = None,
     set_global: bool = True,
+    metrics_endpoint: str | None = None,
+    metric_exporter: MetricExporter | None = None,
 ) -> TracerProvider:
-    """Set up a service: resource, sampler, BatchSpanProcessor + OTLP exporter.
+    """Set up a service: resource, sampler, BatchSpanProcessor + OTLP exporter, and a
+    MeterProvider exporting the flow metrics over OTLP.
 
     >>> provider = tracing.configure("inventory-service", endpoint="http://127.0.0.1:4317")
 
@@ -70,7 +115,12 @@ def configure(
         sampler_ratio: ParentBased(TraceIdRatioBased(ratio)); when None the sampler
             comes from ``OTEL_TRACES_SAMPLER`` (default: parent-based always-on).
         exporter: use this exporter instead of OTLP (tests, console, files).
-        set_global: install the provider as the global one (unless one is set already).
+        set_global: install the providers as the global ones (unless set already);
+            False: no metrics (pass a MeterProvider to the wrappers instead).
+        metrics_endpoint: OTLP endpoint for the metrics; default
+            ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``, else ``endpoint``, else
+            ``OTEL_EXPORTER_OTLP_ENDPOINT``. ``OTEL_METRICS_EXPORTER=none``: no metrics.
+        metric_exporter: use this metric exporter instead of OTLP.
 
     Spans are flushed at interpreter exit. Returns the provider.
     """
@@ -83,4 +133,15 @@ def configure(
     provider.add_span_processor(BatchSpanProcessor(exporter or otlp_exporter(endpoint, protocol)))
     if set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
+    if not set_global and metric_exporter is None:
+        return provider  # wrappers find a MeterProvider only globally or when given one
+    if metrics_endpoint is None and not os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+        metrics_endpoint = endpoint  # one endpoint for both signals, as OTEL_EXPORTER_OTLP_ENDPOINT
+    configure_metrics(
+        resource,
+        endpoint=metrics_endpoint,
+        protocol=protocol,
+        exporter=metric_exporter,
+        set_global=set_global,
+    )
     return provider

@@ -24,3 +24,5 @@ ERROR_TYPE = "error.type"
 # Not in the conventions: the OpenTelemetry Java agent's experimental attribute for the
 # time between the record's timestamp and the start of its processing.
 QUEUE_TIME_MS = "kafka.record.queue_time_ms"
+# Ours: the ">"-joined topics a message's event chain went through (see eventchain.chain.duration).
+CHAIN_PATH = "eventchain.path"

@@ -203,11 +203,11 @@ def test_a_failing_user_callback_surfaces_from_flush_as_with_the_raw_client(span
     assert len(spans.named(f"send {topic}")) == 1  # the span ended before the app's callback ran
 
 
-def test_kafka_error_type_names_are_recorded():
-    from tracing.write.recipe import _error_type
+def test_kafkaerror_type_names_are_recorded():
+    from tracing.write.recipe import error_type
 
-    assert _error_type(KafkaError(KafkaError._MSG_TIMED_OUT)) == "_MSG_TIMED_OUT"
-    assert _error_type(ValueError("x")) == "ValueError"
+    assert error_type(KafkaError(KafkaError._MSG_TIMED_OUT)) == "_MSG_TIMED_OUT"
+    assert error_type(ValueError("x")) == "ValueError"
 
 
 def test_a_header_key_that_would_crash_the_client_is_a_clean_exception():

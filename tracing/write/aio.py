@@ -54,12 +54,15 @@ class TracedAIOConsumer(TracedConsumer):
     Built inside a running event loop (as ``AIOConsumer`` must be).
     """
 
-    def __init__(self, conf_or_consumer: Mapping[str, Any] | Any, **options: Any) -> None:
-        if isinstance(conf_or_consumer, Mapping):
-            from confluent_kafka.aio import AIOConsumer
+    _asynchronous = True
 
-            options.setdefault("client_config", dict(conf_or_consumer))
-            conf_or_consumer = AIOConsumer(dict(conf_or_consumer))
+    @staticmethod
+    def _client_class() -> Any:
+        from confluent_kafka.aio import AIOConsumer
+
+        return AIOConsumer
+
+    def __init__(self, conf_or_consumer: Mapping[str, Any] | Any, **options: Any) -> None:
         super().__init__(conf_or_consumer, **options)
         self._opens: dict[Any, _Open] = {}  # task -> the span its last poll opened
         self._handing_over: list[_Open] = []  # spans another task may still claim
@@ -92,6 +95,9 @@ class TracedAIOConsumer(TracedConsumer):
         if msg is None or msg.error() is not None:
             return msg
         try:
+            instruments = self._flow.instruments()
+            if instruments is not None:
+                self._flow.consumed(instruments, msg)
             opened = self._start(msg)
         except Exception:
             report_internal_error("could not start a process span")
@@ -181,6 +187,8 @@ class TracedAIOConsumer(TracedConsumer):
     async def close(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """End the open process spans, then close the consumer."""
         self._end_open()
+        if self.lag is not None:
+            self.lag.clear()
         return await self._consumer.close(*args, **kwargs)
 
     def run(self, handler: Any, **options: Any) -> Any:
@@ -209,7 +217,7 @@ class TracedAIOProducer:
 
     Args:
         conf_or_producer: a config dict, a ``Producer`` or a ``TracedProducer``.
-        tracer_provider, propagator: as for :class:`TracedProducer`.
+        tracer_provider, propagator, meter_provider: as for :class:`TracedProducer`.
         poll_interval: how often the background thread serves delivery reports.
     """
 
@@ -219,6 +227,7 @@ class TracedAIOProducer:
         *,
         tracer_provider: Any = None,
         propagator: Any = None,
+        meter_provider: Any = None,
         poll_interval: float = 0.05,
     ) -> None:
         if type(conf_or_producer).__name__ == "AIOProducer":
@@ -230,7 +239,10 @@ class TracedAIOProducer:
             self._producer = conf_or_producer
         else:
             self._producer = TracedProducer(
-                conf_or_producer, tracer_provider=tracer_provider, propagator=propagator
+                conf_or_producer,
+                tracer_provider=tracer_provider,
+                propagator=propagator,
+                meter_provider=meter_provider,
             )
         self._poll_interval = poll_interval
         self._closed = threading.Event()

@@ -25,10 +25,13 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, TracerProvider
 
+from tracing.write.lag import ConsumerLag, with_lag_statistics
+from tracing.write.metrics import CHAIN_KEY, FlowMetrics
 from tracing.write.propagation import Propagation, report_internal_error
 from tracing.write.recipe import Telemetry, link_limit, server_of
 
 _get_ident = threading.get_ident
+_time_ns = time.time_ns
 PARENT = "parent"
 LINK = "link"
 
@@ -41,7 +44,7 @@ class _Open:
     then ends the span, and the owner's next poll only restores its own context.
     """
 
-    __slots__ = ("msg", "span", "ctx", "token", "owner", "claimed")
+    __slots__ = ("msg", "span", "ctx", "token", "owner", "claimed", "flow", "instruments", "started")
 
     def __init__(self, msg: Any, span: Span | None, ctx: Context, owner: Any) -> None:
         self.msg = msg
@@ -50,6 +53,7 @@ class _Open:
         self.token = context_api.attach(ctx)
         self.owner = owner
         self.claimed = False
+        self.flow: FlowMetrics | None = None  # set when the processing is measured
 
     def detach(self) -> None:
         """Restore the owner's context (once; a no-op from any other context)."""
@@ -58,6 +62,13 @@ class _Open:
             _detach(token)
 
     def end(self, exc: BaseException | None = None, end_time: int | None = None) -> None:
+        flow, self.flow = self.flow, None
+        if flow is not None:
+            try:
+                ended = end_time if end_time is not None else _time_ns()
+                flow.processed(self.instruments, self.msg, self.started, ended, exc)
+            except Exception:
+                report_internal_error("could not record a processing in the metrics")
         span, self.span = self.span, None
         if span is not None:
             if exc is not None:
@@ -146,6 +157,7 @@ class TracedConsumer:
             topics. A mapping ``{topic: mode}`` sets it per topic (``"*"``: the rest).
         baggage_keys: only these incoming baggage keys are kept (default: all, within
             the W3C limits).
+        meter_provider: for the flow metrics; defaults to the global one (none: no metrics).
         client_config: the config an existing client was built with; only read for
             span attributes (``group.id``, ``client.id``, ``bootstrap.servers``).
     """
@@ -158,18 +170,30 @@ class TracedConsumer:
         propagator: TextMapPropagator | None = None,
         trust: str | Mapping[str, str] = PARENT,
         baggage_keys: Iterable[str] | None = None,
+        meter_provider: Any = None,
         client_config: Mapping[str, Any] | None = None,
+        _client_class: Any = None,
     ) -> None:
+        config = (conf_or_consumer if isinstance(conf_or_consumer, Mapping) else client_config) or {}
+        self._flow = FlowMetrics(
+            meter_provider, server=server_of(config), consumer_group=config.get("group.id")
+        )
+        self.lag: ConsumerLag | None = None
         if isinstance(conf_or_consumer, Mapping):
-            config: Mapping[str, Any] | None = conf_or_consumer
-            consumer = _Consumer(dict(conf_or_consumer))
+            # Built here: its statistics can feed the lag gauges.
+            self.lag = ConsumerLag(config.get("group.id"), register=self._flow.track_lag)
+            conf = with_lag_statistics(
+                config,
+                self.lag,
+                enable=self._flow.instruments() is not None,
+                asynchronous=self._asynchronous,
+            )
+            consumer = (_client_class or self._client_class())(conf)
         else:
-            config = client_config
             consumer = conf_or_consumer
         self._consumer = consumer
         self._poll = consumer.poll
         self._propagation = Propagation(propagator, baggage_keys=baggage_keys)
-        config = config or {}
         self.client_config: Mapping[str, Any] = config  # read for span attributes and run()
         self._telemetry = Telemetry(
             tracer_provider,
@@ -188,6 +212,12 @@ class TracedConsumer:
         """The confluent-kafka consumer underneath."""
         return self._consumer
 
+    _asynchronous = False  # AIOConsumer awaits its config callbacks
+
+    @staticmethod
+    def _client_class() -> Any:
+        return _Consumer
+
     # -- consuming --------------------------------------------------------------
     def poll(self, *args: Any, **kwargs: Any) -> Any:
         """As ``Consumer.poll``; the returned message's process span is made current."""
@@ -200,6 +230,9 @@ class TracedConsumer:
         if msg is None or msg.error() is not None:
             return msg
         try:
+            instruments = self._flow.instruments()
+            if instruments is not None:
+                self._flow.consumed(instruments, msg)
             self._open = self._start(msg)
         except Exception:
             report_internal_error("could not start a process span")
@@ -227,6 +260,14 @@ class TracedConsumer:
         """Record the receive span of a consume call that returned messages."""
         if not messages:
             return
+        instruments = self._flow.instruments()
+        if instruments is not None:
+            try:
+                for msg in messages:
+                    if msg.error() is None:
+                        self._flow.consumed(instruments, msg, "consume")
+            except Exception:
+                report_internal_error("could not count consumed messages")
         telemetry = self._telemetry
         tracer = telemetry.tracer()
         if tracer is None:
@@ -245,6 +286,8 @@ class TracedConsumer:
         """End the open process span, then close the consumer."""
         if self._open is not None:
             self._end_open()
+        if self.lag is not None:
+            self.lag.clear()
         return self._consumer.close(*args, **kwargs)
 
     def run(self, handler: Any, **options: Any) -> Any:
@@ -259,6 +302,9 @@ class TracedConsumer:
         telemetry = self._telemetry
         tracer = telemetry.tracer()
         link_only = self._link_only if self._link_only is not None else self._trust(msg.topic())
+        instruments = self._flow.instruments()
+        if instruments is not None:
+            return self._start_measured(msg, tracer, link_only, instruments)
         if tracer is None:
             # No SDK: nothing to record, but a produce made while handling the message
             # must still carry the incoming trace (unless the topic is not trusted).
@@ -270,6 +316,26 @@ class TracedConsumer:
         extracted = self._propagation.extract(headers, keep_baggage=not link_only) if headers else None
         span, ctx = telemetry.start_process(tracer, msg, extracted, link_only)
         return _Open(msg, span, ctx, self._owner())
+
+    def _start_measured(self, msg: Any, tracer: Any, link_only: bool, instruments: Any) -> _Open:
+        """``_start`` with the flow metrics on: queue time, chain duration, the chain carried on."""
+        started = _time_ns()
+        headers = msg.headers()
+        flow = self._flow
+        chain = flow.processing(instruments, msg, headers, not link_only, started)
+        span = None
+        if tracer is None:
+            carried = None if link_only else self._propagation.context_of(headers)
+            ctx = context_api.set_value(CHAIN_KEY, chain, carried)
+        else:
+            extracted = self._propagation.extract(headers, keep_baggage=not link_only) if headers else None
+            span, ctx = self._telemetry.start_process(tracer, msg, extracted, link_only)
+            ctx = context_api.set_value(CHAIN_KEY, chain, ctx)
+        opened = _Open(msg, span, ctx, self._owner())
+        opened.flow = flow
+        opened.instruments = instruments
+        opened.started = started
+        return opened
 
     _owner = staticmethod(_get_ident)  # who makes a polled message's span current
 

@@ -32,7 +32,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from tracing import semconv as sc
-from tracing.write.recipe import _error_type
+from tracing.write.recipe import error_type
 
 logger = logging.getLogger("tracing.loop")
 
@@ -278,7 +278,7 @@ def _attempts(
 def _mark_failed(span: Any, exc: BaseException, attempts: int) -> None:
     if span.is_recording():
         span.record_exception(exc)
-        span.set_attribute(sc.ERROR_TYPE, _error_type(exc))
+        span.set_attribute(sc.ERROR_TYPE, error_type(exc))
         span.set_attribute("messaging.process.attempts", attempts)
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_MESSAGE]))
 

@@ -7,6 +7,7 @@ passed through to the wrapped client.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,14 +18,16 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import TracerProvider
 
-from tracing.write.propagation import Propagation, report_internal_error
-from tracing.write.recipe import Telemetry, server_of
+from tracing.write.metrics import CHAIN_HEADER, FlowMetrics, Instruments
+from tracing.write.propagation import Propagation, replace_headers, report_internal_error
+from tracing.write.recipe import Telemetry, error_type, server_of
 
 # produce()'s positional parameters after `topic`, per client class: the serializing
 # producer takes key before value.
 _PRODUCER_ARGS = ("value", "key", "partition", "callback", "on_delivery", "timestamp", "headers")
 _SERIALIZING_ARGS = ("key", "value", "partition", "on_delivery", "timestamp", "headers")
 _get_current = context_api.get_current
+_time_ns = time.time_ns
 
 
 def _refuse_keys_that_crash_the_client(headers: Any) -> None:
@@ -61,6 +64,40 @@ class _Delivery:
             self.user_callback(err, msg)  # the app's exceptions surface from poll()/flush() as usual
 
 
+class _MeasuredDelivery(_Delivery):
+    """Also counts the message and times produce() -> delivery report."""
+
+    __slots__ = ("flow", "instruments", "topic", "started")
+
+    def __init__(
+        self,
+        span: Any,
+        user_callback: Any,
+        flow: FlowMetrics,
+        instruments: Instruments,
+        topic: str,
+        started: int,
+    ) -> None:
+        super().__init__(span, user_callback)
+        self.flow = flow
+        self.instruments = instruments
+        self.topic = topic
+        self.started = started
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        flow = self.flow
+        if flow is not None:
+            self.flow = None
+            try:
+                partition = msg.partition() if msg is not None else None
+                flow.sent(
+                    self.instruments, self.topic, partition, error_type(err) if err else None, self.started
+                )
+            except Exception:
+                report_internal_error("could not record a delivery in the metrics")
+        _Delivery.__call__(self, err, msg)
+
+
 class TracedProducer:
     """Wraps a confluent-kafka ``Producer`` or ``SerializingProducer``.
 
@@ -78,6 +115,7 @@ class TracedProducer:
             it) or an existing ``Producer``/``SerializingProducer``.
         tracer_provider: defaults to the global one.
         propagator: defaults to the global one (``OTEL_PROPAGATORS``).
+        meter_provider: for the flow metrics; defaults to the global one (none: no metrics).
         client_config: the config an existing client was built with; only read for
             span attributes (``client.id``, ``bootstrap.servers``).
     """
@@ -88,6 +126,7 @@ class TracedProducer:
         *,
         tracer_provider: TracerProvider | None = None,
         propagator: TextMapPropagator | None = None,
+        meter_provider: Any = None,
         client_config: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(conf_or_producer, Mapping):
@@ -105,6 +144,7 @@ class TracedProducer:
             client_id=(config or {}).get("client.id"),
             server=server_of(config),
         )
+        self._flow = FlowMetrics(meter_provider, server=server_of(config))
 
     @property
     def wrapped(self) -> Any:
@@ -118,6 +158,9 @@ class TracedProducer:
         telemetry = self._telemetry
         tracer = telemetry.tracer()
         ctx = _get_current()
+        instruments = self._flow.instruments()
+        if instruments is not None:
+            return self._produce_measured(topic, args, kwargs, tracer, ctx, instruments)
         if tracer is None:
             # No SDK: no spans, but an incoming context (say, of the message being
             # processed) still flows downstream. Without one, the client's own call.
@@ -153,6 +196,65 @@ class TracedProducer:
             self._produce(topic, **kwargs)
         except BaseException as exc:
             Telemetry.fail(span, exc)
+            raise
+        return None
+
+    def _produce_measured(
+        self,
+        topic: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        tracer: Any,
+        ctx: Any,
+        instruments: Any,
+    ) -> None:
+        """produce() with the flow metrics on: the chain header, counted deliveries."""
+        started = _time_ns()
+        if args:
+            named = self._named(args, kwargs)
+            if named is None:
+                return self._produce(topic, *args, **kwargs)  # let the client raise its TypeError
+            kwargs = named
+        span = None
+        try:
+            chain = (CHAIN_HEADER, self._flow.chain_to_send(ctx, topic))
+            if tracer is not None:
+                span = self._telemetry.start_send(
+                    tracer,
+                    topic,
+                    kwargs.get("key"),
+                    kwargs.get("partition"),
+                    kwargs.get("value") is None,
+                    ctx,
+                )
+                carried = span.get_span_context()
+            else:
+                carried = trace.get_current_span(ctx).get_span_context()
+            if carried.is_valid:
+                kwargs["headers"] = self._propagation.inject(kwargs.get("headers"), carried, ctx, chain)
+            else:
+                kwargs["headers"] = replace_headers(kwargs.get("headers"), [chain])
+        except Exception:
+            report_internal_error("could not start a send span")
+        user_callback = kwargs.pop("on_delivery", None)
+        alias = kwargs.pop("callback", None)
+        kwargs["on_delivery"] = _MeasuredDelivery(
+            span if span is not None and span.is_recording() else None,
+            user_callback if user_callback is not None else alias,
+            self._flow,
+            instruments,
+            topic,
+            started,
+        )
+        try:
+            self._produce(topic, **kwargs)
+        except BaseException as exc:
+            if span is not None:
+                Telemetry.fail(span, exc)
+            try:
+                self._flow.sent(instruments, topic, kwargs.get("partition"), type(exc).__qualname__, started)
+            except Exception:
+                report_internal_error("could not record a failed produce in the metrics")
             raise
         return None
 

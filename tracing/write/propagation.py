@@ -310,10 +310,17 @@ class Propagation:
         return self.propagator is not None and self._fast
 
     # -- inject ---------------------------------------------------------------
-    def inject(self, headers: Headers, span_context: SpanContext, context: Context | None = None) -> Any:
+    def inject(
+        self,
+        headers: Headers,
+        span_context: SpanContext,
+        context: Context | None = None,
+        extra: tuple[str, str] | None = None,
+    ) -> Any:
         """Headers for a message sent under ``span_context``: a new list, never the caller's.
 
-        ``context`` carries baggage (defaults to the current context).
+        ``context`` carries baggage (defaults to the current context); ``extra``: one
+        more header to write the same way (replacing).
         """
         propagator = self.propagator
         if self._fast:
@@ -325,13 +332,18 @@ class Propagation:
                 carrier: dict[str, str] = {}
                 _W3C_BAGGAGE.inject(carrier, context)
                 new.extend(carrier.items())
+            if extra is not None:
+                new.append(extra)
             return replace_headers(headers, new)
         carrier = {}
         ctx = trace.set_span_in_context(NonRecordingSpan(span_context), context)
         propagator.inject(carrier, ctx)
-        if not carrier:
+        items = list(carrier.items())
+        if extra is not None:
+            items.append(extra)
+        if not items:
             return headers
-        return replace_headers(headers, list(carrier.items()))
+        return replace_headers(headers, items)
 
     # -- extract --------------------------------------------------------------
     def extract(self, headers: Headers, *, keep_baggage: bool = True) -> Extracted | None:

@@ -66,7 +66,7 @@ def key_text(key: Any) -> str | None:
     return text if len(text) <= _MAX_KEY_CHARS else text[:_MAX_KEY_CHARS]
 
 
-def _error_type(err: Any) -> str:
+def error_type(err: Any) -> str:
     """`error.type` for a KafkaError or an exception."""
     name = getattr(err, "name", None)
     if callable(name):
@@ -231,7 +231,7 @@ class Telemetry:
             if offset is not None and offset >= 0:
                 span.set_attribute(sc.KAFKA_OFFSET, offset)
         if err is not None:
-            span.set_attribute(sc.ERROR_TYPE, _error_type(err))
+            span.set_attribute(sc.ERROR_TYPE, error_type(err))
             span.set_status(Status(StatusCode.ERROR, str(err)))
         span.end()
 
@@ -240,7 +240,7 @@ class Telemetry:
         """Mark a span failed by an exception (recorded as an event) and end it."""
         if span.is_recording():
             span.record_exception(exc)
-            span.set_attribute(sc.ERROR_TYPE, _error_type(exc))
+            span.set_attribute(sc.ERROR_TYPE, error_type(exc))
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         span.end()
 

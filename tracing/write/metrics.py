@@ -1,0 +1,345 @@
+"""Flow metrics: counted for EVERY message, whatever the trace sampling.
+
+- the messaging conventions' metrics: ``messaging.client.sent.messages``,
+  ``messaging.client.consumed.messages``, ``messaging.client.operation.duration`` (send:
+  ``produce()`` to its delivery report), ``messaging.process.duration``;
+- ``kafka.record.queue_time``: seconds from a record's timestamp to the start of its
+  processing, per topic and consumer group;
+- ``eventchain.chain.duration``: seconds since the message's chain began, per path
+  (``orders>stock``), from the ``eventchain`` header each message carries.
+
+Recorded only when a MeterProvider is configured (given, or the global one); without
+one, each message costs one module attribute check.
+
+The ``eventchain`` header is ``1;{start, ms since the epoch};{topics so far, ">"-joined}``,
+written like trace context: replaced, never appended. A chain begins at the first
+produce of a service with metrics on (or, for a message without a usable header, at
+that record's timestamp); every produce while processing a message carries the chain
+on with its own topic added. At most ``MAX_HOPS`` topics are kept (the first, ``..``,
+the newest) and each client reports at most ``max_paths`` distinct paths (then
+``_OTHER``), so a loop or a hostile header cannot blow up the series count.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import weakref
+from typing import Any, NamedTuple
+
+import opentelemetry.metrics._internal as _metrics_internal
+from opentelemetry import context as context_api
+from opentelemetry import metrics
+
+from tracing import semconv as sc
+from tracing.version import __version__
+
+CHAIN_HEADER = "eventchain"
+CHAIN_KEY = context_api.create_key("eventchain")
+MAX_HOPS = 8
+MAX_PATHS = 100
+OTHER_PATH = "_OTHER"
+_MAX_CHAIN_LEN = 512
+# Kafka topic names are [a-zA-Z0-9._-]; ">" joins them; ".." marks dropped middle hops.
+_VALID_CHAIN = re.compile(rb"1;([0-9]{1,15});([a-zA-Z0-9._\->]{1,500})")
+_SCOPE = "kafka-event-tracing"
+_TS_NOT_AVAILABLE = 0
+# The conventions' advice for messaging durations; chains and queues wait longer.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+WAIT_BUCKETS = DURATION_BUCKETS + (30.0, 60.0, 300.0, 900.0, 3600.0)
+# A chain may begin on another host: a clock a little ahead must not read as negative.
+_FUTURE_SLACK_MS = 60_000
+_time_ns = time.time_ns
+
+
+class Chain(NamedTuple):
+    """Where a message's chain began (ms since the epoch) and the topics it went through."""
+
+    start_ms: int
+    path: str
+
+    def onward(self, topic: str) -> Chain:
+        """The chain a message sent to ``topic`` from here carries."""
+        return Chain(self.start_ms, extend_path(self.path, topic))
+
+    def header(self) -> str:
+        return f"1;{self.start_ms};{self.path}"
+
+
+def extend_path(path: str, topic: str) -> str:
+    """``path>topic``, keeping the first and the newest hops when it grows past MAX_HOPS."""
+    hops = path.split(">")
+    hops.append(topic)
+    if len(hops) > MAX_HOPS:
+        hops = [hops[0], "..", *hops[-(MAX_HOPS - 2) :]]
+    return ">".join(hops)
+
+
+def parse_chain(value: Any) -> Chain | None:
+    """The chain in an ``eventchain`` header value; None when absent or malformed."""
+    if value is None:
+        return None
+    if type(value) is str:
+        if not value.isascii():
+            return None
+        value = value.encode()
+    elif type(value) is not bytes:
+        return None
+    if len(value) > _MAX_CHAIN_LEN:
+        return None
+    match = _VALID_CHAIN.fullmatch(value)
+    if match is None:
+        return None
+    start_ms = int(match.group(1))
+    if start_ms > _time_ns() // 1_000_000 + _FUTURE_SLACK_MS:
+        return None
+    path = match.group(2).decode()
+    if path.count(">") >= MAX_HOPS or "" in path.split(">"):
+        return None
+    return Chain(start_ms, path)
+
+
+def chain_in(headers: Any) -> Any:
+    """The last ``eventchain`` header value in a header list (or dict), or None."""
+    if not headers:
+        return None
+    found = None
+    if isinstance(headers, dict):
+        return headers.get(CHAIN_HEADER)
+    for item in headers:
+        if item[0] == CHAIN_HEADER:
+            found = item[1]
+    return found
+
+
+def _meter_provider_may_be_set() -> bool:
+    return _metrics_internal._METER_PROVIDER is not None or "OTEL_PYTHON_METER_PROVIDER" in os.environ
+
+
+class Instruments:
+    """The instruments of one meter provider (created once: the SDK warns on repeats)."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self.lags: weakref.WeakSet[Any] = weakref.WeakSet()  # ConsumerLag of live consumers
+        meter.create_observable_gauge(
+            "kafka.consumer.lag",
+            [self._observe_lag],
+            "{message}",
+            "Messages in a partition not yet committed (or consumed) by the consumer group.",
+        )
+        meter.create_observable_gauge(
+            "kafka.consumer.time_lag",
+            [self._observe_time_lag],
+            "s",
+            "How long ago the next record the consumer group has not processed was written.",
+        )
+        self.sent = meter.create_counter(
+            "messaging.client.sent.messages", "{message}", "Messages the producer attempted to send."
+        )
+        self.consumed = meter.create_counter(
+            "messaging.client.consumed.messages", "{message}", "Messages handed to the application."
+        )
+        self.operation = meter.create_histogram(
+            "messaging.client.operation.duration",
+            "s",
+            "Duration of a messaging operation: for send, from produce() to its delivery report.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.process = meter.create_histogram(
+            "messaging.process.duration",
+            "s",
+            "Duration of processing one message.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.queue_time = meter.create_histogram(
+            "kafka.record.queue_time",
+            "s",
+            "Time from a record's timestamp to the start of its processing.",
+            explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
+        )
+        self.chain = meter.create_histogram(
+            "eventchain.chain.duration",
+            "s",
+            "Time from the start of a message's event chain to the start of its processing.",
+            explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
+        )
+
+    def _observe_lag(self, options: Any) -> list[metrics.Observation]:
+        return [
+            metrics.Observation(lag, attrs) for t in list(self.lags) for attrs, lag, _ in t.observations()
+        ]
+
+    def _observe_time_lag(self, options: Any) -> list[metrics.Observation]:
+        return [metrics.Observation(s, attrs) for t in list(self.lags) for attrs, _, s in t.observations()]
+
+
+_instruments: weakref.WeakKeyDictionary[Any, Instruments] = weakref.WeakKeyDictionary()
+_instruments_lock = threading.Lock()
+
+
+def instruments_of(provider: Any) -> Instruments:
+    with _instruments_lock:
+        found = _instruments.get(provider)
+        if found is None:
+            meter = provider.get_meter(_SCOPE, __version__, schema_url=sc.SCHEMA_URL)
+            found = _instruments[provider] = Instruments(meter)
+        return found
+
+
+class FlowMetrics:
+    """The metric side of one wrapped client: precomputed attribute sets per topic."""
+
+    def __init__(
+        self,
+        meter_provider: Any = None,
+        *,
+        server: tuple[str, int | None] | None = None,
+        consumer_group: str | None = None,
+        max_paths: int = MAX_PATHS,
+    ) -> None:
+        self._provider = meter_provider
+        self._instruments: Instruments | None = None
+        self._resolved = False
+        common: dict[str, Any] = {sc.SYSTEM: "kafka"}
+        if server is not None:
+            common[sc.SERVER_ADDRESS] = server[0]
+            if server[1] is not None:
+                common[sc.SERVER_PORT] = server[1]
+        self._common = common
+        self.consumer_group = consumer_group
+        self._max_paths = max_paths
+        self._paths: set[str] = set()
+        self._attrs: dict[Any, dict[str, Any]] = {}
+
+    def instruments(self) -> Instruments | None:
+        """The instruments, or None while no MeterProvider is configured."""
+        if self._resolved:
+            return self._instruments
+        if self._provider is None and not _meter_provider_may_be_set():
+            return None  # check again next time: a provider may be set later
+        provider = self._provider if self._provider is not None else metrics.get_meter_provider()
+        if isinstance(provider, _metrics_internal._ProxyMeterProvider):
+            return None
+        self._resolved = True
+        if isinstance(provider, metrics.NoOpMeterProvider):
+            return None
+        self._instruments = instruments_of(provider)
+        return self._instruments
+
+    def track_lag(self, lag: Any) -> bool:
+        """Have the lag gauges observe ``lag``; False while no MeterProvider is configured."""
+        instruments = self.instruments()
+        if instruments is None:
+            return False
+        instruments.lags.add(lag)
+        return True
+
+    # -- attribute sets (cached: the SDK keys its series by them) ---------------
+    def _attributes(self, key: tuple[Any, ...], build: Any) -> dict[str, Any]:
+        found = self._attrs.get(key)
+        if found is None:
+            found = self._attrs[key] = build()
+        return found
+
+    def _base(self, operation: str, topic: str, partition: Any) -> dict[str, Any]:
+        attrs = dict(self._common)
+        attrs[sc.OPERATION_NAME] = operation
+        attrs[sc.DESTINATION_NAME] = topic
+        if partition is not None and partition >= 0:
+            attrs[sc.PARTITION] = str(partition)
+        if self.consumer_group and operation != "send":
+            attrs[sc.CONSUMER_GROUP] = self.consumer_group
+        return attrs
+
+    def _with_error(self, attrs: dict[str, Any], error_type: str | None) -> dict[str, Any]:
+        if error_type is None:
+            return attrs
+        attrs = dict(attrs)
+        attrs[sc.ERROR_TYPE] = error_type
+        return attrs
+
+    # -- send -------------------------------------------------------------------
+    def chain_to_send(self, ctx: Any, topic: str) -> str:
+        """The ``eventchain`` header of a message produced now to ``topic``."""
+        chain = ctx.get(CHAIN_KEY) if ctx is not None else None
+        if chain is None:
+            return f"1;{_time_ns() // 1_000_000};{topic}"
+        return chain.onward(topic).header()
+
+    def sent(
+        self, instruments: Instruments, topic: str, partition: Any, error_type: str | None, started_ns: int
+    ) -> None:
+        """One produce's outcome, from its delivery report."""
+        key = ("send", topic, partition, error_type)
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            base = self._base("send", topic, partition)
+            attrs = self._attrs[key] = self._with_error(base, error_type)
+            timed = dict(attrs)
+            timed[sc.OPERATION_TYPE] = "send"
+            self._attrs[("send-op",) + key[1:]] = timed
+        instruments.sent.add(1, attrs)
+        instruments.operation.record((_time_ns() - started_ns) / 1e9, self._attrs[("send-op",) + key[1:]])
+
+    # -- consume ----------------------------------------------------------------
+    def consumed(self, instruments: Instruments, msg: Any, operation: str = "poll") -> None:
+        """One message handed to the application."""
+        topic = msg.topic()
+        partition = msg.partition()
+        attrs = self._attributes(
+            (operation, topic, partition), lambda: self._base(operation, topic, partition)
+        )
+        instruments.consumed.add(1, attrs)
+
+    def processing(
+        self, instruments: Instruments, msg: Any, headers: Any, trusted: bool, now_ns: int
+    ) -> Chain:
+        """Record the queue time and chain duration of a message whose processing starts.
+
+        Returns the chain the processing carries on (a new one from the record's
+        timestamp when the header is absent, malformed, or from an untrusted topic).
+        """
+        topic = msg.topic()
+        now_ms = now_ns // 1_000_000
+        ts_type, ts = msg.timestamp()
+        has_ts = ts_type != _TS_NOT_AVAILABLE and ts > 0
+        group_attrs = self._attributes(("wait", topic), lambda: self._wait_attributes(topic))
+        if has_ts:
+            instruments.queue_time.record(max(0, now_ms - ts) / 1000, group_attrs)
+        chain = parse_chain(chain_in(headers)) if trusted and headers else None
+        if chain is None:
+            chain = Chain(ts if has_ts else now_ms, topic)
+        path = chain.path
+        if path not in self._paths:
+            if len(self._paths) >= self._max_paths:
+                path = OTHER_PATH
+            else:
+                self._paths.add(path)
+        attrs = self._attributes(("chain", path), lambda: self._chain_attributes(path))
+        instruments.chain.record(max(0, now_ms - chain.start_ms) / 1000, attrs)
+        return chain
+
+    def _wait_attributes(self, topic: str) -> dict[str, Any]:
+        attrs = {sc.SYSTEM: "kafka", sc.DESTINATION_NAME: topic}
+        if self.consumer_group:
+            attrs[sc.CONSUMER_GROUP] = self.consumer_group
+        return attrs
+
+    def _chain_attributes(self, path: str) -> dict[str, Any]:
+        attrs = {sc.SYSTEM: "kafka", sc.CHAIN_PATH: path}
+        if self.consumer_group:
+            attrs[sc.CONSUMER_GROUP] = self.consumer_group
+        return attrs
+
+    def processed(self, instruments: Instruments, msg: Any, started_ns: int, end_ns: int, exc: Any) -> None:
+        """The duration of one message's processing, with ``error.type`` when it raised."""
+        error_type = type(exc).__qualname__ if exc is not None else None
+        topic = msg.topic()
+        partition = msg.partition()
+        key = ("process", topic, partition, error_type)
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            attrs = self._attrs[key] = self._with_error(self._base("process", topic, partition), error_type)
+        instruments.process.record(max(0, end_ns - started_ns) / 1e9, attrs)
