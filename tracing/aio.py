@@ -1,11 +1,20 @@
-"""asyncio: traced producer and consumer for ``async`` services.
+"""asyncio: traced producers and consumers for ``async`` services.
 
->>> from tracing.aio import TracedAIOConsumer, TracedAIOProducer
+>>> from tracing.aio import TracedAIOConsumer, TracedAIOProducer          # confluent_kafka.aio
+>>> from tracing.aio import TracedAIOKafkaConsumer, TracedAIOKafkaProducer  # aiokafka
 
-The adapters live on the write side (:mod:`tracing.write.aio`); this module is their
-public home, beside the synchronous ones in :mod:`tracing`.
+The adapters live on the write side (:mod:`tracing.write.aio`,
+:mod:`tracing.write.aiokafka`), on the same span recipe as the synchronous ones; this
+module is their public home. aiokafka itself is only needed to use its adapters.
 """
 
 from tracing.write.aio import AsyncProcessing, TracedAIOConsumer, TracedAIOProducer
+from tracing.write.aiokafka import TracedAIOKafkaConsumer, TracedAIOKafkaProducer
 
-__all__ = ["AsyncProcessing", "TracedAIOConsumer", "TracedAIOProducer"]
+__all__ = [
+    "AsyncProcessing",
+    "TracedAIOConsumer",
+    "TracedAIOKafkaConsumer",
+    "TracedAIOKafkaProducer",
+    "TracedAIOProducer",
+]

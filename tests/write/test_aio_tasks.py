@@ -28,12 +28,12 @@ async def seed(spans, bootstrap, topic, keys=KEYS):
 def onward_parents_are_own_process_spans(spans, source: str, onward: str, expected: int) -> None:
     """Every onward send's parent is the process span of the message with the same key,
     still open when the send started."""
-    process_by_key = {
-        s.attributes["messaging.kafka.message.key"]: s for s in spans.named(f"process {source}")
-    }
+    processes = spans.named(f"process {source}")
+    assert len(processes) == expected  # one process span per message, no duplicates
+    process_by_key = {s.attributes["messaging.kafka.message.key"]: s for s in processes}
+    assert len(process_by_key) == expected
     sends = spans.named(f"send {onward}")
     assert len(sends) == expected
-    assert len(process_by_key) == expected  # one process span per message, no duplicates
     for send in sends:
         own = process_by_key[send.attributes["messaging.kafka.message.key"]]
         assert send.parent is not None and send.parent.span_id == own.context.span_id

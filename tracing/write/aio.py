@@ -51,7 +51,10 @@ class TracedAIOConsumer(TracedConsumer):
     inside) keeps the one process span poll() opened for it. Every other
     ``AIOConsumer`` method is passed through, awaitable as before.
 
-    Built inside a running event loop (as ``AIOConsumer`` must be).
+    Built inside a running event loop (as ``AIOConsumer`` must be). For a timeout
+    around ``poll()`` use ``async with asyncio.timeout(t):`` rather than
+    ``asyncio.wait_for``: before Python 3.12 ``wait_for`` runs the poll in a task of
+    its own, where the message's span would open and end at once.
     """
 
     _asynchronous = True
