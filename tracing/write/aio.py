@@ -98,10 +98,7 @@ class TracedAIOConsumer(TracedConsumer):
         if msg is None or msg.error() is not None:
             return msg
         try:
-            instruments = self._flow.instruments()
-            if instruments is not None:
-                self._flow.consumed(instruments, msg)
-            opened = self._start(msg)
+            opened = self._start(msg, True)
         except Exception:
             report_internal_error("could not start a process span")
             return msg

@@ -300,9 +300,9 @@ class _RecordSpans(TracedAIOConsumer):
         super().__init__(calls, **options)
         calls.handing_over = self._handing_over
 
-    def _start(self, msg: Any) -> _Open | None:
+    def _start(self, msg: Any, polled: bool = False) -> _Open | None:
         # From getone (a view already) or from process(record) (the app's record).
-        return super()._start(msg if type(msg) is RecordView else RecordView(msg))
+        return super()._start(msg if type(msg) is RecordView else RecordView(msg), polled)
 
     def _claim(self, msg: Any) -> _Open | None:
         # process(record) gets the app's record; the open spans hold views of records.

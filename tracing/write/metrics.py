@@ -114,8 +114,14 @@ def chain_in(headers: Any) -> Any:
     return found
 
 
-def _meter_provider_may_be_set() -> bool:
-    return _metrics_internal._METER_PROVIDER is not None or "OTEL_PYTHON_METER_PROVIDER" in os.environ
+# A provider named in the environment is loaded by the API's public call: then always ask it.
+_METER_PROVIDER_FROM_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
+
+
+def meter_provider_may_be_set() -> bool:
+    # The API's own module variable: a dict lookup, where get_meter_provider() reads the
+    # environment on every call while no provider is set.
+    return _metrics_internal._METER_PROVIDER is not None or _METER_PROVIDER_FROM_ENV
 
 
 class Instruments:
@@ -200,8 +206,9 @@ class FlowMetrics:
         max_paths: int = MAX_PATHS,
     ) -> None:
         self._provider = meter_provider
-        self._instruments: Instruments | None = None
-        self._resolved = False
+        # Public for the hot paths, which read them instead of calling instruments().
+        self.resolved_instruments: Instruments | None = None
+        self.resolved = False
         common: dict[str, Any] = {sc.SYSTEM: "kafka"}
         if server is not None:
             common[sc.SERVER_ADDRESS] = server[0]
@@ -215,18 +222,18 @@ class FlowMetrics:
 
     def instruments(self) -> Instruments | None:
         """The instruments, or None while no MeterProvider is configured."""
-        if self._resolved:
-            return self._instruments
-        if self._provider is None and not _meter_provider_may_be_set():
+        if self.resolved:
+            return self.resolved_instruments
+        if self._provider is None and not meter_provider_may_be_set():
             return None  # check again next time: a provider may be set later
         provider = self._provider if self._provider is not None else metrics.get_meter_provider()
         if isinstance(provider, _metrics_internal._ProxyMeterProvider):
             return None
-        self._resolved = True
+        self.resolved = True
         if isinstance(provider, metrics.NoOpMeterProvider):
             return None
-        self._instruments = instruments_of(provider)
-        return self._instruments
+        self.resolved_instruments = instruments_of(provider)
+        return self.resolved_instruments
 
     def track_lag(self, lag: Any) -> bool:
         """Have the lag gauges observe ``lag``; False while no MeterProvider is configured."""

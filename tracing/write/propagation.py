@@ -371,7 +371,13 @@ class Propagation:
         if not headers:
             return None
         try:
-            if self._is_fast():
+            # self._is_fast(), without two calls: this runs for every message without an SDK.
+            p = self._explicit
+            if p is None:
+                p = getattr(propagate, "_HTTP_TEXT_FORMAT", None) or propagate.get_global_textmap()
+            if p is not self._seen:
+                p = self.propagator
+            if p is not None and self._fast:
                 tp = None
                 plain = True  # traceparent only: the common case, done here
                 for item in headers if type(headers) is list else _items(headers):

@@ -86,7 +86,7 @@ _NOT_THERE = object()
 _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
-def _global_provider_may_be_set() -> bool:
+def global_provider_may_be_set() -> bool:
     provider = getattr(_trace_api, "_TRACER_PROVIDER", _NOT_THERE)
     return provider is not None or _PROVIDER_FROM_ENV
 
@@ -123,7 +123,7 @@ class Telemetry:
     ) -> None:
         self._provider = tracer_provider
         self._tracer: Tracer | None = None
-        self._resolved = False
+        self.resolved = False  # read by the hot paths
         self.skip_remote_unsampled = False
         self.skip_local_unsampled = False
         self._new_span_id: Any = None
@@ -142,14 +142,14 @@ class Telemetry:
     # -- tracer resolution ----------------------------------------------------
     def tracer(self) -> Tracer | None:
         """The SDK tracer, or None while no SDK is configured (propagation only)."""
-        if self._resolved:
+        if self.resolved:
             return self._tracer
-        if self._provider is None and not _global_provider_may_be_set():
+        if self._provider is None and not global_provider_may_be_set():
             return None  # no global provider yet: check again next time
         provider = self._provider if self._provider is not None else trace.get_tracer_provider()
         if isinstance(provider, ProxyTracerProvider):
             return None  # no global provider yet: check again next time
-        self._resolved = True
+        self.resolved = True
         if isinstance(provider, trace.NoOpTracerProvider):
             return None
         self._tracer = provider.get_tracer(_SCOPE, __version__, schema_url=sc.SCHEMA_URL)
