@@ -108,3 +108,71 @@ def test_a_skipped_child_of_an_unsampled_parent_is_what_the_sdk_would_make():
                 made.is_remote,
             )
             assert mine.span_id != parent.span_id
+
+
+class _CountingIds:
+    """An id generator of the app's own: its ids must be the ones used."""
+
+    def __init__(self) -> None:
+        self.trace_ids: list[int] = []
+
+    def generate_trace_id(self) -> int:
+        self.trace_ids.append(random.getrandbits(128) or 1)
+        return self.trace_ids[-1]
+
+    def generate_span_id(self) -> int:
+        return random.getrandbits(64) or 1
+
+    def is_trace_id_random(self) -> bool:
+        return True
+
+
+def read_back(bootstrap: str, topic: str, n: int) -> list:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "read-back", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    while len(got) < n:
+        batch = consumer.consume(1000, 5)
+        assert batch, f"only {len(got)} of {n} messages came back"
+        got.extend(m for m in batch if m.error() is None)
+    consumer.close()
+    return got
+
+
+def test_root_sends_under_a_ratio_sampler_keep_exactly_the_sdks_share(mock_cluster):
+    """Deciding roots before the SDK must not sample twice (r x r) nor change the ids."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tracing import TracedProducer
+
+    ids = _CountingIds()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.25)), id_generator=ids)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    producer = TracedProducer({"bootstrap.servers": mock_cluster}, tracer_provider=provider)
+    n = 4000
+    for _ in range(n):
+        producer.produce("ratio-roots", b"x", partition=0)
+        if len(producer) > 500:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+    sent = [msg.headers() for msg in read_back(mock_cluster, "ratio-roots", n)]
+    recorded = exporter.get_finished_spans()
+    # 4000 draws at 25 %: 1000 expected, sd ~27; twice-sampled would give ~250.
+    assert 850 < len(recorded) < 1150
+    assert all(s.context.trace_id in ids.trace_ids for s in recorded)  # the app's generator's ids
+    sampled_flags = 0
+    for headers in sent:
+        (traceparent,) = [v for k, v in headers if k == "traceparent"]
+        context = parse_traceparent(traceparent)
+        assert context.trace_id in ids.trace_ids
+        assert context.trace_flags & 0x02  # the generator's ids are random: level-2 flag, as the SDK sets it
+        sampled_flags += context.trace_flags.sampled
+        # Sampled iff the trace id is under the ratio's bound, as the SDK decides.
+        assert context.trace_flags.sampled == ((context.trace_id & ((1 << 64) - 1)) < (1 << 62))
+    assert sampled_flags == len(recorded)

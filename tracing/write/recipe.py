@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -126,6 +128,7 @@ class Telemetry:
         self.resolved = False  # read by the hot paths
         self.skip_remote_unsampled = False
         self.skip_local_unsampled = False
+        self._root_ids: _RootIds | None = None  # the root-sampling fast path, when it applies
         self._new_span_id: Any = None
         common: dict[str, Any] = {sc.SYSTEM: "kafka"}
         if client_id:
@@ -160,6 +163,8 @@ class Telemetry:
         # Span ids of skipped children come from the provider's id generator, as the SDK's would.
         id_generator = getattr(provider, "id_generator", None)
         self._new_span_id = getattr(id_generator, "generate_span_id", None) or _random_span_id
+        if sampler is not None and not _sdk_counts_every_span():
+            self._root_ids = _RootIds.install(self._tracer, sampler)
         return self._tracer
 
     def _unsampled_child(self, parent: SpanContext) -> NonRecordingSpan | None:
@@ -199,12 +204,16 @@ class Telemetry:
         ``context``: the current context, when the caller has it already.
         """
         ctx = context if context is not None else context_api.get_current()
-        if self.skip_local_unsampled or self.skip_remote_unsampled:
+        if self.skip_local_unsampled or self.skip_remote_unsampled or self._root_ids is not None:
             parent = trace.get_current_span(ctx).get_span_context()
-            if parent.is_valid:  # a root send has nothing to skip
+            if parent.is_valid:
                 skipped = self._unsampled_child(parent)
                 if skipped is not None:
                     return skipped
+            elif self._root_ids is not None:
+                root = self._root_ids.unsampled_root()
+                if root is not None:
+                    return root
         name, base = self._send_recipe(topic)
         attrs = base.copy()
         if key is not None:
@@ -351,6 +360,75 @@ class Telemetry:
                 )
         span = tracer.start_span(name, None, _CLIENT, attrs, links, started_ns)
         span.end()
+
+
+class _RootIds:
+    """The root decision of ``ParentBased(TraceIdRatioBased(r))``, made before the SDK.
+
+    The SDK draws a root span's trace id and samples on it alone (``trace_id & limit <
+    bound``). We draw the trace id from the same generator and decide the same way: a
+    dropped root (99 % at r = 1 %) then costs a span context instead of a trip through
+    the SDK, with exactly the ids, flags and trace state the SDK would give it. A kept
+    root is handed to the SDK with that very trace id (preloaded into our tracer's id
+    generator), so the SDK's own decision, on the same id, agrees: the sampled share
+    stays exactly r.
+    """
+
+    __slots__ = ("_inner", "_bound", "_local", "_tracer")
+
+    _DESCRIPTION = re.compile(r"ParentBased\{root:TraceIdRatioBased\{([0-9.eE+-]+)\},")
+
+    def __init__(self, tracer: Any, inner: Any, bound: int) -> None:
+        self._tracer = tracer
+        self._inner = inner
+        self._bound = bound
+        self._local = threading.local()
+
+    @classmethod
+    def install(cls, tracer: Any, sampler: Any) -> _RootIds | None:
+        """Wrap our own tracer's id generator, if the sampler and the SDK allow it."""
+        try:
+            match = cls._DESCRIPTION.match(sampler.get_description())
+            inner = getattr(tracer, "id_generator", None)
+            if match is None or inner is None or getattr(tracer, "sampler", None) is not sampler:
+                return None
+            from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+            ids = cls(tracer, inner, TraceIdRatioBased.get_bound_for_rate(float(match.group(1))))
+            tracer.id_generator = ids  # only the tracer of this library's scope
+            return ids
+        except Exception:
+            return None
+
+    # The id generator interface, for the SDK.
+    def generate_trace_id(self) -> int:
+        preloaded = getattr(self._local, "trace_id", None)
+        if preloaded is not None:
+            self._local.trace_id = None
+            return preloaded
+        return self._inner.generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        return self._inner.generate_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        check = getattr(self._inner, "is_trace_id_random", None)
+        return bool(check()) if check is not None else False
+
+    def unsampled_root(self) -> NonRecordingSpan | None:
+        """The SDK's span for a root it drops; None when it would keep it (it makes that one)."""
+        enabled = getattr(self._tracer, "_is_enabled", None)
+        if enabled is not None and not enabled():
+            return None  # a disabled tracer: the SDK's own answer
+        trace_id = self._inner.generate_trace_id()
+        if trace_id & _TRACE_ID_LIMIT < self._bound:
+            self._local.trace_id = trace_id  # the SDK's next root takes this id
+            return None
+        flags = _FLAGS[_RANDOM_TRACE_ID] if self.is_trace_id_random() else _FLAGS[0]
+        return NonRecordingSpan(SpanContext(trace_id, self._inner.generate_span_id(), False, flags))
+
+
+_TRACE_ID_LIMIT = (1 << 64) - 1
 
 
 def _random_span_id() -> int:
