@@ -320,3 +320,44 @@ def test_a_broken_instrumentation_never_breaks_send_or_getone(mock_cluster, topi
     metadata, record = asyncio.run(scenario())
     assert metadata.offset == 0
     assert (record.value, list(record.headers)) == (b"order", [("a", b"1")])
+
+
+def test_flow_metrics_count_aiokafka_sends_and_records_and_carry_the_chain(mock_cluster, topic):
+    from tests.write.test_flow_metrics import Metrics
+    from tracing.write.metrics import parse_chain
+
+    meters = Metrics()
+    onward = topic + "-stock"
+
+    async def scenario():
+        producer = TracedAIOKafkaProducer(
+            AIOKafkaProducer(bootstrap_servers=mock_cluster), meter_provider=meters.provider
+        )
+        client = AIOKafkaConsumer(
+            bootstrap_servers=mock_cluster, group_id="inventory", auto_offset_reset="earliest"
+        )
+        consumer = TracedAIOKafkaConsumer(client, meter_provider=meters.provider)
+        async with producer, consumer:
+            for key in KEYS[:3]:
+                await producer.send_and_wait(topic, b"order", key=key, partition=0)
+            consumer.assign([TopicPartition(topic, 0)])
+            for _ in range(3):
+                record = await next_record(consumer)
+                async with consumer.process(record):
+                    await producer.send_and_wait(onward, b"reserved", key=record.key, partition=0)
+            return dict(record.headers)
+
+    headers = asyncio.run(scenario())
+    assert parse_chain(headers["eventchain"]).path == topic  # the chain began at the first send
+    sent = {
+        p.attributes["messaging.destination.name"]: p.value
+        for p in meters.points("messaging.client.sent.messages")
+    }
+    assert sent == {topic: 3, onward: 3}
+    assert meters.total("messaging.client.consumed.messages") == 3
+    assert meters.total("messaging.process.duration") == 3
+    (chain,) = meters.points("eventchain.chain.duration")
+    assert (
+        chain.attributes["eventchain.path"] == topic
+        and chain.attributes["messaging.consumer.group.name"] == "inventory"
+    )

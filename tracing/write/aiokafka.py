@@ -14,6 +14,7 @@ it expects; records reach the span recipe through :class:`RecordView`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -26,8 +27,9 @@ from opentelemetry.trace import Span, SpanContext, TracerProvider
 
 from tracing.write.aio import AsyncProcessing, TracedAIOConsumer
 from tracing.write.consumer import PARENT, _Open
+from tracing.write.metrics import CHAIN_HEADER, FlowMetrics
 from tracing.write.propagation import Propagation, replace_headers, report_internal_error
-from tracing.write.recipe import Telemetry, server_of
+from tracing.write.recipe import Telemetry, error_type, server_of
 
 _get_current = context_api.get_current
 # aiokafka's timestamp types (0 create time, 1 log-append time) as confluent-kafka numbers
@@ -125,6 +127,20 @@ def _end_send(span: Span, delivered: asyncio.Future[Any]) -> None:
         report_internal_error("could not record a delivery")
 
 
+def _count_send(
+    flow: FlowMetrics, instruments: Any, topic: str, started: int, delivered: asyncio.Future[Any]
+) -> None:
+    """Count one send in the flow metrics when aiokafka's delivery future resolves."""
+    try:
+        if delivered.cancelled():
+            return  # the outcome is unknown: neither sent nor failed
+        err = delivered.exception()
+        partition = None if err is not None else getattr(delivered.result(), "partition", None)
+        flow.sent(instruments, topic, partition, error_type(err) if err is not None else None, started)
+    except Exception:
+        report_internal_error("could not record a delivery in the metrics")
+
+
 class TracedAIOKafkaProducer:
     """Wraps an ``aiokafka.AIOKafkaProducer``; every message carries its send span's context.
 
@@ -143,6 +159,7 @@ class TracedAIOKafkaProducer:
         producer: the ``AIOKafkaProducer``.
         tracer_provider: defaults to the global one.
         propagator: defaults to the global one (``OTEL_PROPAGATORS``).
+        meter_provider: for the flow metrics; defaults to the global one (none: no metrics).
     """
 
     def __init__(
@@ -151,6 +168,7 @@ class TracedAIOKafkaProducer:
         *,
         tracer_provider: TracerProvider | None = None,
         propagator: TextMapPropagator | None = None,
+        meter_provider: Any = None,
     ) -> None:
         self._producer = producer
         self._propagation = Propagation(propagator)
@@ -158,6 +176,7 @@ class TracedAIOKafkaProducer:
         self._telemetry = Telemetry(
             tracer_provider, client_id=settings.get("client.id"), server=server_of(settings)
         )
+        self._flow = FlowMetrics(meter_provider, server=server_of(settings))
 
     @property
     def wrapped(self) -> Any:
@@ -177,7 +196,13 @@ class TracedAIOKafkaProducer:
         ctx = _get_current()
         span: Span | None = None
         sent_headers = headers
+        started = time.time_ns()
+        instruments = None
         try:
+            instruments = self._flow.instruments()
+            chain = None
+            if instruments is not None:
+                chain = (CHAIN_HEADER, self._flow.chain_to_send(ctx, topic).encode())
             tracer = self._telemetry.tracer()
             if tracer is not None:
                 span = self._telemetry.start_send(tracer, topic, key, partition, value is None, ctx)
@@ -187,7 +212,9 @@ class TracedAIOKafkaProducer:
                 # processed) still flows downstream.
                 carried = trace.get_current_span(ctx).get_span_context()
             if carried.is_valid:
-                sent_headers = self._inject(headers, carried, ctx)
+                sent_headers = self._inject(headers, carried, ctx, chain)
+            elif chain is not None:
+                sent_headers = replace_headers(headers, [chain])
         except Exception:
             report_internal_error("could not trace a send")
             sent_headers = headers
@@ -203,9 +230,13 @@ class TracedAIOKafkaProducer:
         except BaseException as exc:  # refused, or the send itself cancelled: nothing is sent
             if span is not None:
                 Telemetry.fail(span, exc)
+            if instruments is not None and isinstance(exc, Exception):
+                self._flow.sent(instruments, topic, partition, type(exc).__qualname__, started)
             raise
         if span is not None and span.is_recording():  # no callback for a span nobody records
             delivered.add_done_callback(partial(_end_send, span))
+        if instruments is not None:
+            delivered.add_done_callback(partial(_count_send, self._flow, instruments, topic, started))
         return delivered
 
     async def send_and_wait(
@@ -221,9 +252,9 @@ class TracedAIOKafkaProducer:
         delivered = await self.send(topic, value, key, partition, timestamp_ms, headers)
         return await delivered
 
-    def _inject(self, headers: Any, span_context: SpanContext, ctx: Context) -> Any:
+    def _inject(self, headers: Any, span_context: SpanContext, ctx: Context, extra: Any = None) -> Any:
         """The caller's headers with the trace headers replaced; aiokafka wants bytes values."""
-        carried = self._propagation.inject(None, span_context, ctx)
+        carried = self._propagation.inject(None, span_context, ctx, extra)
         if not carried:
             return headers
         encoded = [(k, v.encode() if type(v) is str else v) for k, v in carried]
@@ -341,6 +372,8 @@ class TracedAIOKafkaConsumer:
         trust: ``"parent"`` (default) or ``"link"``, or a mapping per topic; as for
             :class:`~tracing.write.consumer.TracedConsumer`.
         baggage_keys: only these incoming baggage keys are kept (default: all).
+        meter_provider: for the flow metrics (counts, durations, queue time, chain
+            duration; aiokafka has no statistics, so no lag); default: the global one.
     """
 
     def __init__(
@@ -351,6 +384,7 @@ class TracedAIOKafkaConsumer:
         propagator: TextMapPropagator | None = None,
         trust: str | Mapping[str, str] = PARENT,
         baggage_keys: Iterable[str] | None = None,
+        meter_provider: Any = None,
     ) -> None:
         self._consumer = consumer
         self._spans = _RecordSpans(
@@ -359,6 +393,7 @@ class TracedAIOKafkaConsumer:
             propagator=propagator,
             trust=trust,
             baggage_keys=baggage_keys,
+            meter_provider=meter_provider,
             client_config=_client_settings(consumer),
         )
 
