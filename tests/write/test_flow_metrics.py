@@ -420,3 +420,28 @@ def test_asyncio_consumers_count_and_report_lag(meters, mock_cluster, topic):
     assert meters.total("messaging.process.duration") == 30
     assert reports
     assert lag_points(meters) == {}  # a closed consumer reports no partitions
+
+
+def test_instrument_gives_consumers_built_from_a_config_their_lag(meters, mock_cluster, topic):
+    import confluent_kafka
+
+    import tracing
+
+    produce_orders(mock_cluster, topic, 12, meters=meters, partition=0)
+    tracing.instrument(meter_provider=meters.provider)
+    try:
+        consumer = confluent_kafka.Consumer(
+            consumer_conf(mock_cluster, "instrumented", **{"statistics.interval.ms": 100})
+        )
+    finally:
+        tracing.uninstrument()
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    consumed = poll_n(consumer, 2)
+    consumer.commit(consumed[-1], asynchronous=False)
+    consumer.pause([TopicPartition(topic, 0)])
+    wait_for(
+        lambda: lag_points(meters).get("0") is not None and lag_points(meters)["0"].value == 10,
+        step=lambda: consumer.poll(0),
+    )
+    assert lag_points(meters)["0"].attributes[GROUP] == "instrumented"
+    consumer.close()
