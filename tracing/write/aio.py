@@ -16,6 +16,7 @@ import asyncio
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -207,6 +208,34 @@ class TracedAIOConsumer(TracedConsumer):
         await self.close()
 
 
+class _Settle:
+    """Resolves one produce()'s future from its delivery report (in the event loop)."""
+
+    __slots__ = ("future", "user_callback")
+
+    def __init__(self, future: asyncio.Future[Any], user_callback: Any) -> None:
+        self.future = future
+        self.user_callback = user_callback
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        future = self.future
+        if self.user_callback is not None:
+            try:
+                self.user_callback(err, msg)
+            except Exception as exc:  # the app's callback must not hide the delivery
+                if not future.done():
+                    future.set_exception(exc)
+                return
+        if future.done():
+            return
+        if err is not None:
+            from confluent_kafka import KafkaException
+
+            future.set_exception(KafkaException(err))
+        else:
+            future.set_result(msg)
+
+
 class TracedAIOProducer:
     """asyncio producer with trace context in every message.
 
@@ -247,6 +276,11 @@ class TracedAIOProducer:
         self._poll_interval = poll_interval
         self._closed = threading.Event()
         self._poller: threading.Thread | None = None
+        # Delivery reports wait here for their event loop, which settles them in batches:
+        # one wake-up of the loop per batch, not per message.
+        self._reports: dict[Any, deque[tuple[_Settle, Any, Any]]] = {}
+        self._wake_pending: set[Any] = set()
+        self._since_yield = 0
 
     @property
     def wrapped(self) -> TracedProducer:
@@ -274,34 +308,44 @@ class TracedAIOProducer:
 
         Same parameters as ``Producer.produce``; an ``on_delivery`` callback is called
         in the event loop. ``BufferError`` (queue full) is raised as by the client.
+        librdkafka's produce never blocks, so neither does this; every
+        ``YIELD_EVERY`` messages it lets the loop run other tasks, so that a tight
+        produce loop cannot starve them.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         user_callback = kwargs.pop("on_delivery", None) or kwargs.pop("callback", None)
-
-        def settle(err: Any, msg: Any) -> None:
-            if user_callback is not None:
-                try:
-                    user_callback(err, msg)
-                except Exception as exc:  # the app's callback must not hide the delivery
-                    if not future.done():
-                        future.set_exception(exc)
-                    return
-            if future.done():
-                return
-            if err is not None:
-                from confluent_kafka import KafkaException
-
-                future.set_exception(KafkaException(err))
-            else:
-                future.set_result(msg)
+        settle = _Settle(future, user_callback)
+        reports = self._reports.get(loop)
+        if reports is None:
+            reports = self._reports[loop] = deque()
 
         def report(err: Any, msg: Any) -> None:  # runs in the report thread
-            loop.call_soon_threadsafe(settle, err, msg)
+            reports.append((settle, err, msg))
+            if loop not in self._wake_pending:
+                self._wake_pending.add(loop)
+                try:
+                    loop.call_soon_threadsafe(self._settle_reports, loop)
+                except RuntimeError:  # the loop is closed: nobody waits for the future
+                    self._wake_pending.discard(loop)
 
         self._ensure_poller()
         self._producer.produce(topic, value, key, *args, on_delivery=report, **kwargs)
+        self._since_yield += 1
+        if self._since_yield >= self.YIELD_EVERY:
+            self._since_yield = 0
+            await asyncio.sleep(0)
         return future
+
+    YIELD_EVERY = 64
+
+    def _settle_reports(self, loop: Any) -> None:
+        """In the event loop: settle every delivery reported so far."""
+        self._wake_pending.discard(loop)  # first: a report arriving from now on wakes us again
+        reports = self._reports.get(loop)
+        while reports:
+            settle, err, msg = reports.popleft()
+            settle(err, msg)
 
     async def poll(self, timeout: float = 0) -> int:
         """Serve delivery reports now (they are also served in the background)."""
