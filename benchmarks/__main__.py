@@ -33,6 +33,8 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 SAMPLINGS = ("none", "1.0", "0.01")
 # asyncio: no SDK and 100 % (discarding exporter); contrib has no asyncio clients.
 AIO_SAMPLINGS = ("none", "1.0")
+# The flow metrics' cost is measured beside these (no SDK: the metrics alone).
+METRICS_SAMPLINGS = ("none", "1.0")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,6 +57,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--samplings", default="none,1.0,0.01", help="none (no SDK), 1.0 and/or 0.01 (default: all three)"
     )
     parser.add_argument("--no-contrib", action="store_true", help="leave out the contrib variant")
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="leave out the variants with the flow metrics on (a global MeterProvider)",
+    )
     parser.add_argument(
         "--api",
         default="sync,async",
@@ -117,7 +125,10 @@ def plan(
             configs = [("none", "none")] if "none" in samplings else []
             configs += [(s, e) for e in exporters for s in samplings if s != "none"]
             for sampling, exporter in configs:
-                for library in ("ours", "contrib") if contrib else ("ours",):
+                libraries = ["ours", "contrib"] if contrib else ["ours"]
+                if args.metrics and exporter != "otlp" and sampling in METRICS_SAMPLINGS:
+                    libraries.insert(1, "ours-metrics")  # beside its tracing-only twin
+                for library in libraries:
                     round_plan.append(
                         {"library": library, "sampling": sampling, "exporter": exporter, "broker": broker}
                     )

@@ -16,12 +16,20 @@ SAMPLING_LABEL = {"none": "no SDK", "1.0": "100%", "0.01": "1%"}
 LIBRARY_LABEL = {
     "raw": "raw confluent-kafka",
     "ours": "this library",
+    "ours-metrics": "this library + flow metrics",
     "contrib": "otel contrib",
     "aio-raw": "aio: raw confluent_kafka.aio",
     "aio-ours": "aio: this library",
 }
 # The uninstrumented client each library's overhead is measured against.
-RAW_OF = {"raw": "raw", "ours": "raw", "contrib": "raw", "aio-raw": "aio-raw", "aio-ours": "aio-raw"}
+RAW_OF = {
+    "raw": "raw",
+    "ours": "raw",
+    "ours-metrics": "raw",
+    "contrib": "raw",
+    "aio-raw": "aio-raw",
+    "aio-ours": "aio-raw",
+}
 # The asyncio variant's synchronous counterpart: what asyncio costs on top.
 SYNC_OF = {"aio-raw": "raw", "aio-ours": "ours"}
 BROKER_LABEL = {"mock": "librdkafka mock cluster", "real": "real broker (127.0.0.1:19092)"}
@@ -109,8 +117,24 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             k: {p: _median(rnd[k].get(p) for rnd in lag_by_round.values() if k in rnd) for p in PHASES}
             for k in lag_keys
         }
+        # What the flow metrics add to the same sampling (µs per message), round by round.
+        metrics_cost = {}
+        for k in keys:
+            if not k.startswith("ours-metrics/"):
+                continue
+            plain = "ours/" + k.split("/", 1)[1]
+            if plain in keys:
+                metrics_cost[k.split("/", 1)[1]] = {
+                    p: _median(
+                        1e6 / rnd[k][p] - 1e6 / rnd[plain][p]
+                        for rnd in by_round.values()
+                        if k in rnd and plain in rnd and rnd[k].get(p) and rnd[plain].get(p)
+                    )
+                    for p in PHASES
+                }
         aio_keys = [k for k in keys if k.startswith("aio-")]
         out[broker] = {
+            "metrics_cost_us": metrics_cost,
             "rounds": len(by_round),
             "msgs_per_s": rates,
             "overhead_us_over_raw": overhead,
@@ -175,7 +199,7 @@ def _order(key: str) -> tuple[int, int, int, int]:
         api,
         {"": 0, "discard": 0, "otlp": 1}[exporter],
         {"none": 0, "1.0": 1, "0.01": 2}.get(sampling, 3),
-        {"ours": 0, "contrib": 1, "aio-ours": 0}[library],
+        {"ours": 0, "ours-metrics": 1, "contrib": 2, "aio-ours": 0}[library],
     )
 
 
@@ -287,6 +311,17 @@ def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str
                 sampling, _, exporter = key.partition("/")
                 label = SAMPLING_LABEL.get(sampling, sampling) + (" " + exporter if exporter else "")
                 lines.append(f"  {label:24} " + _ratio_cells(ratio))
+        if s.get("metrics_cost_us"):
+            lines.append("")
+            lines.append(
+                "flow metrics: µs/msg they add to the same sampling (median of per-round differences):"
+            )
+            lines.append(f"  {'sampling + exporter':24} {'produce':>8} {'poll':>8} {'process':>8}")
+            for key, cost in s["metrics_cost_us"].items():
+                sampling, _, exporter = key.partition("/")
+                label = SAMPLING_LABEL.get(sampling, sampling) + (" " + exporter if exporter else "")
+                cells = " ".join(f"{_num(cost.get(p), '.2f'):>8}" for p in PHASES)
+                lines.append(f"  {label:24} {cells}")
         aio_keys = [k for k in s["msgs_per_s"] if k.startswith("aio-")]
         if aio_keys:
             lines.append("")

@@ -294,8 +294,37 @@ def _idle(since: float | None, msg: Any) -> float | None:
 
 
 # ----------------------------------------------------------------------------- main
+def setup_metrics(spec: dict[str, Any]) -> Any:
+    """For ``ours-metrics``: a global MeterProvider, as ``tracing.configure()`` makes one
+    (a periodic reader; its exporter discards), so the flow metrics are recorded."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
+
+    class Discard(MetricExporter):
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            pass
+
+    provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(Discard(), 1000)])
+    metrics.set_meter_provider(provider)
+    return provider
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     library, n = spec["library"], int(spec["n"])
+    if library == "ours-metrics":
+        setup_metrics(spec)
+        library = "ours"  # the same clients; the global MeterProvider turns the metrics on
     provider, exporter = setup_sdk(spec)
     ratio = 1.0 if spec["sampling"] == "none" else float(spec["sampling"])
     broker = Broker(spec["broker"], spec.get("bootstrap"))
