@@ -34,6 +34,8 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
         "ours/none",
         "ours/1.0/discard",
         "ours/0.01/discard",
+        "ours-metrics/none",
+        "ours-metrics/1.0/discard",
         "aio-raw",
         "aio-ours/none",
         "aio-ours/1.0/discard",
@@ -51,6 +53,9 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
     assert set(lag) == {"aio-raw", "aio-ours/none", "aio-ours/1.0/discard"}
     assert all(v is not None and v >= 0 for phases in lag.values() for v in phases.values()), lag
     assert set(data["summary"]["mock"]["aio_ratio_vs_sync"]) == set(lag)
+    # the flow metrics' cost is reported beside tracing, for no SDK and for 100 %
+    assert set(data["summary"]["mock"]["metrics_cost_us"]) == {"none", "1.0/discard"}
+    assert "flow metrics: µs/msg" in run.stdout
     assert "this library" in run.stdout and "targets:" in run.stdout
     assert "aio: this library" in run.stdout and "loop lag ms" in run.stdout
 
