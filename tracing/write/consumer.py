@@ -31,7 +31,7 @@ from opentelemetry.trace import Span, TracerProvider
 
 from tracing.write.lag import ConsumerLag, with_lag_statistics
 from tracing.write.metrics import CHAIN_KEY, FlowMetrics
-from tracing.write.propagation import Propagation, report_internal_error
+from tracing.write.propagation import SPAN_KEY, Propagation, report_internal_error
 from tracing.write.recipe import Telemetry, link_limit, server_of
 
 _get_ident = threading.get_ident
@@ -141,18 +141,24 @@ class Processing:
             if opened is not None:
                 opened.claimed = True
         self._open = opened
-        span = opened.span if opened is not None else None
-        return span if span is not None else trace.get_current_span()
+        if opened is None:
+            return trace.get_current_span()
+        span = opened.span
+        if span is None:  # no SDK: the carried context's span is the current one
+            span = opened.ctx.get(SPAN_KEY) or trace.get_current_span()
+        return span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         opened, self._open = self._open, None
         token, self._token = self._token, None
+        if opened is None and token is None:
+            return False
         try:
             if token is not None:
                 _detach(token)
-            elif opened is not None and opened.owner == self._consumer._owner():
-                opened.detach()
-            if opened is not None:
+            elif opened.token is not None and opened.owner == self._consumer._owner():  # type: ignore[union-attr]
+                opened.detach()  # type: ignore[union-attr]
+            if opened is not None and (opened.span is not None or opened.flow is not None):
                 opened.end(exc)
         except Exception:
             report_internal_error("could not end a process span")
