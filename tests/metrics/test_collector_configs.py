@@ -141,6 +141,51 @@ def test_agent_routes_by_trace_id() -> None:
     assert kafka["service"]["pipelines"]["traces"]["exporters"] == ["kafka"]
 
 
+# The services' own flow metrics (tracing.configure() exports them over OTLP) take the pipeline of this
+# name in every setup: collector.yaml's, and both tiers' (agent -> gateway -> prometheus exporter).
+SERVICES_METRICS = "metrics/services"
+
+
+@pytest.mark.parametrize("setup", sorted(COLLECTOR_SETUPS), ids=str)
+def test_services_metrics_have_a_pipeline_and_no_sampler(setup: str) -> None:
+    pipelines = merged(COLLECTOR_SETUPS[setup])["service"]["pipelines"]
+    assert SERVICES_METRICS in pipelines, f"{setup} drops the services' metrics"
+    pipeline = pipelines[SERVICES_METRICS]
+    assert pipeline["processors"][0] == "memory_limiter"
+    # counted for every message: nothing on their way may sample them
+    assert "tail_sampling" not in pipeline["processors"]
+
+
+def test_agent_passes_services_metrics_to_the_gateways_by_service() -> None:
+    agent = load("agent.yaml")
+    pipeline = agent["service"]["pipelines"][SERVICES_METRICS]
+    assert pipeline["receivers"] == ["otlp"]
+    (exporter,) = pipeline["exporters"]
+    lb = agent["exporters"][exporter]
+    # one gateway per service: a series split over two gateways would be exposed (and summed) twice
+    assert lb["routing_key"] == "service"
+    assert lb["resolver"] == agent["exporters"]["loadbalancing"]["resolver"], "not the trace gateways"
+    kafka = merged(("agent.yaml", "agent-kafka.yaml"))
+    assert kafka["service"]["pipelines"][SERVICES_METRICS]["exporters"] == ["kafka"]
+    assert kafka["exporters"]["kafka"]["partition_metrics_by_resource_attributes"] is True
+    assert kafka["exporters"]["kafka"]["metrics"]["topic"] != kafka["exporters"]["kafka"]["traces"]["topic"]
+
+
+def test_gateways_expose_services_metrics_like_the_single_collector() -> None:
+    single = load("collector.yaml")["service"]["pipelines"][SERVICES_METRICS]
+    assert single["exporters"] == ["prometheus"]
+    assert load("gateway.yaml")["service"]["pipelines"][SERVICES_METRICS] == single
+    gateway = merged(("gateway.yaml", "gateway-kafka.yaml"))
+    pipeline = gateway["service"]["pipelines"][SERVICES_METRICS]
+    assert pipeline["exporters"] == ["prometheus"]
+    (receiver,) = pipeline["receivers"]
+    spans, metrics = gateway["receivers"]["kafka"], gateway["receivers"][receiver]
+    # the topic the agents write the metrics to, in a consumer group apart from the spans' one
+    agent_kafka = merged(("agent.yaml", "agent-kafka.yaml"))["exporters"]["kafka"]
+    assert metrics["metrics"]["topic"] == agent_kafka["metrics"]["topic"]
+    assert metrics["group_id"] != spans["group_id"]
+
+
 def test_prometheus_config_scrapes_the_collector() -> None:
     prom = yaml.safe_load((CONFIG_DIR / "prometheus.yml").read_text())
     targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
