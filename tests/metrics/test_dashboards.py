@@ -96,6 +96,34 @@ def test_panels_cover_the_event_flow_questions() -> None:
     assert len(jaeger_targets) >= 2, "slowest and failing chains come from Jaeger searches"
 
 
+def test_panels_cover_the_services_flow_metrics() -> None:
+    """The services' own metrics (every message, whatever the trace sampling) have their panels,
+    and the topic and group selectors also read them: at 0 % head sampling no span metric exists."""
+    exprs = [promql_of(q.target) for q in panel_queries(DASHBOARDS) if q.kind == "prometheus"]
+    joined = " ".join(exprs)
+    for needed in (
+        # per path and consumer group
+        "sum by (le, eventchain_path, messaging_consumer_group_name) "
+        "(rate(eventchain_chain_duration_seconds_bucket",
+        "kafka_record_queue_time_seconds_bucket",
+        "messaging_process_duration_seconds_bucket",
+        "kafka_consumer_lag{",
+        "kafka_consumer_time_lag_seconds{",
+        "rate(messaging_client_sent_messages_total{",
+        "rate(messaging_client_consumed_messages_total{",
+        'error_type!=""',  # failed sends
+    ):
+        assert needed in joined, needed
+    for quantile in ("0.50", "0.95", "0.99"):
+        assert any(
+            e.startswith(f"histogram_quantile({quantile}") and "eventchain_chain_duration" in e for e in exprs
+        ), quantile
+    for dash in DASHBOARDS.values():
+        for var in variables(dash):
+            if var["name"] in ("topic", "group"):
+                assert "messaging_client_consumed_messages_total" in variable_query(var), var["name"]
+
+
 # ------------------------------------------------------------------------- datasources
 
 
