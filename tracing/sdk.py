@@ -133,7 +133,7 @@ def configure(
     provider.add_span_processor(BatchSpanProcessor(exporter or otlp_exporter(endpoint, protocol)))
     if set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
-    if not set_global and metric_exporter is None:
+    if not set_global:
         return provider  # wrappers find a MeterProvider only globally or when given one
     if metrics_endpoint is None and not os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         metrics_endpoint = endpoint  # one endpoint for both signals, as OTEL_EXPORTER_OTLP_ENDPOINT

@@ -192,7 +192,11 @@ def test_the_demos_traffic_shows_on_every_panel(real_stack: Stack, metrics_stack
         "slow_ms": "5",
         "jaeger_ui": "http://127.0.0.1:16686",
     }
-    queries = panel_queries(DASHBOARDS)
+    # Panels on the services' own flow metrics are left out: the demo's processes export them once,
+    # at exit, and do all their work between two exports (rate() needs a series to grow between two
+    # scrapes), and the demo has no failed send. test_flow_metrics_live.py runs the demo's services
+    # with spaced orders at 0 % trace sampling for those.
+    queries = [q for q in panel_queries(DASHBOARDS) if q.kind != "prometheus" or _from_spans(q)]
 
     def all_answer() -> bool:
         missing = []
@@ -212,6 +216,14 @@ def test_the_demos_traffic_shows_on_every_panel(real_stack: Stack, metrics_stack
         return True
 
     live.wait_until(all_answer, timeout=120, interval=3, what="data for every panel from the demo")
+
+
+# What the collector computes from spans (the rest comes from the services' own flow metrics).
+SPAN_METRICS = ("traces_span_metrics_", "traces_service_graph_", "messaging_publish_to_process_")
+
+
+def _from_spans(q) -> bool:
+    return any(m in promql_of(q.target) for m in SPAN_METRICS)
 
 
 def test_jaeger_monitor_tab_reads_the_span_metrics(

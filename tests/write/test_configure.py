@@ -68,3 +68,35 @@ def test_spans_are_flushed_at_interpreter_exit(tmp_path):
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert out.read_text().splitlines() == ["last words"]
+
+
+def _configure_in_a_fresh_interpreter(env_extra: dict) -> dict:
+    """Run configure() where no global provider exists yet; what it set up, as JSON."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, tracing\n"
+        "from opentelemetry import metrics\n"
+        "tracing.configure('points-service', endpoint='http://127.0.0.1:1')\n"
+        "mp = metrics.get_meter_provider()\n"
+        "res = getattr(mp, '_sdk_config', None)\n"
+        "print(json.dumps({'type': type(mp).__name__,"
+        " 'service': res.resource.attributes.get('service.name') if res else None}))\n"
+    )
+    env = {**os.environ, "OTEL_METRIC_EXPORT_INTERVAL": "600000", **env_extra}
+    env.pop("OTEL_METRICS_EXPORTER", None) if "OTEL_METRICS_EXPORTER" not in env_extra else None
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_configure_sets_up_the_flow_metrics_beside_the_traces():
+    assert _configure_in_a_fresh_interpreter({}) == {"type": "MeterProvider", "service": "points-service"}
+
+
+def test_otel_metrics_exporter_none_turns_the_metrics_off():
+    got = _configure_in_a_fresh_interpreter({"OTEL_METRICS_EXPORTER": "none"})
+    assert got["type"] != "MeterProvider"

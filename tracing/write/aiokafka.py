@@ -231,7 +231,7 @@ class TracedAIOKafkaProducer:
             if span is not None:
                 Telemetry.fail(span, exc)
             if instruments is not None and isinstance(exc, Exception):
-                self._flow.sent(instruments, topic, partition, type(exc).__qualname__, started)
+                self._flow.sent(instruments, topic, partition, error_type(exc), started)
             raise
         if span is not None and span.is_recording():  # no callback for a span nobody records
             delivered.add_done_callback(partial(_end_send, span))

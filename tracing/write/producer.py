@@ -252,7 +252,7 @@ class TracedProducer:
             if span is not None:
                 Telemetry.fail(span, exc)
             try:
-                self._flow.sent(instruments, topic, kwargs.get("partition"), type(exc).__qualname__, started)
+                self._flow.sent(instruments, topic, kwargs.get("partition"), error_type(exc), started)
             except Exception:
                 report_internal_error("could not record a failed produce in the metrics")
             raise

@@ -69,7 +69,11 @@ def key_text(key: Any) -> str | None:
 
 
 def error_type(err: Any) -> str:
-    """`error.type` for a KafkaError or an exception."""
+    """`error.type` for a KafkaError or an exception (a KafkaException: the error it carries,
+    so a failed delivery and a refused produce() of the same cause read alike)."""
+    args = getattr(err, "args", None)
+    if args and type(err).__name__ == "KafkaException" and hasattr(args[0], "name"):
+        err = args[0]
     name = getattr(err, "name", None)
     if callable(name):
         try:
