@@ -46,8 +46,14 @@ SEARCH_CONCURRENCY = 8
 PIPE_WIDTH = 160
 JSON_INDENT_DEPTH = 100
 
-_UNITS_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
-             "w": 7 * 86400 * 10**9}
+_UNITS_NS = {
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+    "w": 7 * 86400 * 10**9,
+}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
@@ -162,8 +168,14 @@ def _linking_candidates(client: JaegerClient, spans: list[Span]) -> list[Span]:
     return _search(client, client.services(), start, end, limit=LINK_SCAN_LIMIT)
 
 
-def _search(client: JaegerClient, services: list[str], start_ns: int, end_ns: int, limit: int,
-            tags: Mapping[str, str] | None = None) -> list[Span]:
+def _search(
+    client: JaegerClient,
+    services: list[str],
+    start_ns: int,
+    end_ns: int,
+    limit: int,
+    tags: Mapping[str, str] | None = None,
+) -> list[Span]:
     """The spans of every service's traces in the window, several services searched at once."""
     if not services:
         return []
@@ -233,22 +245,27 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventchain",
         description="Show a Kafka event chain from its trace: every hop, queue time, fan-out, "
-                    "duplicates, unconsumed events and errors.",
+        "duplicates, unconsumed events and errors.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    jaeger_help = ("Jaeger query URL (default: $EVENTCHAIN_JAEGER_URL or " + DEFAULT_JAEGER + ")")
+    jaeger_help = "Jaeger query URL (default: $EVENTCHAIN_JAEGER_URL or " + DEFAULT_JAEGER + ")"
     jaeger_default = os.environ.get("EVENTCHAIN_JAEGER_URL") or DEFAULT_JAEGER
 
     tree = commands.add_parser("tree", help="print one event chain as a tree")
-    tree.add_argument("trace_id", metavar="TRACE_ID", nargs="?",
-                      help="trace id (may be left out when --file holds a single trace)")
+    tree.add_argument(
+        "trace_id",
+        metavar="TRACE_ID",
+        nargs="?",
+        help="trace id (may be left out when --file holds a single trace)",
+    )
     source = tree.add_mutually_exclusive_group()
     source.add_argument("--jaeger", metavar="URL", default=jaeger_default, help=jaeger_help)
     source.add_argument("--file", metavar="PATH", help="Jaeger JSON or OTLP JSON (lines) file")
     tree.add_argument("--json", action="store_true", help="print the chain as JSON")
     tree.add_argument("--all-spans", action="store_true", help="show non-messaging spans too")
-    tree.add_argument("--follow-links", action="store_true",
-                      help="stitch in spans of other traces that link to this chain")
+    tree.add_argument(
+        "--follow-links", action="store_true", help="stitch in spans of other traces that link to this chain"
+    )
     tree.add_argument("--svg", metavar="PATH", help="also save the tree as an SVG image")
     tree.add_argument("--width", type=_positive, metavar="N", help="render at this many columns")
     tree.set_defaults(run=_tree)
@@ -259,12 +276,16 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--file", metavar="PATH", help="Jaeger JSON or OTLP JSON (lines) file")
     listing.add_argument("--service", metavar="S", help="only chains that pass through this service")
     listing.add_argument("--topic", metavar="T", help="only chains that pass through this topic")
-    listing.add_argument("--lookback", type=_lookback, metavar="DURATION",
-                         help="how far back to look, e.g. 15m, 1h, 2d (default 1h from Jaeger; "
-                              "no limit in a file)")
+    listing.add_argument(
+        "--lookback",
+        type=_lookback,
+        metavar="DURATION",
+        help="how far back to look, e.g. 15m, 1h, 2d (default 1h from Jaeger; no limit in a file)",
+    )
     listing.add_argument("--errors", action="store_true", help="only chains with errors")
-    listing.add_argument("--limit", type=_positive, default=20, metavar="N",
-                         help="at most N chains (default 20)")
+    listing.add_argument(
+        "--limit", type=_positive, default=20, metavar="N", help="at most N chains (default 20)"
+    )
     listing.add_argument("--json", action="store_true", help="print the list as JSON")
     listing.add_argument("--width", type=_positive, metavar="N", help="render at this many columns")
     listing.set_defaults(run=_list)

@@ -74,17 +74,21 @@ class EmbeddedRun:
         logger.addHandler(self.log_handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-        producer = tracing.TracedProducer(
-            producer_config(self.bootstrap, name), tracer_provider=provider
+        producer = tracing.TracedProducer(producer_config(self.bootstrap, name), tracer_provider=provider)
+        service = service_class(
+            producer, topics=self.topics, tracer=provider.get_tracer("tracing.demo"), **options
         )
-        service = service_class(producer, topics=self.topics, tracer=provider.get_tracer("tracing.demo"),
-                                **options)
         if service.consumes:
             config = consumer_config(self.bootstrap, service.group or name, name, **FAST_FETCH)
             consumer = tracing.TracedConsumer(config, tracer_provider=provider)
             # assign() rather than subscribe(): no group join to wait for.
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
-                             for topic in service.consumed_topics() for p in self.partitions[topic]])
+            consumer.assign(
+                [
+                    TopicPartition(topic, p, OFFSET_BEGINNING)
+                    for topic in service.consumed_topics()
+                    for p in self.partitions[topic]
+                ]
+            )
             self.workers.append(Worker(service, consumer, redeliver_once=redeliver_once))
         self.services[name] = service
         return service
@@ -162,8 +166,10 @@ def run(console: Console | None = None) -> int:
     """Run the story, then print its three event chains. Returns the exit code."""
     console = console or _console()
     started = time.monotonic()
-    console.print("[bold]Event-chain demo[/]: six services exchange events on librdkafka's in-process "
-                  "mock cluster, each with its own TracerProvider.")
+    console.print(
+        "[bold]Event-chain demo[/]: six services exchange events on librdkafka's in-process "
+        "mock cluster, each with its own TracerProvider."
+    )
     demo = EmbeddedRun(log_stream=console.file)
     try:
         demo.warm_up(WARM_UP_S)
@@ -178,10 +184,14 @@ def run(console: Console | None = None) -> int:
             render_chain(spans, console, trace_id=chain.trace_id)
         services = sorted({s.resource.attributes.get("service.name") for s in spans})
         console.print()
-        console.print(f"{len(spans)} spans in {len({s.context.trace_id for s in spans})} traces from "
-                      f"{len(services)} services:\n  {', '.join(services)}")
-        console.print(f"Done in {time.monotonic() - started:.1f} s. Against a real broker and Jaeger: "
-                      "[bold]make stack-up[/], then [bold]make demo-live[/].")
+        console.print(
+            f"{len(spans)} spans in {len({s.context.trace_id for s in spans})} traces from "
+            f"{len(services)} services:\n  {', '.join(services)}"
+        )
+        console.print(
+            f"Done in {time.monotonic() - started:.1f} s. Against a real broker and Jaeger: "
+            "[bold]make stack-up[/], then [bold]make demo-live[/]."
+        )
     finally:
         demo.close()
     return 0

@@ -52,7 +52,11 @@ class ServiceProcess:
     def start(self, env: dict[str, str], echo: Any | None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"tracing.demo.services.{self.module}", *self.args],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         threading.Thread(target=self._read_stdout, daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(echo,), daemon=True).start()
@@ -108,8 +112,10 @@ def services(bootstrap: str, prefix: str, sms_fail_share: float) -> list[Service
     return [
         ServiceProcess("order", [*common, "--http-port", "0"]),
         ServiceProcess("inventory", common),
-        ServiceProcess("notification", [*common, "--sms-flaky-number", scenario.FLAKY_NUMBER,
-                                        "--sms-fail-share", str(sms_fail_share)]),
+        ServiceProcess(
+            "notification",
+            [*common, "--sms-flaky-number", scenario.FLAKY_NUMBER, "--sms-fail-share", str(sms_fail_share)],
+        ),
         ServiceProcess("points", [*common, "--redeliver-once", scenario.REDELIVERED_EVENT]),
         ServiceProcess("user", [*common, "--http-port", "0"]),
         ServiceProcess("recommendation", common),
@@ -122,23 +128,28 @@ def main(argv: list[str] | None = None) -> int:
     jaeger = JaegerClient(args.jaeger)
     problem = _stack_problem(args.bootstrap, jaeger)
     if problem:
-        console.print(f"[bold red]The local stack is not reachable[/]: {problem}\n"
-                      "Start it with [bold]make stack-up[/] (or see --help to point elsewhere).")
+        console.print(
+            f"[bold red]The local stack is not reachable[/]: {problem}\n"
+            "Start it with [bold]make stack-up[/] (or see --help to point elsewhere)."
+        )
         return 2
     started = time.monotonic()
     ensure_topics(args.bootstrap, Topics(args.prefix).all())
     env = dict(os.environ)
-    env.update({
-        "OTEL_EXPORTER_OTLP_ENDPOINT": args.otlp,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms: spans reach Jaeger soon after they end
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": args.otlp,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms: spans reach Jaeger soon after they end
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.pop("OTEL_SERVICE_NAME", None)
     procs = services(args.bootstrap, args.prefix, args.sms_fail_share)
     console.print("[bold]Event-chain demo, live[/]: six services, each its own process.")
-    console.print(f"Kafka {args.bootstrap}, spans over OTLP to {args.otlp}, Jaeger {args.jaeger}",
-                  highlight=False)
+    console.print(
+        f"Kafka {args.bootstrap}, spans over OTLP to {args.otlp}, Jaeger {args.jaeger}", highlight=False
+    )
     echo = (lambda line: console.print(line, markup=False, highlight=False)) if args.verbose else None
     chains: list[scenario.Chain] = []
     try:
@@ -149,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         for number, step in enumerate(scenario.STEPS, 1):
             chain = scenario.Chain(step, _post(f"{urls[step.service]}{step.path}", step.body))
             chains.append(chain)
-            console.print(f"{number}. {step.title}: {step.method} {step.path} -> {chain.subject}, "
-                          f"trace {chain.trace_id}", highlight=False)
+            console.print(
+                f"{number}. {step.title}: {step.method} {step.path} -> {chain.subject}, "
+                f"trace {chain.trace_id}",
+                highlight=False,
+            )
         console.print("Waiting for the traces to settle in Jaeger ...")
         _wait_stable(jaeger, [c.trace_id for c in chains], args.timeout)
         problems = stop_all(procs)
@@ -173,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"trace id  {chain.trace_id}", highlight=False)
         console.print(f"Jaeger    {args.jaeger.rstrip('/')}/trace/{chain.trace_id}", highlight=False)
         render_chain(jaeger.trace(chain.trace_id), console, trace_id=chain.trace_id)
-    console.print(f"\nDone in {time.monotonic() - started:.1f} s. The same trees from the command line: "
-                  f"[bold]eventchain tree TRACE_ID --jaeger {args.jaeger}[/]")
+    console.print(
+        f"\nDone in {time.monotonic() - started:.1f} s. The same trees from the command line: "
+        f"[bold]eventchain tree TRACE_ID --jaeger {args.jaeger}[/]"
+    )
     return 0
 
 
@@ -218,8 +234,9 @@ def _wait_ready(procs: list[ServiceProcess], console: Console) -> None:
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
@@ -227,8 +244,9 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
         raise _Failed(f"POST {url} failed: {exc}") from None
 
 
-def _wait_stable(jaeger: JaegerClient, trace_ids: list[str], timeout: float,
-                 stable_s: float = STABLE_S) -> None:
+def _wait_stable(
+    jaeger: JaegerClient, trace_ids: list[str], timeout: float, stable_s: float = STABLE_S
+) -> None:
     """Wait until no trace has gained a span for ``stable_s`` seconds."""
     deadline = time.monotonic() + timeout
     counts: dict[str, int] = {}
@@ -256,12 +274,18 @@ def _parser() -> argparse.ArgumentParser:
         "(make stack-up), then print each chain read back from Jaeger.",
     )
     p.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, help=f"Kafka (default {DEFAULT_BOOTSTRAP})")
-    p.add_argument("--otlp", default=DEFAULT_OTLP,
-                   help=f"OTLP gRPC endpoint for the spans (default {DEFAULT_OTLP})")
+    p.add_argument(
+        "--otlp", default=DEFAULT_OTLP, help=f"OTLP gRPC endpoint for the spans (default {DEFAULT_OTLP})"
+    )
     p.add_argument("--jaeger", default=DEFAULT_JAEGER, help=f"Jaeger query URL (default {DEFAULT_JAEGER})")
     p.add_argument("--prefix", default="", help="prefix for topic and consumer group names (isolates runs)")
-    p.add_argument("--sms-fail-share", type=float, default=0.0, metavar="SHARE",
-                   help="share of SMS sends that fail at random, 0..1 (default 0; one failure is scripted)")
+    p.add_argument(
+        "--sms-fail-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of SMS sends that fail at random, 0..1 (default 0; one failure is scripted)",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the traces (default 60)")
     p.add_argument("--verbose", action="store_true", help="show the services' logs")
     return p

@@ -96,8 +96,12 @@ class Service:
         parent = propagate.extract(dict(headers)) if headers else None
         attributes = {"http.request.method": method, "http.route": route, "url.path": route}
         with self.tracer.start_as_current_span(
-            f"{method} {route}", context=parent, kind=SpanKind.SERVER, attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
+            f"{method} {route}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             try:
                 yield span
@@ -171,11 +175,20 @@ class Worker:
                     self.redeliver_once = None
                     redeliver = True
                     span.add_event("offset not committed: the message will be delivered again")
-                    service.log.info("%s: offset %s not committed (simulated): it will be delivered again",
-                                     event.type, msg.offset())
+                    service.log.info(
+                        "%s: offset %s not committed (simulated): it will be delivered again",
+                        event.type,
+                        msg.offset(),
+                    )
         except Exception as exc:
-            service.log.warning("%s[%s]@%s failed: %s: %s", msg.topic(), msg.partition(), msg.offset(),
-                                type(exc).__name__, exc)
+            service.log.warning(
+                "%s[%s]@%s failed: %s: %s",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                type(exc).__name__,
+                exc,
+            )
         if redeliver:
             self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
         else:
@@ -316,24 +329,37 @@ def parser(service: type[Service], http_port: int | None = None) -> argparse.Arg
         description=f"{service.name} of the event-chain demo. Tracing is configured from the standard "
         "OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4317).",
     )
-    p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP,
-                   help=f"Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or {DEFAULT_BOOTSTRAP})")
+    p.add_argument(
+        "--bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP") or DEFAULT_BOOTSTRAP,
+        help=f"Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or {DEFAULT_BOOTSTRAP})",
+    )
     p.add_argument("--prefix", default="", help="prefix for topic and consumer group names")
     if http_port is not None:
         p.add_argument("--http-host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-        p.add_argument("--http-port", type=int, default=http_port,
-                       help=f"port to listen on, 0 for any free one (default {http_port})")
+        p.add_argument(
+            "--http-port",
+            type=int,
+            default=http_port,
+            help=f"port to listen on, 0 for any free one (default {http_port})",
+        )
     if service.consumes:
-        p.add_argument("--redeliver-once", metavar="EVENT_TYPE",
-                       help="deliver the first event of this type twice, as after a lost offset commit")
+        p.add_argument(
+            "--redeliver-once",
+            metavar="EVENT_TYPE",
+            help="deliver the first event of this type twice, as after a lost offset commit",
+        )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return p
 
 
 def run(service_class: type[Service], args: argparse.Namespace, **service_options: Any) -> int:
     """Run one service until SIGTERM/SIGINT; prints ``ready ...`` on stdout once it serves."""
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     log = logging.getLogger(service_class.name)
     provider = tracing.configure(service_class.name)
     topics = Topics(args.prefix)

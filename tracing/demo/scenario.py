@@ -13,15 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 ORDER_IN_STOCK = {"customer_id": "c-ada", "phone": "+44 7700 900101", "items": [{"sku": "book", "qty": 2}]}
-ORDER_OUT_OF_STOCK = {"customer_id": "c-alan", "phone": "+44 7700 900102",
-                      "items": [{"sku": "sofa", "qty": 1}]}
+ORDER_OUT_OF_STOCK = {
+    "customer_id": "c-alan",
+    "phone": "+44 7700 900102",
+    "items": [{"sku": "sofa", "qty": 1}],
+}
 REGISTRATION = {"name": "Grace", "phone": "+44 7700 900103"}
 
 # The SMS gateway fails the first message to this number: the cancellation SMS of order 2.
 FLAKY_NUMBER = ORDER_OUT_OF_STOCK["phone"]
 # points-service sees the first event of this type twice.
 REDELIVERED_EVENT = "order.created"
-
 
 
 @dataclass(frozen=True)

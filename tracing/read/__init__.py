@@ -45,8 +45,9 @@ __all__ = [
 ]
 
 
-def make_chain(spans: Iterable[Span], trace_id: str | None = None, *, all_spans: bool = False,
-               follow_links: bool = False) -> EventChain:
+def make_chain(
+    spans: Iterable[Span], trace_id: str | None = None, *, all_spans: bool = False, follow_links: bool = False
+) -> EventChain:
     """Build, fold (unless ``all_spans``) and analyse the chain of ``trace_id``.
 
     ``spans`` may hold several traces: they are the pool links are followed into. Without a

@@ -77,8 +77,9 @@ def duplicates(chain: EventChain) -> EventChain:
     """
     by_id = _by_id(chain.spans)
     seen: dict[tuple[object, ...], Hop] = {}
-    process_hops = sorted((h for h in chain.hops() if h.span.role == PROCESS),
-                          key=lambda h: (h.span.start_ns, h.span.span_id))
+    process_hops = sorted(
+        (h for h in chain.hops() if h.span.role == PROCESS), key=lambda h: (h.span.start_ns, h.span.span_id)
+    )
     for hop in process_hops:
         key = _message_key(hop.span, by_id)
         if key is None:

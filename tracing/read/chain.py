@@ -92,8 +92,12 @@ def _shown(hop: Hop) -> bool:
     return hop.span.is_messaging or hop.span.error is not None or hop.link or hop.orphan
 
 
-def _stitch_links(chain: EventChain, pool: list[Span], children: dict[tuple[str, str], list[Span]],
-                  placed: set[tuple[str, str]]) -> None:
+def _stitch_links(
+    chain: EventChain,
+    pool: list[Span],
+    children: dict[tuple[str, str], list[Span]],
+    placed: set[tuple[str, str]],
+) -> None:
     nodes = {(h.span.trace_id, h.span.span_id): h for h in chain.hops()}
     pending = sorted(pool, key=_order)
     changed = True
@@ -103,8 +107,11 @@ def _stitch_links(chain: EventChain, pool: list[Span], children: dict[tuple[str,
             key = (span.trace_id, span.span_id)
             if key in placed:
                 continue
-            targets = [nodes[(link.trace_id, link.span_id)] for link in span.links
-                       if (link.trace_id, link.span_id) in nodes]
+            targets = [
+                nodes[(link.trace_id, link.span_id)]
+                for link in span.links
+                if (link.trace_id, link.span_id) in nodes
+            ]
             if not targets:
                 continue
             # A batch may link to several spans of the chain: hang it under the earliest.
@@ -119,8 +126,7 @@ def _stitch_links(chain: EventChain, pool: list[Span], children: dict[tuple[str,
             changed = True
 
 
-def _subtree(span: Span, children: dict[tuple[str, str], list[Span]],
-             placed: set[tuple[str, str]]) -> Hop:
+def _subtree(span: Span, children: dict[tuple[str, str], list[Span]], placed: set[tuple[str, str]]) -> Hop:
     # Iterative on purpose: a chain of thousands of hops must not hit the recursion limit.
     placed.add((span.trace_id, span.span_id))
     top = Hop(span=span)

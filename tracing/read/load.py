@@ -105,8 +105,9 @@ def _parse_text(text: str) -> list[Span]:
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         if len(lines) < 2 or not _parses(lines[0][1]):
             # Not JSON lines either: report where the document as a whole breaks.
-            raise LoadError(f"not JSON ({whole_error.msg} at line {whole_error.lineno}, "
-                            f"column {whole_error.colno})") from None
+            raise LoadError(
+                f"not JSON ({whole_error.msg} at line {whole_error.lineno}, column {whole_error.colno})"
+            ) from None
         return _parse_otlp_lines(lines)
     if isinstance(doc, dict) and _is_otlp(doc):
         return parse_otlp(doc)
@@ -197,8 +198,10 @@ def _jaeger_span(raw: dict[str, Any], processes: Mapping[str, Any]) -> Span:
     process = raw.get("process") or processes.get(raw.get("processID"), {})
     parent_id: str | None = None
     links: list[SpanRef] = []
-    refs = [(r.get("refType"), _hex_id(r["traceID"], 32), _hex_id(r["spanID"], 16))
-            for r in raw.get("references") or []]
+    refs = [
+        (r.get("refType"), _hex_id(r["traceID"], 32), _hex_id(r["spanID"], 16))
+        for r in raw.get("references") or []
+    ]
     # Jaeger's own rule: the first same-trace CHILD_OF is the parent, else the first same-trace
     # reference. It writes a parent that is also linked (our process spans) as FOLLOWS_FROM only.
     same_trace = [r for r in refs if r[1] == trace_id]
@@ -295,13 +298,17 @@ def _otlp_span(raw: Mapping[str, Any], service: str) -> Span:
         end_ns=int(raw.get("endTimeUnixNano") or raw["startTimeUnixNano"]),
         attributes=_otlp_attributes(raw.get("attributes")),
         events=[
-            SpanEvent(str(e.get("name", "")), int(e.get("timeUnixNano", 0)),
-                      _otlp_attributes(e.get("attributes")))
+            SpanEvent(
+                str(e.get("name", "")), int(e.get("timeUnixNano", 0)), _otlp_attributes(e.get("attributes"))
+            )
             for e in raw.get("events") or []
         ],
         links=[
-            SpanRef(_hex_id(link["traceId"], 32), _hex_id(link["spanId"], 16),
-                    _otlp_attributes(link.get("attributes")))
+            SpanRef(
+                _hex_id(link["traceId"], 32),
+                _hex_id(link["spanId"], 16),
+                _otlp_attributes(link.get("attributes")),
+            )
             for link in raw.get("links") or []
         ],
         status_error=code in (2, "2", "STATUS_CODE_ERROR"),
@@ -367,28 +374,33 @@ def from_readable_spans(spans: Iterable[Any]) -> list[Span]:
     for s in spans:
         context = s.context
         resource = getattr(s, "resource", None)
-        service = (resource.attributes.get("service.name") if resource is not None else None)
+        service = resource.attributes.get("service.name") if resource is not None else None
         status = s.status
         start = s.start_time or 0
-        result.append(Span(
-            trace_id=format(context.trace_id, "032x"),
-            span_id=format(context.span_id, "016x"),
-            parent_id=format(s.parent.span_id, "016x") if s.parent is not None else None,
-            name=s.name,
-            kind=s.kind.name.lower(),
-            service=str(service or "unknown_service"),
-            start_ns=start,
-            end_ns=s.end_time or start,
-            attributes=dict(s.attributes or {}),
-            events=[SpanEvent(e.name, e.timestamp, dict(e.attributes or {})) for e in s.events],
-            links=[
-                SpanRef(format(link.context.trace_id, "032x"), format(link.context.span_id, "016x"),
-                        dict(link.attributes or {}))
-                for link in s.links
-            ],
-            status_error=status.status_code.name == "ERROR",
-            status_message=status.description or None,
-        ))
+        result.append(
+            Span(
+                trace_id=format(context.trace_id, "032x"),
+                span_id=format(context.span_id, "016x"),
+                parent_id=format(s.parent.span_id, "016x") if s.parent is not None else None,
+                name=s.name,
+                kind=s.kind.name.lower(),
+                service=str(service or "unknown_service"),
+                start_ns=start,
+                end_ns=s.end_time or start,
+                attributes=dict(s.attributes or {}),
+                events=[SpanEvent(e.name, e.timestamp, dict(e.attributes or {})) for e in s.events],
+                links=[
+                    SpanRef(
+                        format(link.context.trace_id, "032x"),
+                        format(link.context.span_id, "016x"),
+                        dict(link.attributes or {}),
+                    )
+                    for link in s.links
+                ],
+                status_error=status.status_code.name == "ERROR",
+                status_message=status.description or None,
+            )
+        )
     return result
 
 
@@ -423,8 +435,9 @@ class JaegerClient:
         doc = self._get("/api/services")
         return sorted(str(s) for s in (doc.get("data") or []))
 
-    def search(self, service: str, start_ns: int, end_ns: int, limit: int = 20,
-               tags: Mapping[str, str] | None = None) -> list[Span]:
+    def search(
+        self, service: str, start_ns: int, end_ns: int, limit: int = 20, tags: Mapping[str, str] | None = None
+    ) -> list[Span]:
         """Spans of the traces of ``service`` that started in [start_ns, end_ns]."""
         params = {
             "service": service,

@@ -72,14 +72,16 @@ class Flow:
 
 def header(summary: ChainSummary) -> Flow:
     """The header line: trace id, root operation, services, hops, duration, errors."""
-    return Flow([
-        Text(f"trace {summary.trace_id}", style="bold"),
-        Text(summary.root_name, style="bold"),
-        Text(_count(len(summary.services), "service")),
-        Text(_count(summary.hops, "hop")),
-        Text(format_ms(summary.duration_ms)),
-        Text(_count(summary.errors, "error"), style="bold red" if summary.errors else "green"),
-    ])
+    return Flow(
+        [
+            Text(f"trace {summary.trace_id}", style="bold"),
+            Text(summary.root_name, style="bold"),
+            Text(_count(len(summary.services), "service")),
+            Text(_count(summary.hops, "hop")),
+            Text(format_ms(summary.duration_ms)),
+            Text(_count(summary.errors, "error"), style="bold red" if summary.errors else "green"),
+        ]
+    )
 
 
 def legend() -> Text:
@@ -133,8 +135,17 @@ def render_list(summaries: Iterable[ChainSummary], console: Console) -> None:
     rows = []
     for s in summaries:
         started = _dt.datetime.fromtimestamp(s.start_ns / 1e9, _dt.UTC).strftime("%m-%d %H:%M:%S")
-        rows.append((started, s.trace_id, f"{s.root_name} ({s.root_service})", ", ".join(s.services),
-                     str(s.hops), format_ms(s.duration_ms), s.errors))
+        rows.append(
+            (
+                started,
+                s.trace_id,
+                f"{s.root_name} ({s.root_service})",
+                ", ".join(s.services),
+                str(s.hops),
+                format_ms(s.duration_ms),
+                s.errors,
+            )
+        )
     # Narrow consoles drop the start time first: the trace id is what the next command needs.
     with_started = console.width >= 100
     fixed = 32 + 4 + 8 + 6 + 2 * 5 + (16 if with_started else 0)
@@ -160,8 +171,9 @@ def render_list(summaries: Iterable[ChainSummary], console: Console) -> None:
 
 def _label(hop: Hop) -> Flow:
     span = hop.span
-    first = Text(f"{CRITICAL} " if hop.critical else f"{OTHER} ",
-                 style="bold yellow" if hop.critical else "dim")
+    first = Text(
+        f"{CRITICAL} " if hop.critical else f"{OTHER} ", style="bold yellow" if hop.critical else "dim"
+    )
     first.append(span.service, style="bold cyan")
     items = [first, Text(span.name, style="bold")]
     if not span.is_messaging:

@@ -115,13 +115,13 @@ def chain_in(headers: Any) -> Any:
 
 
 # A provider named in the environment is loaded by the API's public call: then always ask it.
-_METER_PROVIDER_FROM_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
+METER_PROVIDER_FROM_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
 
 
 def meter_provider_may_be_set() -> bool:
     # The API's own module variable: a dict lookup, where get_meter_provider() reads the
     # environment on every call while no provider is set.
-    return _metrics_internal._METER_PROVIDER is not None or _METER_PROVIDER_FROM_ENV
+    return _metrics_internal._METER_PROVIDER is not None or METER_PROVIDER_FROM_ENV
 
 
 class _Tally:

@@ -11,14 +11,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import opentelemetry.metrics._internal as _metrics_internal
 from confluent_kafka.cimpl import Producer as _Producer
 from confluent_kafka.serializing_producer import SerializingProducer as _SerializingProducer
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, TracerProvider
 
 from tracing.write.metrics import CHAIN_HEADER, FlowMetrics, Instruments
+from tracing.write.metrics import METER_PROVIDER_FROM_ENV as _METER_FROM_ENV
 from tracing.write.propagation import Propagation, replace_headers, report_internal_error
 from tracing.write.recipe import Telemetry, error_type, server_of
 
@@ -145,6 +147,7 @@ class TracedProducer:
             server=server_of(config),
         )
         self._flow = FlowMetrics(meter_provider, server=server_of(config))
+        self._meter_given = meter_provider is not None
 
     @property
     def wrapped(self) -> Any:
@@ -156,9 +159,15 @@ class TracedProducer:
         if "headers" in kwargs or len(args) == len(self._arg_names):
             _refuse_keys_that_crash_the_client(kwargs["headers"] if "headers" in kwargs else args[-1])
         telemetry = self._telemetry
-        tracer = telemetry.tracer()
+        tracer = telemetry.resolved_tracer if telemetry.resolved else telemetry.tracer()
         ctx = _get_current()
-        instruments = self._flow.instruments()
+        flow = self._flow
+        if flow.resolved:
+            instruments = flow.resolved_instruments
+        elif self._meter_given or _metrics_internal._METER_PROVIDER is not None or _METER_FROM_ENV:
+            instruments = flow.instruments()
+        else:
+            instruments = None  # no MeterProvider anywhere: not even a call to find out
         if instruments is not None:
             return self._produce_measured(topic, args, kwargs, tracer, ctx, instruments)
         if tracer is None:
@@ -188,7 +197,9 @@ class TracedProducer:
         except Exception:
             report_internal_error("could not start a send span")
             return self._produce(topic, **kwargs)
-        if span.is_recording():  # no callback of ours for a span nobody records
+        if (
+            type(span) is not NonRecordingSpan and span.is_recording()
+        ):  # no callback for a span nobody records
             user_callback = kwargs.pop("on_delivery", None)
             alias = kwargs.pop("callback", None)
             kwargs["on_delivery"] = _Delivery(span, user_callback if user_callback is not None else alias)

@@ -128,8 +128,8 @@ class Telemetry:
         consumer_group: str | None = None,
     ) -> None:
         self._provider = tracer_provider
-        self._tracer: Tracer | None = None
-        self.resolved = False  # read by the hot paths
+        self.resolved_tracer: Tracer | None = None  # with `resolved`, read by the hot paths
+        self.resolved = False
         self.skip_remote_unsampled = False
         self.skip_local_unsampled = False
         self._root_ids: _RootIds | None = None  # the root-sampling fast path, when it applies
@@ -150,7 +150,7 @@ class Telemetry:
     def tracer(self) -> Tracer | None:
         """The SDK tracer, or None while no SDK is configured (propagation only)."""
         if self.resolved:
-            return self._tracer
+            return self.resolved_tracer
         if self._provider is None and not global_provider_may_be_set():
             return None  # no global provider yet: check again next time
         provider = self._provider if self._provider is not None else trace.get_tracer_provider()
@@ -159,7 +159,7 @@ class Telemetry:
         self.resolved = True
         if isinstance(provider, trace.NoOpTracerProvider):
             return None
-        self._tracer = provider.get_tracer(_SCOPE, __version__, schema_url=sc.SCHEMA_URL)
+        self.resolved_tracer = provider.get_tracer(_SCOPE, __version__, schema_url=sc.SCHEMA_URL)
         sampler = getattr(provider, "sampler", None)
         if sampler is not None and not _sdk_counts_every_span():
             self.skip_remote_unsampled = _skips_unsampled(sampler, "remoteParent")
@@ -168,8 +168,8 @@ class Telemetry:
         id_generator = getattr(provider, "id_generator", None)
         self._new_span_id = getattr(id_generator, "generate_span_id", None) or _random_span_id
         if sampler is not None and not _sdk_counts_every_span():
-            self._root_ids = _RootIds.install(self._tracer, sampler)
-        return self._tracer
+            self._root_ids = _RootIds.install(self.resolved_tracer, sampler)
+        return self.resolved_tracer
 
     def _unsampled_child(self, parent: SpanContext) -> NonRecordingSpan | None:
         """What the SDK would make under an unsampled parent when its sampler drops those
@@ -378,7 +378,16 @@ class _RootIds:
     stays exactly r.
     """
 
-    __slots__ = ("_inner", "_bound", "_local", "_tracer")
+    __slots__ = (
+        "_inner",
+        "_bound",
+        "_local",
+        "_tracer",
+        "_new_trace_id",
+        "_new_span_id",
+        "_flags",
+        "_enabled",
+    )
 
     _DESCRIPTION = re.compile(r"ParentBased\{root:TraceIdRatioBased\{([0-9.eE+-]+)\},")
 
@@ -387,6 +396,11 @@ class _RootIds:
         self._inner = inner
         self._bound = bound
         self._local = threading.local()
+        # Looked up once: this runs for every root send.
+        self._new_trace_id = inner.generate_trace_id
+        self._new_span_id = inner.generate_span_id
+        self._flags = _FLAGS[_RANDOM_TRACE_ID] if self.is_trace_id_random() else _FLAGS[0]
+        self._enabled = getattr(tracer, "_is_enabled", None)
 
     @classmethod
     def install(cls, tracer: Any, sampler: Any) -> _RootIds | None:
@@ -421,15 +435,14 @@ class _RootIds:
 
     def unsampled_root(self) -> NonRecordingSpan | None:
         """The SDK's span for a root it drops; None when it would keep it (it makes that one)."""
-        enabled = getattr(self._tracer, "_is_enabled", None)
+        enabled = self._enabled
         if enabled is not None and not enabled():
             return None  # a disabled tracer: the SDK's own answer
-        trace_id = self._inner.generate_trace_id()
+        trace_id = self._new_trace_id()
         if trace_id & _TRACE_ID_LIMIT < self._bound:
             self._local.trace_id = trace_id  # the SDK's next root takes this id
             return None
-        flags = _FLAGS[_RANDOM_TRACE_ID] if self.is_trace_id_random() else _FLAGS[0]
-        return NonRecordingSpan(SpanContext(trace_id, self._inner.generate_span_id(), False, flags))
+        return NonRecordingSpan(SpanContext(trace_id, self._new_span_id(), False, self._flags))
 
 
 _TRACE_ID_LIMIT = (1 << 64) - 1

@@ -28,8 +28,9 @@ class SmsGateway:
     attempt and succeeds on the next (a failure on cue, for the demo's fixed scenario).
     """
 
-    def __init__(self, fail_share: float = 0.0, flaky_numbers: Iterable[str] = (),
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, fail_share: float = 0.0, flaky_numbers: Iterable[str] = (), rng: random.Random | None = None
+    ) -> None:
         if not 0.0 <= fail_share <= 1.0:
             raise ValueError("fail_share must be between 0 and 1")
         self.fail_share = fail_share
@@ -86,10 +87,20 @@ class NotificationService(Service):
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(NotificationService)
-    p.add_argument("--sms-fail-share", type=float, default=0.0, metavar="SHARE",
-                   help="share of SMS sends that fail at random, 0..1 (default 0)")
-    p.add_argument("--sms-flaky-number", action="append", default=[], metavar="PHONE",
-                   help="a number whose first SMS always fails (repeatable)")
+    p.add_argument(
+        "--sms-fail-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of SMS sends that fail at random, 0..1 (default 0)",
+    )
+    p.add_argument(
+        "--sms-flaky-number",
+        action="append",
+        default=[],
+        metavar="PHONE",
+        help="a number whose first SMS always fails (repeatable)",
+    )
     args = p.parse_args(argv)
     return run(NotificationService, args, gateway=SmsGateway(args.sms_fail_share, args.sms_flaky_number))
 

@@ -39,20 +39,27 @@ class OrderService(Service):
             items = _items(body.get("items"))
             order_id = uuid.uuid4().hex[:8]
             amount = sum(CATALOGUE[i["sku"]] * i["qty"] for i in items)
-            event = Event.new("order.created", {
-                "order_id": order_id,
-                "customer_id": str(body.get("customer_id") or "guest"),
-                "phone": str(body.get("phone") or ""),
-                "items": items,
-                "amount_cents": amount,
-            })
+            event = Event.new(
+                "order.created",
+                {
+                    "order_id": order_id,
+                    "customer_id": str(body.get("customer_id") or "guest"),
+                    "phone": str(body.get("phone") or ""),
+                    "items": items,
+                    "amount_cents": amount,
+                },
+            )
             self.publish(self.topics.orders, event, key=order_id)
             self.producer.flush(10)  # answer only once the event is stored
             self.status[order_id] = "pending"
             span.set_attributes({"app.order.id": order_id, "http.response.status_code": 202})
             trace_id = format(span.get_span_context().trace_id, "032x")
-            self.log.info("POST /orders: order %s placed (%s, %.2f)", order_id,
-                          ", ".join(f"{i['qty']} x {i['sku']}" for i in items), amount / 100)
+            self.log.info(
+                "POST /orders: order %s placed (%s, %.2f)",
+                order_id,
+                ", ".join(f"{i['qty']} x {i['sku']}" for i in items),
+                amount / 100,
+            )
         return 202, {"order_id": order_id, "event_id": event.event_id, "trace_id": trace_id}
 
     # -- events -------------------------------------------------------------------------------------
@@ -67,12 +74,15 @@ class OrderService(Service):
         order_id = event.payload["order_id"]
         self.status[order_id] = "cancelled"
         reason = event.payload.get("reason", "stock rejected")
-        cancelled = Event.new("order.cancelled", {
-            "order_id": order_id,
-            "customer_id": event.payload.get("customer_id"),
-            "phone": event.payload.get("phone"),
-            "reason": reason,
-        })
+        cancelled = Event.new(
+            "order.cancelled",
+            {
+                "order_id": order_id,
+                "customer_id": event.payload.get("customer_id"),
+                "phone": event.payload.get("phone"),
+                "reason": reason,
+            },
+        )
         self.publish(self.topics.orders, cancelled, key=order_id)
         annotate(outcome="cancelled")
         self.say(event, order_id, f"order cancelled ({reason}) -> order.cancelled")

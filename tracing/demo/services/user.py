@@ -26,8 +26,9 @@ class UserService(Service):
             if not name:
                 raise ValueError("'name' is required")
             user_id = "u-" + uuid.uuid4().hex[:8]
-            event = Event.new("user.registered", {"user_id": user_id, "name": name,
-                                                  "phone": str(body.get("phone") or "")})
+            event = Event.new(
+                "user.registered", {"user_id": user_id, "name": name, "phone": str(body.get("phone") or "")}
+            )
             self.publish(self.topics.users, event, key=user_id)
             self.producer.flush(10)
             span.set_attributes({"app.user.id": user_id, "http.response.status_code": 201})
