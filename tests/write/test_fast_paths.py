@@ -176,3 +176,55 @@ def test_root_sends_under_a_ratio_sampler_keep_exactly_the_sdks_share(mock_clust
         # Sampled iff the trace id is under the ratio's bound, as the SDK decides.
         assert context.trace_flags.sampled == ((context.trace_id & ((1 << 64) - 1)) < (1 << 62))
     assert sampled_flags == len(recorded)
+
+
+def test_a_lazily_skipped_child_is_what_the_sdk_would_make():
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
+    telemetry = Telemetry(provider)
+    telemetry.tracer()
+    for flags in ("00", "02"):
+        tp = f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-{flags}".encode()
+        parent = parse_traceparent(tp)
+        made = _sdk_child(provider, parent)
+        mine = telemetry.skipped_child(tp).get_span_context()
+        assert (mine.trace_id, mine.trace_flags, mine.trace_state, mine.is_remote) == (
+            made.trace_id,
+            made.trace_flags,
+            made.trace_state,
+            made.is_remote,
+        )
+        assert mine.span_id not in (0, parent.span_id)
+    sampled = f"00-{1:032x}-{1:016x}-01".encode()
+    assert telemetry.skipped_child(sampled) is None  # a sampled parent goes to the SDK
+
+
+def test_an_unsampled_message_flows_on_unsampled_in_its_trace(mock_cluster):
+    from confluent_kafka import Producer
+
+    from tests.write.conftest import Spans, consumer_conf, poll_n
+    from tracing import TracedConsumer, TracedProducer
+
+    spans = Spans(sampler=ParentBased(TraceIdRatioBased(1.0)))
+    incoming = f"00-{0xABC:032x}-{0xDEF:016x}-00".encode()
+    raw = Producer({"bootstrap.servers": mock_cluster})
+    raw.produce("unsampled-in", b"x", partition=0, headers=[("traceparent", incoming)])
+    raw.flush(15)
+    consumer = TracedConsumer(consumer_conf(mock_cluster), tracer_provider=spans.provider)
+    from confluent_kafka import TopicPartition
+
+    consumer.assign([TopicPartition("unsampled-in", 0, 0)])
+    producer = TracedProducer({"bootstrap.servers": mock_cluster}, tracer_provider=spans.provider)
+    (msg,) = poll_n(consumer, 1)
+    with consumer.process(msg) as span:
+        current = trace.get_current_span().get_span_context()
+        assert span.get_span_context() == current
+        producer.produce("unsampled-out", b"y", partition=0)
+    producer.flush(15)
+    consumer.close()
+    assert current.trace_id == 0xABC and not current.trace_flags.sampled and not current.is_remote
+    assert current.span_id != 0xDEF
+    (onward,) = read_back(mock_cluster, "unsampled-out", 1)
+    (tp,) = [v for k, v in onward.headers() if k == "traceparent"]
+    sent = parse_traceparent(tp)
+    assert sent.trace_id == 0xABC and not sent.trace_flags.sampled
+    assert spans.finished() == []  # nothing recorded, exactly as the sampler decides

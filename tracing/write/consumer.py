@@ -366,7 +366,18 @@ class TracedConsumer:
             carried = self._propagation.context_of(msg.headers())
             return _Open(msg, None, carried, self._owner()) if carried is not None else None
         headers = msg.headers()
-        extracted = self._propagation.extract(headers, keep_baggage=not link_only) if headers else None
+        if not headers:
+            span, ctx = telemetry.start_process(tracer, msg, None, link_only)
+            return _Open(msg, span, ctx, self._owner())
+        if telemetry.skip_remote_unsampled and not link_only:
+            # An unsampled producer under a parent-based sampler (99 % of messages at 1 %):
+            # nothing to record; the context flows on without even parsing the header.
+            tp = self._propagation.plain_traceparent(headers)
+            if tp is not None:
+                skipped = telemetry.skipped_child(tp)
+                if skipped is not None:
+                    return _Open(msg, None, Context({SPAN_KEY: skipped}), self._owner())
+        extracted = self._propagation.extract(headers, keep_baggage=not link_only)
         span, ctx = telemetry.start_process(tracer, msg, extracted, link_only)
         return _Open(msg, span, ctx, self._owner())
 

@@ -370,32 +370,37 @@ class Propagation:
         """
         if not headers:
             return None
+        tp = self.plain_traceparent(headers)
+        if tp is not None:
+            return Context({SPAN_KEY: _RemoteParent(tp)})
+        extracted = self.extract(headers)  # anything else: the full path
+        return extracted.context if extracted is not None else None
+
+    def plain_traceparent(self, headers: Headers) -> bytes | None:
+        """The common case, recognised without building anything: W3C propagators and a
+        valid version-00 ``traceparent`` (bytes) as the only trace header. None otherwise
+        (then :meth:`extract` handles the headers, and reports what is wrong with them)."""
         try:
-            # self._is_fast(), without two calls: this runs for every message without an SDK.
+            # self._is_fast(), without two calls: this runs for every message.
             p = self._explicit
             if p is None:
                 p = getattr(propagate, "_HTTP_TEXT_FORMAT", None) or propagate.get_global_textmap()
             if p is not self._seen:
                 p = self.propagator
-            if p is not None and self._fast:
-                tp = None
-                plain = True  # traceparent only: the common case, done here
-                for item in headers if type(headers) is list else _items(headers):
-                    key = item[0]
-                    if key == TRACEPARENT:
-                        tp = item[1]
-                    elif key == TRACESTATE or key == BAGGAGE:
-                        plain = False
-                if tp is None:
+            if p is None or not self._fast:
+                return None
+            tp = None
+            for item in headers if type(headers) is list else _items(headers):
+                key = item[0]
+                if key == TRACEPARENT:
+                    tp = item[1]
+                elif key == TRACESTATE or key == BAGGAGE:
                     return None
-                if plain and type(tp) is bytes and len(tp) == _TRACEPARENT_00_LEN:
-                    if _VALID_TRACEPARENT_00.fullmatch(tp) is not None:
-                        return Context({SPAN_KEY: _RemoteParent(tp)})
-        except Exception as exc:  # contained, as in extract()
-            report_problem("unreadable trace headers (" + type(exc).__name__ + ")")
-            return None
-        extracted = self.extract(headers)  # anything else: the full path
-        return extracted.context if extracted is not None else None
+            if type(tp) is bytes and len(tp) == _TRACEPARENT_00_LEN and _VALID_TRACEPARENT_00.fullmatch(tp):
+                return tp
+        except Exception:
+            return None  # the full path reports it
+        return None
 
     def _extract_w3c(self, headers: Headers, keep_baggage: bool) -> Extracted | None:
         tp = ts = bg = None

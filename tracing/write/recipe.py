@@ -183,6 +183,13 @@ class Telemetry:
         child = SpanContext(parent.trace_id, self._new_span_id(), False, flags, parent.trace_state)
         return NonRecordingSpan(child)
 
+    def skipped_child(self, traceparent: bytes) -> NonRecordingSpan | None:
+        """:meth:`_unsampled_child` for a plain, valid ``traceparent``, without parsing it;
+        None when the SDK might record the child (sampled parent, or a sampler that may)."""
+        if not self.skip_remote_unsampled or traceparent[54] in _ODD_HEX:  # the sampled bit
+            return None
+        return _SkippedChild(traceparent, self._new_span_id)
+
     # -- send -----------------------------------------------------------------
     def _send_recipe(self, topic: str) -> tuple[str, dict[str, Any]]:
         recipe = self._send.get(topic)
@@ -364,6 +371,36 @@ class Telemetry:
                 )
         span = tracer.start_span(name, None, _CLIENT, attrs, links, started_ns)
         span.end()
+
+
+class _SkippedChild(NonRecordingSpan):
+    """The span the SDK would make under an unsampled remote parent that its sampler drops,
+    built only when read: most such messages are handled without anything reading it.
+
+    From a valid version-00 ``traceparent`` alone (no ``tracestate``): the parent's trace
+    id, a fresh span id, the parent's random-trace-id flag, not sampled, not remote.
+    """
+
+    def __init__(self, traceparent: bytes, new_span_id: Any) -> None:
+        self._traceparent = traceparent
+        self._new_span_id = new_span_id
+        self._span_context: SpanContext | None = None
+
+    @property
+    def _context(self) -> SpanContext:  # what NonRecordingSpan's methods read
+        return self.get_span_context()
+
+    def get_span_context(self) -> SpanContext:
+        span_context = self._span_context
+        if span_context is None:
+            tp = self._traceparent
+            flags = _FLAGS[int(tp[53:55], 16) & _RANDOM_TRACE_ID]
+            span_context = SpanContext(int(tp[3:35], 16), self._new_span_id(), False, flags)
+            self._span_context = span_context
+        return span_context
+
+
+_ODD_HEX = frozenset(b"13579bdf")
 
 
 class _RootIds:
