@@ -218,17 +218,17 @@ def format_traceparent(span_context: SpanContext) -> str:
 # ----------------------------------------------------------------------------
 # The propagation used by one wrapper
 # ----------------------------------------------------------------------------
-class _RemoteParent(NonRecordingSpan):
-    """The producer's span, as the remote parent made current while a message is handled,
-    for services without an SDK: its SpanContext is built only when something asks for it.
+class LazySpan(NonRecordingSpan):
+    """A non-recording span whose SpanContext is built from a valid version-00
+    ``traceparent`` only when something asks for it.
 
-    There, most handled messages never have their context read (nothing is sent while
-    handling them), yet whether the context becomes current must be decided at once:
-    the header is validated fully (the same checks as :func:`parse_traceparent`), only
-    the conversion to ids and flags waits.
+    Most handled messages never have their context read (nothing is sent while handling
+    them), yet whether a context becomes current must be decided at once: the header is
+    validated before (the same checks as :func:`parse_traceparent`); only the conversion
+    to ids and flags waits. Subclasses say which span context the header stands for.
     """
 
-    def __init__(self, traceparent: bytes) -> None:  # a valid version-00 traceparent
+    def __init__(self, traceparent: bytes) -> None:
         self._traceparent = traceparent
         self._span_context: SpanContext | None = None
 
@@ -239,10 +239,19 @@ class _RemoteParent(NonRecordingSpan):
     def get_span_context(self) -> SpanContext:
         span_context = self._span_context
         if span_context is None:
-            tp = self._traceparent
-            trace_id, span_id, flags = int(tp[3:35], 16), int(tp[36:52], 16), _TRACE_FLAGS[int(tp[53:55], 16)]
-            span_context = self._span_context = SpanContext(trace_id, span_id, True, flags)
+            span_context = self._span_context = self._build(self._traceparent)
         return span_context
+
+    def _build(self, tp: bytes) -> SpanContext:
+        raise NotImplementedError
+
+
+class _RemoteParent(LazySpan):
+    """The producer's span, as the remote parent made current while a message is handled
+    by a service without an SDK."""
+
+    def _build(self, tp: bytes) -> SpanContext:
+        return SpanContext(int(tp[3:35], 16), int(tp[36:52], 16), True, _TRACE_FLAGS[int(tp[53:55], 16)])
 
 
 class Extracted:

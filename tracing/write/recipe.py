@@ -39,7 +39,7 @@ from opentelemetry.trace import (
 
 from tracing import semconv as sc
 from tracing.version import __version__
-from tracing.write.propagation import SPAN_KEY, Extracted
+from tracing.write.propagation import SPAN_KEY, Extracted, LazySpan
 
 _SCOPE = "kafka-event-tracing"
 _CONSUMER = SpanKind.CONSUMER
@@ -373,31 +373,20 @@ class Telemetry:
         span.end()
 
 
-class _SkippedChild(NonRecordingSpan):
+class _SkippedChild(LazySpan):
     """The span the SDK would make under an unsampled remote parent that its sampler drops,
-    built only when read: most such messages are handled without anything reading it.
-
-    From a valid version-00 ``traceparent`` alone (no ``tracestate``): the parent's trace
-    id, a fresh span id, the parent's random-trace-id flag, not sampled, not remote.
+    built only when read (see :class:`LazySpan`): from a valid version-00 ``traceparent``
+    alone (no ``tracestate``), the parent's trace id, a fresh span id, the parent's
+    random-trace-id flag, not sampled, not remote.
     """
 
     def __init__(self, traceparent: bytes, new_span_id: Any) -> None:
-        self._traceparent = traceparent
+        super().__init__(traceparent)
         self._new_span_id = new_span_id
-        self._span_context: SpanContext | None = None
 
-    @property
-    def _context(self) -> SpanContext:  # what NonRecordingSpan's methods read
-        return self.get_span_context()
-
-    def get_span_context(self) -> SpanContext:
-        span_context = self._span_context
-        if span_context is None:
-            tp = self._traceparent
-            flags = _FLAGS[int(tp[53:55], 16) & _RANDOM_TRACE_ID]
-            span_context = SpanContext(int(tp[3:35], 16), self._new_span_id(), False, flags)
-            self._span_context = span_context
-        return span_context
+    def _build(self, tp: bytes) -> SpanContext:
+        flags = _FLAGS[int(tp[53:55], 16) & _RANDOM_TRACE_ID]
+        return SpanContext(int(tp[3:35], 16), self._new_span_id(), False, flags)
 
 
 _ODD_HEX = frozenset(b"13579bdf")
