@@ -250,8 +250,13 @@ def _drain(
 def _reject_oversized_order(producer: tracing.TracedProducer, topic: str) -> None:
     """Send one order the broker refuses; fails loudly if it was accepted after all."""
     errors: list[Any] = []
+    # One partition for every refusal: one series that grows (a series per partition would each
+    # stay at 1, and rate() of a series that never grows is 0).
     producer.produce(
-        topic, value=b"x" * OVERSIZED_ORDER_BYTES, on_delivery=lambda err, _msg: errors.append(err)
+        topic,
+        value=b"x" * OVERSIZED_ORDER_BYTES,
+        partition=0,
+        on_delivery=lambda err, _msg: errors.append(err),
     )
     assert producer.flush(30) == 0, "the oversized order got no delivery report"
     assert errors and errors[0] is not None and errors[0].name() == REJECTED_ERROR_TYPE, (
@@ -377,14 +382,15 @@ def drive(
                     traces = {"ok": flow.ok_traces, "fail": flow.failed_traces, "slow": flow.slow_traces}
                     traces[kind].append(trace_id)
                 assert producer.flush(30) == 0, "orders were not all delivered"
+                if wave is waves[0] or not waves[0]:  # one refused order per phase, amid its traffic
+                    _reject_oversized_order(checkout_untraced, flow.orders_topic)
+                    flow.rejected_sends += 1
                 remaining = max(10.0, timeout - (time.monotonic() - started))
                 flow.processed["inventory"] += _drain(inventory, len(wave), handle_order, remaining)
                 assert inventory_out.flush(30) == 0, "stock messages were not all delivered"
                 to_bill = sum(1 for _, kind in wave if kind != "fail")
                 remaining = max(10.0, timeout - (time.monotonic() - started))
                 flow.processed["billing"] += _drain(billing, to_bill, handle_stock, remaining)
-            _reject_oversized_order(checkout_untraced, flow.orders_topic)
-            flow.rejected_sends += 1
             for meter in meters.values():
                 meter.force_flush(15_000)
 
