@@ -35,40 +35,38 @@ def _protocol(protocol: str | None, signal: str = "TRACES") -> str:
     return value
 
 
-def otlp_exporter(endpoint: str | None = None, protocol: str | None = None) -> SpanExporter:
-    """An OTLP span exporter for ``endpoint`` (or the standard variables)."""
-    if _protocol(protocol) == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        if endpoint is None:
-            return OTLPSpanExporter()
-        return OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
-
+def _otlp(signal: str, endpoint: str | None, protocol: str | None) -> Any:
+    """The OTLP exporter of one signal (``traces`` or ``metrics``) for ``endpoint``."""
+    grpc = _protocol(protocol, signal.upper()) == "grpc"
+    if signal == "traces":
+        if grpc:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Exporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Exporter
+    elif grpc:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Exporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Exporter
     if endpoint is None:
-        return HTTPExporter()
+        return Exporter()
+    if grpc:
+        return Exporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
     # An explicit endpoint is used as-is by the HTTP exporter: add the signal path, as
     # the exporter itself does for OTEL_EXPORTER_OTLP_ENDPOINT.
-    if not endpoint.rstrip("/").endswith("/v1/traces"):
-        endpoint = endpoint.rstrip("/") + "/v1/traces"
-    return HTTPExporter(endpoint=endpoint)
+    path = "/v1/" + signal
+    if not endpoint.rstrip("/").endswith(path):
+        endpoint = endpoint.rstrip("/") + path
+    return Exporter(endpoint=endpoint)
+
+
+def otlp_exporter(endpoint: str | None = None, protocol: str | None = None) -> SpanExporter:
+    """An OTLP span exporter for ``endpoint`` (or the standard variables)."""
+    return _otlp("traces", endpoint, protocol)
 
 
 def otlp_metric_exporter(endpoint: str | None = None, protocol: str | None = None) -> MetricExporter:
     """An OTLP metric exporter for ``endpoint`` (or the standard variables)."""
-    if _protocol(protocol, "METRICS") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        if endpoint is None:
-            return OTLPMetricExporter()
-        return OTLPMetricExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPExporter
-
-    if endpoint is None:
-        return HTTPExporter()
-    if not endpoint.rstrip("/").endswith("/v1/metrics"):
-        endpoint = endpoint.rstrip("/") + "/v1/metrics"
-    return HTTPExporter(endpoint=endpoint)
+    return _otlp("metrics", endpoint, protocol)
 
 
 def configure_metrics(

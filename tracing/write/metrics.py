@@ -35,6 +35,7 @@ from opentelemetry import metrics
 
 from tracing import semconv as sc
 from tracing.version import __version__
+from tracing.write.recipe import common_attributes
 
 CHAIN_HEADER = "eventchain"
 CHAIN_KEY = context_api.create_key("eventchain")
@@ -244,12 +245,7 @@ class FlowMetrics:
         # Public for the hot paths, which read them instead of calling instruments().
         self.resolved_instruments: Instruments | None = None
         self.resolved = False
-        common: dict[str, Any] = {sc.SYSTEM: "kafka"}
-        if server is not None:
-            common[sc.SERVER_ADDRESS] = server[0]
-            if server[1] is not None:
-                common[sc.SERVER_PORT] = server[1]
-        self._common = common
+        self._common = common_attributes(server)
         self.consumer_group = consumer_group
         self._max_paths = max_paths
         self._paths: set[str] = set()

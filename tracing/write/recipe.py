@@ -134,13 +134,9 @@ class Telemetry:
         self.skip_local_unsampled = False
         self._root_ids: _RootIds | None = None  # the root-sampling fast path, when it applies
         self._new_span_id: Any = None
-        common: dict[str, Any] = {sc.SYSTEM: "kafka"}
+        common = common_attributes(server)
         if client_id:
             common[sc.CLIENT_ID] = client_id
-        if server is not None:
-            common[sc.SERVER_ADDRESS] = server[0]
-            if server[1] is not None:
-                common[sc.SERVER_PORT] = server[1]
         self.consumer_group = consumer_group
         self._common = common
         self._send: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -492,6 +488,16 @@ def link_limit(provider: Any) -> int:
     limits = getattr(provider, "_span_limits", None)
     value = getattr(limits, "max_links", None)
     return int(value) if isinstance(value, int) and value >= 0 else 128
+
+
+def common_attributes(server: tuple[str, int | None] | None) -> dict[str, Any]:
+    """``messaging.system`` and the server attributes every span and metric of a client carries."""
+    common: dict[str, Any] = {sc.SYSTEM: "kafka"}
+    if server is not None:
+        common[sc.SERVER_ADDRESS] = server[0]
+        if server[1] is not None:
+            common[sc.SERVER_PORT] = server[1]
+    return common
 
 
 def server_of(config: Mapping[str, Any] | None) -> tuple[str, int | None] | None:
