@@ -31,7 +31,7 @@ from opentelemetry.trace import Span, TracerProvider
 
 from tracing.write.lag import ConsumerLag, with_lag_statistics
 from tracing.write.metrics import CHAIN_KEY, FlowMetrics
-from tracing.write.propagation import SPAN_KEY, Propagation, report_internal_error
+from tracing.write.propagation import SPAN_KEY, Extracted, Propagation, report_internal_error
 from tracing.write.recipe import Telemetry, link_limit, server_of
 
 _get_ident = threading.get_ident
@@ -369,15 +369,17 @@ class TracedConsumer:
         if not headers:
             span, ctx = telemetry.start_process(tracer, msg, None, link_only)
             return _Open(msg, span, ctx, self._owner())
-        if telemetry.skip_remote_unsampled and not link_only:
-            # An unsampled producer under a parent-based sampler (99 % of messages at 1 %):
-            # nothing to record; the context flows on without even parsing the header.
-            tp = self._propagation.plain_traceparent(headers)
-            if tp is not None:
+        tp = self._propagation.plain_traceparent(headers)
+        if tp is not None:  # the common header: validated once, read once
+            if telemetry.skip_remote_unsampled and not link_only:
+                # An unsampled producer under a parent-based sampler (99 % of messages at
+                # 1 %): nothing to record; the context flows on, the header never parsed.
                 skipped = telemetry.skipped_child(tp)
                 if skipped is not None:
                     return _Open(msg, None, Context({SPAN_KEY: skipped}), self._owner())
-        extracted = self._propagation.extract(headers, keep_baggage=not link_only)
+            extracted: Extracted | None = Extracted.of_plain(tp)
+        else:
+            extracted = self._propagation.extract(headers, keep_baggage=not link_only)
         span, ctx = telemetry.start_process(tracer, msg, extracted, link_only)
         return _Open(msg, span, ctx, self._owner())
 

@@ -263,6 +263,18 @@ class Extracted:
         self.span_context = span_context
         self.context = context
 
+    @classmethod
+    def of_plain(cls, traceparent: bytes) -> Extracted:
+        """From a ``traceparent`` that :meth:`Propagation.plain_traceparent` accepted
+        (valid, version 00, the only trace header): no second scan, no second match."""
+        span_context = SpanContext(
+            int(traceparent[3:35], 16),
+            int(traceparent[36:52], 16),
+            True,
+            _TRACE_FLAGS[int(traceparent[53:55], 16)],
+        )
+        return cls(span_context, Context({SPAN_KEY: NonRecordingSpan(span_context)}))
+
 
 def _is_w3c(propagator: TextMapPropagator) -> tuple[bool, bool]:
     """(is only W3C trace context and baggage, includes baggage)."""
