@@ -1,6 +1,8 @@
 """``python -m benchmarks``: raw confluent-kafka vs this library vs the OpenTelemetry contrib
 instrumentation, interleaved round by round, on the mock cluster and the real broker; and
 the asyncio clients (raw ``confluent_kafka.aio`` vs ``tracing.aio``) with the event loop's lag.
+At 100 % sampling the "SDK floor" runs too: the same spans with no wrapper code around
+them, the best any instrumentation could do.
 
     python -m benchmarks                      # everything: 3 rounds, N=50,000, both brokers
     python -m benchmarks --broker mock --rounds 5
@@ -35,6 +37,8 @@ SAMPLINGS = ("none", "1.0", "0.01")
 AIO_SAMPLINGS = ("none", "1.0")
 # The flow metrics' cost is measured beside these (no SDK: the metrics alone).
 METRICS_SAMPLINGS = ("none", "1.0")
+# The SDK floor: where the span work dominates, and where the ratio targets are set.
+FLOOR_CONFIG = ("1.0", "discard")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--samplings", default="none,1.0,0.01", help="none (no SDK), 1.0 and/or 0.01 (default: all three)"
     )
     parser.add_argument("--no-contrib", action="store_true", help="leave out the contrib variant")
+    parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="leave out the SDK floor (the bare spans, run at 100%% with the discarding exporter)",
+    )
     parser.add_argument(
         "--no-metrics",
         dest="metrics",
@@ -113,7 +123,8 @@ def run_worker(python: str, spec: dict[str, Any], timeout: float) -> dict[str, A
 def plan(
     args: argparse.Namespace, contrib: str | None, brokers: list[str], otlp: bool
 ) -> list[dict[str, Any]]:
-    """One round: raw, then each configuration as ours/contrib pairs (adjacent, for fair ratios);
+    """One round: raw, then each configuration as ours/contrib pairs (adjacent, for fair ratios),
+    the SDK floor between them at 100 % discard, the flow metrics' variant just before ours;
     then the asyncio clients: raw aio, then ours without SDK and at 100 %."""
     exporters = [e for e in args.exporters.split(",") if e == "discard" or (e == "otlp" and otlp)]
     apis = args.api.split(",")
@@ -126,8 +137,12 @@ def plan(
             configs += [(s, e) for e in exporters for s in samplings if s != "none"]
             for sampling, exporter in configs:
                 libraries = ["ours", "contrib"] if contrib else ["ours"]
+                if args.floor and (sampling, exporter) == FLOOR_CONFIG:
+                    # between ours and contrib: both ratios to the floor compare neighbouring runs
+                    libraries.insert(1, "floor")
                 if args.metrics and exporter != "otlp" and sampling in METRICS_SAMPLINGS:
-                    libraries.insert(1, "ours-metrics")  # beside its tracing-only twin
+                    # beside its tracing-only twin, before it: ours stays next to floor and contrib
+                    libraries.insert(0, "ours-metrics")
                 for library in libraries:
                     round_plan.append(
                         {"library": library, "sampling": sampling, "exporter": exporter, "broker": broker}
@@ -192,6 +207,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                 spec["min_phase_s"] = 0  # one timed run per phase: a smoke run, not a measurement
             if item["broker"] == "real":
                 spec["bootstrap"] = args.bootstrap
+            # ours and the floor import this project (the floor: its pinned SDK): our interpreter
             python = contrib if item["library"] == "contrib" else sys.executable
             started = time.monotonic()
             result = run_worker(python, spec, timeout)  # type: ignore[arg-type]

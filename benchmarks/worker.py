@@ -1,6 +1,7 @@
 """One measurement in a fresh interpreter: ``python -m benchmarks.worker '<json spec>'``.
 
-The spec names the client library (``raw``, ``ours``, ``contrib``; ``aio-raw`` and
+The spec names the client library (``raw``, ``ours``, ``contrib``, ``floor``: the SDK
+work of this library's spans alone, see :func:`floor_producer`; ``aio-raw`` and
 ``aio-ours`` for the asyncio clients, see :mod:`benchmarks.worker_aio`), the sampling
 (``none`` = no SDK configured, or a ratio), the exporter (``discard`` or ``otlp``) and
 the broker. The worker prints one JSON line (the last line of stdout) with the
@@ -9,7 +10,7 @@ throughput of each phase:
 - ``produce``: N root sends (no ambient span), ``poll(0)`` every 1000, then ``flush()``;
 - ``poll``: consume N pre-produced messages in a plain ``poll()`` loop (drop-in style);
 - ``process``: the same messages again, each handled inside ``process(msg)`` (ours) or
-  simply handled after ``poll()`` (raw, contrib: they have no such call).
+  simply handled after ``poll()`` (raw, floor, contrib: they have no such call).
 
 A phase shorter than ``MIN_PHASE_S`` is repeated with a fresh client (at most
 ``MAX_REPEATS`` times) and its median taken: the raw client needs only ~50 ms for N.
@@ -33,6 +34,7 @@ import statistics
 import sys
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
@@ -96,6 +98,116 @@ def setup_sdk(spec: dict[str, Any]) -> tuple[Any, _Counting | None]:
     return provider, exporter
 
 
+# ----------------------------------------------------------------------------- SDK floor
+# The best any wrapper could do: the SDK work for the very spans this library records (same
+# name, kind, attributes, parent and link), with no wrapper logic around it.
+def _common_attributes(bootstrap: str) -> dict[str, Any]:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return {"messaging.system": "kafka", "server.address": host, "server.port": int(port)}
+
+
+def floor_producer(conf: dict[str, Any]) -> Any:
+    """A raw producer whose ``produce()`` starts and ends one send span around the raw call.
+
+    Partition and offset are constants set before ``end()``: no delivery callback and no
+    header injection, so only the SDK's share of a traced send is counted.
+    """
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind
+
+    raw = Producer(conf)
+    start_span, kind = trace.get_tracer("bench-floor").start_span, SpanKind.PRODUCER
+    common = _common_attributes(conf["bootstrap.servers"])
+    recipes: dict[str, tuple[str, dict[str, Any]]] = {}  # per topic: span name, attributes
+
+    def produce(topic: str, value: bytes, key: bytes | None = None) -> None:
+        recipe = recipes.get(topic)
+        if recipe is None:
+            recipe = recipes[topic] = (
+                "send " + topic,
+                {
+                    **common,
+                    "messaging.operation.name": "send",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": topic,
+                },
+            )
+        name, attrs = recipe[0], recipe[1].copy()
+        if key is not None:
+            attrs["messaging.kafka.message.key"] = key.decode()
+        span = start_span(name, None, kind, attrs)
+        # A BufferError leaves this span unended (never exported); the retry starts another.
+        raw.produce(topic, value, key=key)
+        span.set_attribute("messaging.destination.partition.id", "0")
+        span.set_attribute("messaging.kafka.offset", 0)
+        span.end()
+
+    return SimpleNamespace(produce=produce, poll=raw.poll, flush=raw.flush)
+
+
+def floor_consumer(raw: Consumer, conf: dict[str, Any]) -> Any:
+    """A raw consumer whose ``poll()`` ends the previous message's process span and starts
+    one for the message it returns, as this library's drop-in ``poll()`` does.
+
+    Every span is a child of (and links to) one fixed remote sampled parent instead of the
+    message's ``traceparent``: the header parsing is wrapper work. No context is attached.
+    """
+    from opentelemetry import trace
+    from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
+    start_span, kind = trace.get_tracer("bench-floor").start_span, SpanKind.CONSUMER
+    parent = SpanContext(
+        random.getrandbits(128) | 1,
+        random.getrandbits(64) | 1,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+    common = _common_attributes(conf["bootstrap.servers"])
+    recipes: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}  # per partition
+    span: Any = None  # the span of the message poll() returned last
+
+    def poll(timeout: float = -1) -> Any:
+        nonlocal span
+        if span is not None:
+            span.end()
+            span = None
+        msg = raw.poll(timeout)
+        if msg is None or msg.error() is not None:
+            return msg
+        topic, partition = msg.topic(), msg.partition()
+        recipe = recipes.get((topic, partition))
+        if recipe is None:
+            recipe = recipes[(topic, partition)] = (
+                "process " + topic,
+                {
+                    **common,
+                    "messaging.operation.name": "process",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": topic,
+                    "messaging.destination.partition.id": str(partition),
+                    "messaging.consumer.group.name": conf["group.id"],
+                },
+            )
+        name, attrs = recipe[0], recipe[1].copy()
+        attrs["messaging.kafka.offset"] = msg.offset()
+        attrs["messaging.kafka.message.key"] = msg.key().decode()
+        attrs["messaging.message.body.size"] = len(msg.value())
+        now = time.time_ns()
+        attrs["kafka.record.queue_time_ms"] = now // 1_000_000 - msg.timestamp()[1]
+        span = start_span(name, parent_ctx, kind, attrs, (Link(parent),), now)
+        return msg
+
+    def close() -> None:
+        nonlocal span
+        if span is not None:
+            span.end()
+            span = None
+        raw.close()
+
+    return SimpleNamespace(poll=poll, close=close)
+
+
 # ----------------------------------------------------------------------------- clients
 def make_producer(library: str, conf: dict[str, Any]) -> Any:
     if library == "raw":
@@ -104,6 +216,8 @@ def make_producer(library: str, conf: dict[str, Any]) -> Any:
         from tracing import TracedProducer
 
         return TracedProducer(conf)
+    if library == "floor":
+        return floor_producer(conf)
     from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
 
     return ConfluentKafkaInstrumentor.instrument_producer(Producer(conf))
@@ -120,6 +234,8 @@ def make_consumer(library: str, conf: dict[str, Any], topic: str) -> Any:
         from tracing import TracedConsumer
 
         return TracedConsumer(raw, client_config=conf)
+    if library == "floor":
+        return floor_consumer(raw, conf)
     from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
 
     return ConfluentKafkaInstrumentor.instrument_consumer(raw)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +38,7 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
         "ours/0.01/discard",
         "ours-metrics/none",
         "ours-metrics/1.0/discard",
+        "floor/1.0/discard",
         "aio-raw",
         "aio-ours/none",
         "aio-ours/1.0/discard",
@@ -48,6 +51,14 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
     for variant in ("ours/1.0/discard", "aio-ours/1.0/discard"):
         spans = data["summary"]["mock"]["spans_exported_per_msg"][variant]
         assert spans["poll"] >= 0.99 and spans["produce"] >= 0.99, (variant, spans)
+    # the SDK floor recorded its one span per message in every phase (process = its poll loop)
+    spans = data["summary"]["mock"]["spans_exported_per_msg"]["floor/1.0/discard"]
+    assert set(spans) == {"produce", "poll", "process"}
+    assert all(0.99 <= v <= 1.01 for v in spans.values()), spans
+    # without contrib there is no floor/contrib ratio, but this library / the floor is there
+    assert data["summary"]["mock"]["floor_ratio_vs_contrib"] == {}
+    assert set(data["summary"]["mock"]["ours_vs_floor"]) == {"1.0/discard"}
+    assert "this library / SDK floor" in run.stdout
     # the asyncio runs measured their event loop: a lag for every phase, none for sync runs
     lag = data["summary"]["mock"]["loop_lag_ms"]
     assert set(lag) == {"aio-raw", "aio-ours/none", "aio-ours/1.0/discard"}
@@ -124,3 +135,53 @@ def test_asyncio_variants_are_measured_against_the_raw_aio_clients_and_their_syn
         "aio-ours/1.0/discard": {"produce": 30.0, "poll": 30.0, "process": 30.0},
     }
     assert list(summary["msgs_per_s"]) == ["raw", "ours/1.0/discard", "aio-raw", "aio-ours/1.0/discard"]
+
+
+def test_the_sdk_floor_is_compared_with_contrib_and_ours_round_by_round():
+    def run(rnd, library, rates):
+        sampling = "none" if library == "raw" else "1.0"
+        return {
+            "round": rnd,
+            "broker": "mock",
+            "library": library,
+            "sampling": sampling,
+            "n": 10,
+            "exporter": "none" if sampling == "none" else "discard",
+            "msgs_per_s": dict(zip(report.PHASES, rates, strict=True)),
+            "spans_exported": {},
+        }
+
+    # (produce, poll, process) per round; round 2 is faster for the floor than for contrib, so
+    # the median of per-round ratios differs from the ratio of the median rates
+    runs = [
+        run(1, "raw", (1e6, 1e6, 1e6)),
+        run(1, "ours", (30e3, 60e3, 40e3)),
+        run(1, "floor", (40e3, 80e3, 50e3)),
+        run(1, "contrib", (20e3, 20e3, 20e3)),
+        run(2, "raw", (1e6, 1e6, 1e6)),
+        run(2, "ours", (54e3, 72e3, 45e3)),
+        run(2, "floor", (60e3, 90e3, 50e3)),
+        run(2, "contrib", (40e3, 30e3, 25e3)),
+    ]
+    summary = report.summarise(runs)["mock"]
+    # floor / contrib: round 1 (2.0, 4.0, 2.5), round 2 (1.5, 3.0, 2.0); the median of two is the mean
+    assert summary["floor_ratio_vs_contrib"]["1.0/discard"] == pytest.approx(
+        {"produce": 1.75, "poll": 3.5, "process": 2.25}
+    )
+    # ours / floor: round 1 (0.75, 0.75, 0.8), round 2 (0.9, 0.8, 0.9)
+    assert summary["ours_vs_floor"]["1.0/discard"] == pytest.approx(
+        {"produce": 0.825, "poll": 0.775, "process": 0.85}
+    )
+    assert list(summary["msgs_per_s"]) == [
+        "raw",
+        "ours/1.0/discard",
+        "floor/1.0/discard",
+        "contrib/1.0/discard",
+    ]
+    checked = {t["target"]: t for t in report.targets({"mock": summary}, None)}
+    assert checked["100% produce vs contrib"]["floor"] == pytest.approx(1.75)
+    assert checked["100% consume (poll loop) vs contrib"]["floor"] == pytest.approx(3.5)
+    assert "floor" not in checked["1% produce vs contrib"]
+    text = report.render({"mock": summary}, {"n": 10}, list(checked.values()))
+    assert "SDK floor (one bare span per message, same attributes) / otel contrib" in text
+    assert "(SDK floor reaches 1.75x)" in text
