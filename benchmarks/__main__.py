@@ -232,7 +232,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
 
 def _label(item: dict[str, Any]) -> str:
     key = report.variant_key(item["library"], item["sampling"], item["exporter"])
-    return f"{item['broker']:4} {report.variant_label(key):34}"
+    return f"{item['broker']:4} {report.variant_label(key):42}"
 
 
 # ----------------------------------------------------------------------------- outage

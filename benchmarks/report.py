@@ -290,7 +290,7 @@ def _num(v: float | None, fmt: str) -> str:
 
 
 def _rate_head(over: str, width: int) -> str:
-    head = f"{'variant':34} {'produce/s':>10} {'poll/s':>10} {'process/s':>10}   {over:{width}}"
+    head = f"{'variant':42} {'produce/s':>10} {'poll/s':>10} {'process/s':>10}   {over:{width}}"
     return head + f"{'produce':>8} {'poll':>7} {'process':>8}"
 
 
@@ -298,7 +298,7 @@ def _rate_row(s: dict[str, Any], key: str, width: int) -> str:
     rates = s["msgs_per_s"][key]
     over = s["overhead_us_over_raw"].get(key, {})
     return (
-        f"{variant_label(key):34} {_rate(rates['produce']):>10} {_rate(rates['poll']):>10} "
+        f"{variant_label(key):42} {_rate(rates['produce']):>10} {_rate(rates['poll']):>10} "
         f"{_rate(rates['process']):>10}   {'':{width}}"
         f"{_num(over.get('produce'), '.2f'):>8} {_num(over.get('poll'), '.2f'):>7} "
         f"{_num(over.get('process'), '.2f'):>8}"
@@ -347,6 +347,19 @@ def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str
             lines.append(f"  {'sampling + exporter':24} {'produce':>8} {'poll':>8} {'process':>8}")
             for key, ratio in s[field].items():
                 lines.append(f"  {_config_label(key):24} " + _ratio_cells(ratio))
+        exported = {k: v for k, v in s.get("spans_exported_per_msg", {}).items() if "/1.0/" in k}
+        if exported:
+            # The SDK's BatchSpanProcessor drops spans when its queue (2,048 by default) fills
+            # faster than its thread exports: a dropped span skips the export work, so say it.
+            lines.append("")
+            lines.append(
+                "spans exported per message at 100 % (this library and the floor: 1 = none dropped; "
+                "contrib records 2 per consumed message):"
+            )
+            lines.append(f"  {'variant':42} {'produce':>8} {'poll':>8} {'process':>8}")
+            for key, per_msg in exported.items():
+                cells = " ".join(f"{_num(per_msg.get(p), '.2f'):>8}" for p in PHASES)
+                lines.append(f"  {variant_label(key):42} {cells}")
         if s.get("metrics_cost_us"):
             lines.append("")
             lines.append(
@@ -381,9 +394,9 @@ def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str
                     continue
                 lines.append("")
                 lines.append(f"{title}, same round (median of per-round ratios):")
-                lines.append(f"  {'variant':34} {'produce':>8} {'poll':>8} {'process':>8}")
+                lines.append(f"  {'variant':42} {'produce':>8} {'poll':>8} {'process':>8}")
                 for key, ratio in s[field].items():
-                    lines.append(f"  {variant_label(key):34} " + _ratio_cells(ratio))
+                    lines.append(f"  {variant_label(key):42} " + _ratio_cells(ratio))
     if checked:
         lines.append("")
         lines.append("targets:")
