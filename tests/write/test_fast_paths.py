@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry import baggage, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tracing.write.propagation import Propagation, parse_traceparent
+from tracing.write.propagation import Extracted, Propagation, parse_traceparent
 from tracing.write.recipe import Telemetry
 
 ids_alphabet = "0123456789abcdefABF-_ "
@@ -72,6 +72,39 @@ def test_without_an_sdk_the_context_made_current_is_the_one_extraction_reads(hea
         assert carried is not None
         assert trace.get_current_span(carried).get_span_context() == extracted.span_context
         assert baggage.get_all(carried) == baggage.get_all(extracted.context)
+
+
+# Valid version-00 values, bytes as the client gives them (all-zero ids included).
+valid_traceparents = st.builds(
+    lambda trace_id, span_id, flags: b"00-%032x-%016x-%02x" % (trace_id, span_id, flags),
+    st.one_of(st.just(0), st.integers(1, 2**128 - 1)),
+    st.one_of(st.just(0), st.integers(1, 2**64 - 1)),
+    st.integers(0, 255),
+)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["traceparent", "traceparent", "tracestate", "baggage", "other"]),
+            st.one_of(valid_traceparents, traceparents),
+        ),
+        max_size=4,
+    )
+)
+@example([("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")])
+@example([("other", b"x"), ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")])
+def test_a_plain_traceparent_read_once_gives_what_extraction_gives(headers):
+    propagation = Propagation()
+    extracted = propagation.extract(headers)
+    plain = propagation.plain_traceparent(headers)
+    if plain is not None:  # only then does a consumer take the one-read path
+        assert extracted is not None
+        once = Extracted.of_plain(plain)
+        assert once.span_context == extracted.span_context
+        assert trace.get_current_span(once.context).get_span_context() == extracted.span_context
+        assert dict(once.context).keys() == dict(extracted.context).keys()
 
 
 def test_a_lazily_read_parent_looks_like_any_remote_parent():

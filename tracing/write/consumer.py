@@ -383,6 +383,13 @@ class TracedConsumer:
         span, ctx = telemetry.start_process(tracer, msg, extracted, link_only)
         return _Open(msg, span, ctx, self._owner())
 
+    def _extracted(self, headers: Any, link_only: bool) -> Extracted | None:
+        """The producer's context from non-empty headers; a plain ``traceparent`` read once."""
+        tp = self._propagation.plain_traceparent(headers)
+        if tp is not None:
+            return Extracted.of_plain(tp)
+        return self._propagation.extract(headers, keep_baggage=not link_only)
+
     def _start_measured(self, msg: Any, tracer: Any, link_only: bool, instruments: Any) -> _Open:
         """``_start`` with the flow metrics on: queue time, chain duration, the chain carried on."""
         started = _time_ns()
@@ -394,7 +401,7 @@ class TracedConsumer:
             carried = None if link_only else self._propagation.context_of(headers)
             ctx = context_api.set_value(CHAIN_KEY, chain, carried)
         else:
-            extracted = self._propagation.extract(headers, keep_baggage=not link_only) if headers else None
+            extracted = self._extracted(headers, link_only) if headers else None
             span, ctx = self._telemetry.start_process(tracer, msg, extracted, link_only)
             ctx = context_api.set_value(CHAIN_KEY, chain, ctx)
         opened = _Open(msg, span, ctx, self._owner())
