@@ -315,8 +315,26 @@ def _config_label(key: str) -> str:
     return SAMPLING_LABEL.get(sampling, sampling) + (" " + exporter if exporter else "")
 
 
-def _ratio_cells(ratio: dict[str, float | None]) -> str:
-    return " ".join(f"{'-' if ratio.get(p) is None else format(ratio[p], '.2f') + 'x':>8}" for p in PHASES)
+_PER_ROUND = "same round (median of per-round ratios)"
+
+
+def _phase_table(
+    title: str, rows: dict[str, dict[str, float | None]], *, variants: bool = False, unit: str = ""
+) -> list[str]:
+    """A titled block, one row per configuration (or per variant), one cell per phase;
+    nothing when there are no rows."""
+    if not rows:
+        return []
+    head, width, label = (
+        ("variant", 42, variant_label) if variants else ("sampling + exporter", 24, _config_label)
+    )
+    out = ["", title + ":", f"  {head:{width}} {'produce':>8} {'poll':>8} {'process':>8}"]
+    for key, values in rows.items():
+        cells = " ".join(
+            f"{'-' if values.get(p) is None else format(values[p], '.2f') + unit:>8}" for p in PHASES
+        )
+        out.append(f"  {label(key):{width}} {cells}")
+    return out
 
 
 def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str, Any]]) -> str:
@@ -331,48 +349,25 @@ def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str
         if sync_keys:
             lines.append(_rate_head("µs/msg over raw: ", 17))
             lines += [_rate_row(s, key, 17) for key in sync_keys]
-        if s["ratio_vs_contrib"]:
-            lines.append("")
-            lines.append("this library / otel contrib, same round (median of per-round ratios):")
-            lines.append(f"  {'sampling + exporter':24} {'produce':>8} {'poll':>8} {'process':>8}")
-            for key, ratio in s["ratio_vs_contrib"].items():
-                lines.append(f"  {_config_label(key):24} " + _ratio_cells(ratio))
-        for title, field in (
-            (
-                "SDK floor (one bare span per message, same attributes) / otel contrib",
-                "floor_ratio_vs_contrib",
-            ),
-            ("this library / SDK floor", "ours_vs_floor"),
-        ):
-            if not s.get(field):
-                continue
-            lines.append("")
-            lines.append(f"{title}, same round (median of per-round ratios):")
-            lines.append(f"  {'sampling + exporter':24} {'produce':>8} {'poll':>8} {'process':>8}")
-            for key, ratio in s[field].items():
-                lines.append(f"  {_config_label(key):24} " + _ratio_cells(ratio))
-        exported = {k: v for k, v in s.get("spans_exported_per_msg", {}).items() if "/1.0/" in k}
-        if exported:
-            # The SDK's BatchSpanProcessor drops spans when its queue (2,048 by default) fills
-            # faster than its thread exports: a dropped span skips the export work, so say it.
-            lines.append("")
-            lines.append(
-                "spans exported per message at 100 % (this library and the floor: 1 = none dropped; "
-                "contrib records 2 per consumed message):"
-            )
-            lines.append(f"  {'variant':42} {'produce':>8} {'poll':>8} {'process':>8}")
-            for key, per_msg in exported.items():
-                cells = " ".join(f"{_num(per_msg.get(p), '.2f'):>8}" for p in PHASES)
-                lines.append(f"  {variant_label(key):42} {cells}")
-        if s.get("metrics_cost_us"):
-            lines.append("")
-            lines.append(
-                "flow metrics: µs/msg they add to the same sampling (median of per-round differences):"
-            )
-            lines.append(f"  {'sampling + exporter':24} {'produce':>8} {'poll':>8} {'process':>8}")
-            for key, cost in s["metrics_cost_us"].items():
-                cells = " ".join(f"{_num(cost.get(p), '.2f'):>8}" for p in PHASES)
-                lines.append(f"  {_config_label(key):24} {cells}")
+        lines += _phase_table(f"this library / otel contrib, {_PER_ROUND}", s["ratio_vs_contrib"], unit="x")
+        lines += _phase_table(
+            f"SDK floor (one bare span per message, same attributes) / otel contrib, {_PER_ROUND}",
+            s.get("floor_ratio_vs_contrib", {}),
+            unit="x",
+        )
+        lines += _phase_table(f"this library / SDK floor, {_PER_ROUND}", s.get("ours_vs_floor", {}), unit="x")
+        # The SDK's BatchSpanProcessor drops spans when its queue (2,048 by default) fills
+        # faster than its thread exports: a dropped span skips the export work, so say it.
+        lines += _phase_table(
+            "spans exported per message at 100 % (this library and the floor: 1 = none dropped; "
+            "contrib records 2 per consumed message)",
+            {k: v for k, v in s.get("spans_exported_per_msg", {}).items() if "/1.0/" in k},
+            variants=True,
+        )
+        lines += _phase_table(
+            "flow metrics: µs/msg they add to the same sampling (median of per-round differences)",
+            s.get("metrics_cost_us", {}),
+        )
         aio_keys = [k for k in s["msgs_per_s"] if k.startswith("aio-")]
         if aio_keys:
             lines.append("")
@@ -390,17 +385,18 @@ def render(summary: dict[str, Any], meta: dict[str, Any], checked: list[dict[str
                     + f"   {'':13}{_num(lag.get('produce'), '.1f'):>8} {_num(lag.get('poll'), '.1f'):>5} "
                     f"{_num(lag.get('process'), '.1f'):>7}"
                 )
-            for title, field in (
-                ("asyncio: this library / raw aio clients", "aio_ratio_vs_raw_aio"),
-                ("asyncio / sync, the same library and sampling", "aio_ratio_vs_sync"),
-            ):
-                if not s.get(field):
-                    continue
-                lines.append("")
-                lines.append(f"{title}, same round (median of per-round ratios):")
-                lines.append(f"  {'variant':42} {'produce':>8} {'poll':>8} {'process':>8}")
-                for key, ratio in s[field].items():
-                    lines.append(f"  {variant_label(key):42} " + _ratio_cells(ratio))
+            lines += _phase_table(
+                f"asyncio: this library / raw aio clients, {_PER_ROUND}",
+                s.get("aio_ratio_vs_raw_aio", {}),
+                variants=True,
+                unit="x",
+            )
+            lines += _phase_table(
+                f"asyncio / sync, the same library and sampling, {_PER_ROUND}",
+                s.get("aio_ratio_vs_sync", {}),
+                variants=True,
+                unit="x",
+            )
     if checked:
         lines.append("")
         lines.append("targets:")

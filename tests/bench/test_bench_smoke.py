@@ -73,27 +73,33 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
     assert "aio: this library" in run.stdout and "loop lag ms" in run.stdout
 
 
-def test_ratios_and_overheads_are_taken_within_a_round_then_medians():
-    def run(rnd, library, sampling, produce):
-        return {
-            "round": rnd,
-            "broker": "mock",
-            "library": library,
-            "sampling": sampling,
-            "n": 10,
-            "exporter": "none" if sampling == "none" else "discard",
-            "msgs_per_s": {"produce": produce, "poll": produce, "process": produce},
-            "spans_exported": {},
-        }
+def _run(rnd, library, sampling, rates, lag=None):
+    """One measured run as the benchmark records it; ``rates``: one for every phase, or per phase."""
+    rates = rates if isinstance(rates, tuple) else (rates,) * len(report.PHASES)
+    entry = {
+        "round": rnd,
+        "broker": "mock",
+        "library": library,
+        "sampling": sampling,
+        "n": 10,
+        "exporter": "none" if sampling == "none" else "discard",
+        "msgs_per_s": dict(zip(report.PHASES, rates, strict=True)),
+        "spans_exported": {},
+    }
+    if lag is not None:
+        entry["loop_lag_ms"] = dict.fromkeys(report.PHASES, lag)
+    return entry
 
+
+def test_ratios_and_overheads_are_taken_within_a_round_then_medians():
     runs = []
     # round 2 runs twice as fast overall (a quieter machine): ratios must not move
     for rnd, speed in ((1, 1.0), (2, 2.0), (3, 1.0)):
         runs += [
-            run(rnd, "raw", "none", 1e6 * speed),
-            run(rnd, "ours", "1.0", 30e3 * speed),
-            run(rnd, "contrib", "1.0", 20e3 * speed),
-            run(rnd, "ours", "none", 5e5 * speed),
+            _run(rnd, "raw", "none", 1e6 * speed),
+            _run(rnd, "ours", "1.0", 30e3 * speed),
+            _run(rnd, "contrib", "1.0", 20e3 * speed),
+            _run(rnd, "ours", "none", 5e5 * speed),
         ]
     summary = report.summarise(runs)["mock"]
     assert summary["ratio_vs_contrib"]["1.0/discard"]["produce"] == 1.5
@@ -105,19 +111,7 @@ def test_ratios_and_overheads_are_taken_within_a_round_then_medians():
 
 def test_asyncio_variants_are_measured_against_the_raw_aio_clients_and_their_sync_twins():
     def run(library, sampling, rate, lag=None):
-        entry = {
-            "round": 1,
-            "broker": "mock",
-            "library": library,
-            "sampling": sampling,
-            "n": 10,
-            "exporter": "none" if sampling == "none" else "discard",
-            "msgs_per_s": {"produce": rate, "poll": rate, "process": rate},
-            "spans_exported": {},
-        }
-        if lag is not None:
-            entry["loop_lag_ms"] = {"produce": lag, "poll": lag, "process": lag}
-        return entry
+        return _run(1, library, sampling, rate, lag)
 
     runs = [
         run("raw", "none", 1e6),
@@ -141,17 +135,7 @@ def test_asyncio_variants_are_measured_against_the_raw_aio_clients_and_their_syn
 
 def test_the_sdk_floor_is_compared_with_contrib_and_ours_round_by_round():
     def run(rnd, library, rates):
-        sampling = "none" if library == "raw" else "1.0"
-        return {
-            "round": rnd,
-            "broker": "mock",
-            "library": library,
-            "sampling": sampling,
-            "n": 10,
-            "exporter": "none" if sampling == "none" else "discard",
-            "msgs_per_s": dict(zip(report.PHASES, rates, strict=True)),
-            "spans_exported": {},
-        }
+        return _run(rnd, library, "none" if library == "raw" else "1.0", rates)
 
     # (produce, poll, process) per round; round 2 is faster for the floor than for contrib, so
     # the median of per-round ratios differs from the ratio of the median rates

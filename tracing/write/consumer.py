@@ -369,25 +369,21 @@ class TracedConsumer:
         if not headers:
             span, ctx = telemetry.start_process(tracer, msg, None, link_only)
             return _Open(msg, span, ctx, self._owner())
-        tp = self._propagation.plain_traceparent(headers)
-        if tp is not None:  # the common header: validated once, read once
-            if telemetry.skip_remote_unsampled and not link_only:
-                # An unsampled producer under a parent-based sampler (99 % of messages at
-                # 1 %): nothing to record; the context flows on, the header never parsed.
-                skipped = telemetry.skipped_child(tp)
-                if skipped is not None:
-                    return _Open(msg, None, Context({SPAN_KEY: skipped}), self._owner())
-            extracted: Extracted | None = Extracted.of_plain(tp)
-        else:
-            extracted = self._propagation.extract(headers, keep_baggage=not link_only)
-        span, ctx = telemetry.start_process(tracer, msg, extracted, link_only)
+        tp = self._propagation.plain_traceparent(headers)  # the common header: validated once
+        if tp is not None and telemetry.skip_remote_unsampled and not link_only:
+            # An unsampled producer under a parent-based sampler (99 % of messages at 1 %):
+            # nothing to record; the context flows on, the header never parsed.
+            skipped = telemetry.skipped_child(tp)
+            if skipped is not None:
+                return _Open(msg, None, Context({SPAN_KEY: skipped}), self._owner())
+        span, ctx = telemetry.start_process(tracer, msg, self._extracted(headers, tp, link_only), link_only)
         return _Open(msg, span, ctx, self._owner())
 
-    def _extracted(self, headers: Any, link_only: bool) -> Extracted | None:
-        """The producer's context from non-empty headers; a plain ``traceparent`` read once."""
-        tp = self._propagation.plain_traceparent(headers)
-        if tp is not None:
-            return Extracted.of_plain(tp)
+    def _extracted(self, headers: Any, plain: bytes | None, link_only: bool) -> Extracted | None:
+        """The producer's context from non-empty headers; ``plain``: their plain ``traceparent``
+        (:meth:`Propagation.plain_traceparent`), read without a second scan."""
+        if plain is not None:
+            return Extracted.of_plain(plain)
         return self._propagation.extract(headers, keep_baggage=not link_only)
 
     def _start_measured(self, msg: Any, tracer: Any, link_only: bool, instruments: Any) -> _Open:
@@ -401,7 +397,11 @@ class TracedConsumer:
             carried = None if link_only else self._propagation.context_of(headers)
             ctx = context_api.set_value(CHAIN_KEY, chain, carried)
         else:
-            extracted = self._extracted(headers, link_only) if headers else None
+            extracted = (
+                self._extracted(headers, self._propagation.plain_traceparent(headers), link_only)
+                if headers
+                else None
+            )
             span, ctx = self._telemetry.start_process(tracer, msg, extracted, link_only)
             ctx = context_api.set_value(CHAIN_KEY, chain, ctx)
         opened = _Open(msg, span, ctx, self._owner())
