@@ -255,7 +255,7 @@ class TracedConsumer:
         msg = self._poll(*args, **kwargs)
         if msg is None or msg.error() is not None:
             return msg
-        try:  # _polled(), inlined: this runs for every message
+        try:  # runs for every message: the cheapest checks first
             if (
                 self._given_providers
                 or self._telemetry.resolved
@@ -271,16 +271,6 @@ class TracedConsumer:
                 self._open = _Open(msg, None, ctx, _get_ident()) if ctx is not None else None
             else:
                 self._open = self._start(msg, True)
-        except Exception:
-            report_internal_error("could not start a process span")
-        return msg
-
-    def _polled(self, msg: Any) -> Any:
-        """Open the process span of a message a poll returned (not of errors or None)."""
-        if msg is None or msg.error() is not None:
-            return msg
-        try:
-            self._open = self._start(msg, True)
         except Exception:
             report_internal_error("could not start a process span")
         return msg

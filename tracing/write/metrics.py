@@ -35,7 +35,8 @@ from opentelemetry import metrics
 
 from tracing import semconv as sc
 from tracing.version import __version__
-from tracing.write.recipe import common_attributes
+from tracing.write.propagation import last_header
+from tracing.write.recipe import SCOPE, TS_NOT_AVAILABLE, common_attributes
 
 CHAIN_HEADER = "eventchain"
 CHAIN_KEY = context_api.create_key("eventchain")
@@ -45,8 +46,6 @@ OTHER_PATH = "_OTHER"
 _MAX_CHAIN_LEN = 512
 # Kafka topic names are [a-zA-Z0-9._-]; ">" joins them; ".." marks dropped middle hops.
 _VALID_CHAIN = re.compile(rb"1;([0-9]{1,15});([a-zA-Z0-9._\->]{1,500})")
-_SCOPE = "kafka-event-tracing"
-_TS_NOT_AVAILABLE = 0
 # The conventions' advice for messaging durations; chains and queues wait longer.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 WAIT_BUCKETS = DURATION_BUCKETS + (30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -100,19 +99,6 @@ def parse_chain(value: Any) -> Chain | None:
     if path.count(">") >= MAX_HOPS or "" in path.split(">"):
         return None
     return Chain(start_ms, path)
-
-
-def chain_in(headers: Any) -> Any:
-    """The last ``eventchain`` header value in a header list (or dict), or None."""
-    if not headers:
-        return None
-    found = None
-    if isinstance(headers, dict):
-        return headers.get(CHAIN_HEADER)
-    for item in headers:
-        if item[0] == CHAIN_HEADER:
-            found = item[1]
-    return found
 
 
 # A provider named in the environment is loaded by the API's public call: then always ask it.
@@ -225,7 +211,7 @@ def instruments_of(provider: Any) -> Instruments:
     with _instruments_lock:
         found = _instruments.get(provider)
         if found is None:
-            meter = provider.get_meter(_SCOPE, __version__, schema_url=sc.SCHEMA_URL)
+            meter = provider.get_meter(SCOPE, __version__, schema_url=sc.SCHEMA_URL)
             found = _instruments[provider] = Instruments(meter)
         return found
 
@@ -343,11 +329,11 @@ class FlowMetrics:
         topic = msg.topic()
         now_ms = now_ns // 1_000_000
         ts_type, ts = msg.timestamp()
-        has_ts = ts_type != _TS_NOT_AVAILABLE and ts > 0
+        has_ts = ts_type != TS_NOT_AVAILABLE and ts > 0
         group_attrs = self._attributes(("wait", topic), lambda: self._wait_attributes(topic))
         if has_ts:
             instruments.queue_time.record(max(0, now_ms - ts) / 1000, group_attrs)
-        chain = parse_chain(chain_in(headers)) if trusted and headers else None
+        chain = parse_chain(last_header(headers, CHAIN_HEADER)) if trusted and headers else None
         if chain is None:
             chain = Chain(ts if has_ts else now_ms, topic)
         path = chain.path

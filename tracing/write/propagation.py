@@ -251,7 +251,18 @@ class _RemoteParent(LazySpan):
     by a service without an SDK."""
 
     def _build(self, tp: bytes) -> SpanContext:
-        return SpanContext(int(tp[3:35], 16), int(tp[36:52], 16), True, _TRACE_FLAGS[int(tp[53:55], 16)])
+        return plain_span_context(tp)
+
+
+def plain_span_context(traceparent: bytes) -> SpanContext:
+    """The remote span context of a ``traceparent`` that :meth:`Propagation.plain_traceparent`
+    accepted (valid, version 00): its fields are at fixed places, nothing to match again."""
+    return SpanContext(
+        int(traceparent[3:35], 16),
+        int(traceparent[36:52], 16),
+        True,
+        _TRACE_FLAGS[int(traceparent[53:55], 16)],
+    )
 
 
 class Extracted:
@@ -267,12 +278,7 @@ class Extracted:
     def of_plain(cls, traceparent: bytes) -> Extracted:
         """From a ``traceparent`` that :meth:`Propagation.plain_traceparent` accepted
         (valid, version 00, the only trace header): no second scan, no second match."""
-        span_context = SpanContext(
-            int(traceparent[3:35], 16),
-            int(traceparent[36:52], 16),
-            True,
-            _TRACE_FLAGS[int(traceparent[53:55], 16)],
-        )
+        span_context = plain_span_context(traceparent)
         return cls(span_context, Context({SPAN_KEY: NonRecordingSpan(span_context)}))
 
 

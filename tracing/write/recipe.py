@@ -41,13 +41,13 @@ from tracing import semconv as sc
 from tracing.version import __version__
 from tracing.write.propagation import SPAN_KEY, Extracted, LazySpan
 
-_SCOPE = "kafka-event-tracing"
+SCOPE = "kafka-event-tracing"  # the instrumentation scope of every tracer and meter
 _CONSUMER = SpanKind.CONSUMER
 _PRODUCER = SpanKind.PRODUCER
 _CLIENT = SpanKind.CLIENT
 _RANDOM_TRACE_ID = 0x02  # W3C level 2 flag; the SDK copies it from parent to child
 _FLAGS = tuple(TraceFlags(i) for i in range(256))
-_TS_NOT_AVAILABLE = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
+TS_NOT_AVAILABLE = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 _MAX_KEY_CHARS = 256
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
@@ -155,7 +155,7 @@ class Telemetry:
         self.resolved = True
         if isinstance(provider, trace.NoOpTracerProvider):
             return None
-        self.resolved_tracer = provider.get_tracer(_SCOPE, __version__, schema_url=sc.SCHEMA_URL)
+        self.resolved_tracer = provider.get_tracer(SCOPE, __version__, schema_url=sc.SCHEMA_URL)
         sampler = getattr(provider, "sampler", None)
         if sampler is not None and not _sdk_counts_every_span():
             self.skip_remote_unsampled = _skips_unsampled(sampler, "remoteParent")
@@ -318,7 +318,7 @@ class Telemetry:
                 pass  # a deserialized object has no byte size
         ts_type, ts = msg.timestamp()
         now = _time_ns()
-        if ts_type != _TS_NOT_AVAILABLE and ts > 0:
+        if ts_type != TS_NOT_AVAILABLE and ts > 0:
             attrs[sc.QUEUE_TIME_MS] = max(0, now // 1_000_000 - ts)
         span = tracer.start_span(name, parent_ctx, _CONSUMER, attrs, links, now)
         return span, _with_span(parent_ctx, span)
