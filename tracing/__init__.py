@@ -13,9 +13,9 @@ Read side: the ``eventchain`` command (``python -m tracing``).
 from tracing.instrumentation import instrument, uninstrument
 from tracing.sdk import configure
 from tracing.version import __version__
-from tracing.write.aio import TracedAIOConsumer, TracedAIOProducer
-from tracing.write.consumer import TracedConsumer
-from tracing.write.producer import TracedProducer
+from tracing.write.clients.aio import TracedAIOConsumer, TracedAIOProducer
+from tracing.write.clients.consumer import TracedConsumer
+from tracing.write.clients.producer import TracedProducer
 from tracing.write.propagation import extract_context, inject_context
 
 __all__ = [

@@ -19,8 +19,8 @@ from typing import Any
 
 import confluent_kafka
 
-from tracing.write.consumer import TracedConsumer
-from tracing.write.producer import TracedProducer
+from tracing.write.clients.consumer import TracedConsumer
+from tracing.write.clients.producer import TracedProducer
 
 _lock = threading.Lock()
 _originals: dict[tuple[Any, str], Any] = {}
@@ -32,12 +32,14 @@ _TARGETS: list[tuple[Any, str, type]] = [
     (confluent_kafka, "Consumer", TracedConsumer),
     (confluent_kafka, "DeserializingConsumer", TracedConsumer),
 ]
+_CONSUMERS: set[type] = {TracedConsumer}  # take the consumer options (trust, baggage_keys)
 try:
     from confluent_kafka import aio as _aio
 
-    from tracing.write.aio import TracedAIOConsumer, TracedAIOProducer
+    from tracing.write.clients.aio import TracedAIOConsumer, TracedAIOProducer
 
     _TARGETS += [(_aio, "AIOConsumer", TracedAIOConsumer), (_aio, "AIOProducer", TracedAIOProducer)]
+    _CONSUMERS.add(TracedAIOConsumer)
 except ImportError:  # confluent-kafka without asyncio support
     pass
 
@@ -72,7 +74,7 @@ def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
             len(args) == 1
             and not kwargs
             and isinstance(args[0], dict)
-            and issubclass(wrapper, TracedConsumer)
+            and wrapper in _CONSUMERS
         ):
             # Built by the wrapper, so that its statistics can feed the lag gauges.
             wrapper.__init__(self, args[0], _client_class=original, **options)
@@ -120,7 +122,7 @@ def instrument(
                 "propagator": propagator,
                 "meter_provider": meter_provider,
             }
-            if issubclass(wrapper, TracedConsumer):
+            if wrapper in _CONSUMERS:
                 options.update(consumer_options)
             if original not in built:
                 built[original] = _patched(original, wrapper, options)

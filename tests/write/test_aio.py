@@ -10,7 +10,7 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from tests.write.conftest import consumer_conf
-from tracing.write.aio import TracedAIOConsumer, TracedAIOProducer
+from tracing.aio import TracedAIOConsumer, TracedAIOProducer
 
 
 async def poll_one(consumer, timeout=15.0):

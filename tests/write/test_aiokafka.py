@@ -18,7 +18,7 @@ from opentelemetry.trace import NoOpTracerProvider, StatusCode
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 
 from tests.write.test_aio_tasks import onward_parents_are_own_process_spans
-from tracing.write.aiokafka import TracedAIOKafkaConsumer, TracedAIOKafkaProducer
+from tracing.aio import TracedAIOKafkaConsumer, TracedAIOKafkaProducer
 from tracing.write.propagation import format_traceparent
 
 KEYS = [f"order-{i}".encode() for i in range(10)]

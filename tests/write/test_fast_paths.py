@@ -19,6 +19,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from tracing.write.propagation import Extracted, Propagation, parse_traceparent
 from tracing.write.recipe import Telemetry
+from tracing.write.records import ClientInfo
 
 ids_alphabet = "0123456789abcdefABF-_ "
 version_00 = st.builds(
@@ -123,7 +124,7 @@ def _sdk_child(provider, parent: SpanContext) -> SpanContext:
 
 def test_a_skipped_child_of_an_unsampled_parent_is_what_the_sdk_would_make():
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
-    telemetry = Telemetry(provider)
+    telemetry = Telemetry(ClientInfo("kafka"), provider)
     telemetry.tracer()
     for remote in (True, False):
         for flags in (0x00, 0x02):
@@ -213,7 +214,7 @@ def test_root_sends_under_a_ratio_sampler_keep_exactly_the_sdks_share(mock_clust
 
 def test_a_lazily_skipped_child_is_what_the_sdk_would_make():
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)))
-    telemetry = Telemetry(provider)
+    telemetry = Telemetry(ClientInfo("kafka"), provider)
     telemetry.tracer()
     for flags in ("00", "02"):
         tp = f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-{flags}".encode()

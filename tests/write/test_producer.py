@@ -204,7 +204,7 @@ def test_a_failing_user_callback_surfaces_from_flush_as_with_the_raw_client(span
 
 
 def test_kafkaerror_type_names_are_recorded():
-    from tracing.write.recipe import error_type
+    from tracing.write.providers.confluent import error_type
 
     assert error_type(KafkaError(KafkaError._MSG_TIMED_OUT)) == "_MSG_TIMED_OUT"
     assert error_type(ValueError("x")) == "ValueError"

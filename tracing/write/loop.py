@@ -29,10 +29,6 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
-
-from tracing import semconv as sc
-from tracing.write.recipe import error_type
 
 logger = logging.getLogger("tracing.loop")
 
@@ -56,6 +52,7 @@ _DLQ_KEYS = frozenset(
     }
 )
 _MAX_ERROR_MESSAGE = 1024
+_ATTEMPTS = "messaging.process.attempts"  # on a failed process span: how many times it was tried
 _FINAL_COMMIT_S = 10.0  # how long run() keeps trying to commit what is pending when it ends
 
 # Commit errors that pass: the coordinator is loading, moving or out of reach.
@@ -141,7 +138,7 @@ class _Stop:
 def _install_signals(stop: _Stop) -> dict[int, Any]:
     if threading.current_thread() is not threading.main_thread():
         return {}
-    previous = {}
+    previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.getsignal(signum)
         signal.signal(signum, lambda n, _f: stop.set(signal.Signals(n).name))
@@ -208,9 +205,10 @@ def run(
             if msg.error() is not None:
                 _on_client_error(msg.error())
                 continue
-            with consumer.process(msg) as span:
+            block = consumer.process(msg)
+            with block:
                 ok, error, attempts = _attempts(
-                    span, msg, handler, retries, backoff, max_backoff, stopper, stats
+                    block, msg, handler, retries, backoff, max_backoff, stopper, stats
                 )
                 if not ok and dead_letter_topic is not None:
                     if dlq is None:
@@ -244,7 +242,7 @@ def run(
 
 
 def _attempts(
-    span: Any,
+    block: Any,
     msg: Any,
     handler: Callable[[Any], Any],
     retries: int,
@@ -262,25 +260,17 @@ def _attempts(
             return True, None, attempt
         except Exception as exc:
             if attempt > retries or stopper.requested():
-                _mark_failed(span, exc, attempt)
+                block.fail(exc, **{_ATTEMPTS: attempt})
                 return False, exc, attempt
             delay = min(max_backoff, backoff * (2 ** (attempt - 1)))
-            span.add_event(
+            block.add_event(
                 "retry",
                 {"retry.attempt": attempt, "retry.delay_s": delay, "exception.type": type(exc).__qualname__},
             )
             stats.retries += 1
             if stopper.wait(delay):
-                _mark_failed(span, exc, attempt)
+                block.fail(exc, **{_ATTEMPTS: attempt})
                 return False, exc, attempt
-
-
-def _mark_failed(span: Any, exc: BaseException, attempts: int) -> None:
-    if span.is_recording():
-        span.record_exception(exc)
-        span.set_attribute(sc.ERROR_TYPE, error_type(exc))
-        span.set_attribute("messaging.process.attempts", attempts)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_MESSAGE]))
 
 
 def _dead_letter(
@@ -395,7 +385,7 @@ def _config_of(consumer: Any) -> dict[str, Any]:
 
 
 def _producer_for(consumer: Any, config: dict[str, Any]) -> Any:
-    from tracing.write.producer import TracedProducer
+    from tracing.write.clients.producer import TracedProducer
 
     servers = config.get("bootstrap.servers")
     if not servers:
@@ -404,12 +394,12 @@ def _producer_for(consumer: Any, config: dict[str, Any]) -> Any:
         )
     return TracedProducer(
         {"bootstrap.servers": servers, "enable.idempotence": True},
-        tracer_provider=getattr(consumer, "_tracer_provider", None),
+        tracer_provider=getattr(consumer, "tracer_provider", None),
     )
 
 
 def _flush_spans(consumer: Any) -> None:
-    provider = getattr(consumer, "_tracer_provider", None) or trace.get_tracer_provider()
+    provider = getattr(consumer, "tracer_provider", None) or trace.get_tracer_provider()
     flush = getattr(provider, "force_flush", None)
     if flush is not None:
         try:

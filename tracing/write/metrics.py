@@ -22,21 +22,21 @@ the newest) and each client reports at most ``max_paths`` distinct paths (then
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
 import weakref
 from typing import Any, NamedTuple
 
-import opentelemetry.metrics._internal as _metrics_internal
 from opentelemetry import context as context_api
 from opentelemetry import metrics
 
 from tracing import semconv as sc
 from tracing.version import __version__
+from tracing.write import otel
 from tracing.write.propagation import last_header
-from tracing.write.recipe import SCOPE, TS_NOT_AVAILABLE, common_attributes
+from tracing.write.recipe import SCOPE, common_attributes
+from tracing.write.records import ClientInfo, Headers, Received
 
 CHAIN_HEADER = "eventchain"
 CHAIN_KEY = context_api.create_key("eventchain")
@@ -99,16 +99,6 @@ def parse_chain(value: Any) -> Chain | None:
     if path.count(">") >= MAX_HOPS or "" in path.split(">"):
         return None
     return Chain(start_ms, path)
-
-
-# A provider named in the environment is loaded by the API's public call: then always ask it.
-METER_PROVIDER_FROM_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
-
-
-def meter_provider_may_be_set() -> bool:
-    # The API's own module variable: a dict lookup, where get_meter_provider() reads the
-    # environment on every call while no provider is set.
-    return _metrics_internal._METER_PROVIDER is not None or METER_PROVIDER_FROM_ENV
 
 
 class _Tally:
@@ -219,20 +209,14 @@ def instruments_of(provider: Any) -> Instruments:
 class FlowMetrics:
     """The metric side of one wrapped client: precomputed attribute sets per topic."""
 
-    def __init__(
-        self,
-        meter_provider: Any = None,
-        *,
-        server: tuple[str, int | None] | None = None,
-        consumer_group: str | None = None,
-        max_paths: int = MAX_PATHS,
-    ) -> None:
-        self._provider = meter_provider
+    def __init__(self, client: ClientInfo, meter_provider: Any = None, *, max_paths: int = MAX_PATHS) -> None:
+        self.provider = meter_provider
         # Public for the hot paths, which read them instead of calling instruments().
         self.resolved_instruments: Instruments | None = None
         self.resolved = False
-        self._common = common_attributes(server)
-        self.consumer_group = consumer_group
+        self._system = client.system
+        self._common = common_attributes(client)
+        self.consumer_group = client.consumer_group
         self._max_paths = max_paths
         self._paths: set[str] = set()
         self._attrs: dict[Any, Any] = {}  # per key: attributes, or (counter cell, attributes)
@@ -241,13 +225,13 @@ class FlowMetrics:
         """The instruments, or None while no MeterProvider is configured."""
         if self.resolved:
             return self.resolved_instruments
-        if self._provider is None and not meter_provider_may_be_set():
+        if self.provider is None and not otel.meter_provider_may_be_set():
             return None  # check again next time: a provider may be set later
-        provider = self._provider if self._provider is not None else metrics.get_meter_provider()
-        if isinstance(provider, _metrics_internal._ProxyMeterProvider):
+        provider = self.provider if self.provider is not None else metrics.get_meter_provider()
+        if otel.is_placeholder_meter_provider(provider):
             return None
         self.resolved = True
-        if isinstance(provider, metrics.NoOpMeterProvider):
+        if otel.is_noop_meter_provider(provider):
             return None
         self.resolved_instruments = instruments_of(provider)
         return self.resolved_instruments
@@ -267,7 +251,7 @@ class FlowMetrics:
             found = self._attrs[key] = build()
         return found
 
-    def _base(self, operation: str, topic: str, partition: Any) -> dict[str, Any]:
+    def _base(self, operation: str, topic: str, partition: int | None) -> dict[str, Any]:
         attrs = dict(self._common)
         attrs[sc.OPERATION_NAME] = operation
         attrs[sc.DESTINATION_NAME] = topic
@@ -285,7 +269,7 @@ class FlowMetrics:
         return attrs
 
     # -- send -------------------------------------------------------------------
-    def chain_to_send(self, ctx: Any, topic: str) -> str:
+    def chain_to_send(self, ctx: context_api.Context | None, topic: str) -> str:
         """The ``eventchain`` header of a message produced now to ``topic``."""
         chain = ctx.get(CHAIN_KEY) if ctx is not None else None
         if chain is None:
@@ -293,7 +277,12 @@ class FlowMetrics:
         return chain.onward(topic).header()
 
     def sent(
-        self, instruments: Instruments, topic: str, partition: Any, error_type: str | None, started_ns: int
+        self,
+        instruments: Instruments,
+        topic: str,
+        partition: int | None,
+        error_type: str | None,
+        started_ns: int,
     ) -> None:
         """One produce's outcome, from its delivery report."""
         key = ("send", topic, partition, error_type)
@@ -308,10 +297,10 @@ class FlowMetrics:
         instruments.operation.record((_time_ns() - started_ns) / 1e9, timed)
 
     # -- consume ----------------------------------------------------------------
-    def consumed(self, instruments: Instruments, msg: Any, operation: str = "poll") -> None:
+    def consumed(self, instruments: Instruments, received: Received, operation: str = "poll") -> None:
         """One message handed to the application."""
-        topic = msg.topic()
-        partition = msg.partition()
+        topic = received.destination
+        partition = received.partition
         key = (operation, topic, partition)
         cell = self._attrs.get(key)
         if cell is None:
@@ -319,23 +308,22 @@ class FlowMetrics:
         instruments.consumed.add(cell)
 
     def processing(
-        self, instruments: Instruments, msg: Any, headers: Any, trusted: bool, now_ns: int
+        self, instruments: Instruments, received: Received, headers: Headers, trusted: bool, now_ns: int
     ) -> Chain:
         """Record the queue time and chain duration of a message whose processing starts.
 
         Returns the chain the processing carries on (a new one from the record's
         timestamp when the header is absent, malformed, or from an untrusted topic).
         """
-        topic = msg.topic()
+        topic = received.destination
         now_ms = now_ns // 1_000_000
-        ts_type, ts = msg.timestamp()
-        has_ts = ts_type != TS_NOT_AVAILABLE and ts > 0
+        ts = received.timestamp_ms
         group_attrs = self._attributes(("wait", topic), lambda: self._wait_attributes(topic))
-        if has_ts:
+        if ts is not None:
             instruments.queue_time.record(max(0, now_ms - ts) / 1000, group_attrs)
         chain = parse_chain(last_header(headers, CHAIN_HEADER)) if trusted and headers else None
         if chain is None:
-            chain = Chain(ts if has_ts else now_ms, topic)
+            chain = Chain(ts if ts is not None else now_ms, topic)
         path = chain.path
         if path not in self._paths:
             if len(self._paths) >= self._max_paths:
@@ -347,22 +335,28 @@ class FlowMetrics:
         return chain
 
     def _wait_attributes(self, topic: str) -> dict[str, Any]:
-        attrs = {sc.SYSTEM: "kafka", sc.DESTINATION_NAME: topic}
+        attrs = {sc.SYSTEM: self._system, sc.DESTINATION_NAME: topic}
         if self.consumer_group:
             attrs[sc.CONSUMER_GROUP] = self.consumer_group
         return attrs
 
     def _chain_attributes(self, path: str) -> dict[str, Any]:
-        attrs = {sc.SYSTEM: "kafka", sc.CHAIN_PATH: path}
+        attrs = {sc.SYSTEM: self._system, sc.CHAIN_PATH: path}
         if self.consumer_group:
             attrs[sc.CONSUMER_GROUP] = self.consumer_group
         return attrs
 
-    def processed(self, instruments: Instruments, msg: Any, started_ns: int, end_ns: int, exc: Any) -> None:
-        """The duration of one message's processing, with ``error.type`` when it raised."""
-        error_type = type(exc).__qualname__ if exc is not None else None
-        topic = msg.topic()
-        partition = msg.partition()
+    def processed(
+        self,
+        instruments: Instruments,
+        received: Received,
+        started_ns: int,
+        end_ns: int,
+        error_type: str | None,
+    ) -> None:
+        """The duration of one message's processing, with ``error.type`` when it failed."""
+        topic = received.destination
+        partition = received.partition
         key = ("process", topic, partition, error_type)
         attrs = self._attrs.get(key)
         if attrs is None:

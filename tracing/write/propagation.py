@@ -23,10 +23,11 @@ from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from tracing.write import otel
 
 logger = logging.getLogger("tracing.propagation")
 
@@ -284,7 +285,7 @@ class Extracted:
 
 def _is_w3c(propagator: TextMapPropagator) -> tuple[bool, bool]:
     """(is only W3C trace context and baggage, includes baggage)."""
-    parts = propagator._propagators if isinstance(propagator, CompositePropagator) else [propagator]  # noqa: SLF001
+    parts = otel.propagator_parts(propagator)
     has_tc = has_baggage = False
     for p in parts:
         if type(p) is TraceContextTextMapPropagator:
@@ -411,7 +412,7 @@ class Propagation:
             # self._is_fast(), without two calls: this runs for every message.
             p = self._explicit
             if p is None:
-                p = getattr(propagate, "_HTTP_TEXT_FORMAT", None) or propagate.get_global_textmap()
+                p = otel.global_textmap()
             if p is not self._seen:
                 p = self.propagator
             if p is None or not self._fast:

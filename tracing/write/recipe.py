@@ -1,32 +1,29 @@
 """The span recipe for each messaging operation: send, process, receive.
 
-Knows OpenTelemetry and the messaging conventions; knows nothing of a client's API
-beyond the message accessors (``topic()``, ``partition()``, ...). Adapters call it.
+Knows OpenTelemetry and the messaging conventions, and reads only the plain records of
+:mod:`tracing.write.records`: no client type appears here. The operations
+(:mod:`tracing.write.operations`) call it; they own the order and the containment.
 
-Hot paths on purpose: span names and attribute dicts are precomputed per topic (and
-partition), and when the SDK would not record a span anyway (no SDK, or an unsampled
-parent under a parent-based sampler) no SDK span is started at all: the context still
-flows, with a fresh span id, exactly as the SDK would have propagated it.
+Hot paths on purpose: span names and attribute dicts are precomputed per destination
+(and partition), and when the SDK would not record a span anyway (no SDK, or an
+unsampled parent under a parent-based sampler) no SDK span is started at all: the
+context still flows, with a fresh span id, exactly as the SDK would have propagated it.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import re
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import opentelemetry.trace as _trace_api
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
-    ProxyTracerProvider,
     Span,
     SpanContext,
     SpanKind,
@@ -39,7 +36,9 @@ from opentelemetry.trace import (
 
 from tracing import semconv as sc
 from tracing.version import __version__
+from tracing.write import otel
 from tracing.write.propagation import SPAN_KEY, Extracted, LazySpan
+from tracing.write.records import ClientInfo, Delivery, Received, Send
 
 SCOPE = "kafka-event-tracing"  # the instrumentation scope of every tracer and meter
 _CONSUMER = SpanKind.CONSUMER
@@ -47,8 +46,8 @@ _PRODUCER = SpanKind.PRODUCER
 _CLIENT = SpanKind.CLIENT
 _RANDOM_TRACE_ID = 0x02  # W3C level 2 flag; the SDK copies it from parent to child
 _FLAGS = tuple(TraceFlags(i) for i in range(256))
-TS_NOT_AVAILABLE = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 _MAX_KEY_CHARS = 256
+_MAX_STATUS = 1024
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 
@@ -68,33 +67,29 @@ def key_text(key: Any) -> str | None:
     return text if len(text) <= _MAX_KEY_CHARS else text[:_MAX_KEY_CHARS]
 
 
-def error_type(err: Any) -> str:
-    """`error.type` for a KafkaError or an exception (a KafkaException: the error it carries,
-    so a failed delivery and a refused produce() of the same cause read alike)."""
-    args = getattr(err, "args", None)
-    if args and type(err).__name__ == "KafkaException" and hasattr(args[0], "name"):
-        err = args[0]
-    name = getattr(err, "name", None)
-    if callable(name):
-        try:
-            return str(name())  # KafkaError: e.g. _MSG_TIMED_OUT
-        except Exception:
-            pass
-    return type(err).__qualname__
+def common_attributes(client: ClientInfo) -> dict[str, Any]:
+    """``messaging.system`` and the server attributes every span and metric of a client carries."""
+    common: dict[str, Any] = {sc.SYSTEM: client.system}
+    if client.server_address is not None:
+        common[sc.SERVER_ADDRESS] = client.server_address
+        if client.server_port is not None:
+            common[sc.SERVER_PORT] = client.server_port
+    return common
 
 
-# Has a global tracer provider been set? `trace.get_tracer_provider()` answers in ~1 µs
-# when none is (it looks the environment up every time), on every message of a service
-# that runs without an SDK. The API's own ProxyTracer reads this module variable; so do
-# we, falling back to the public call if a future API drops it. A provider named in the
-# environment is loaded by the public call, so then we always ask it.
-_NOT_THERE = object()
-_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+def mark_failed(span: Span, error_type: str, description: str, exc: BaseException | None = None) -> None:
+    """The one way a span is marked failed: ``error.type``, ERROR status, the exception
+    as an event when there is one. Does not end the span."""
+    if span.is_recording():
+        if exc is not None:
+            span.record_exception(exc)
+        span.set_attribute(sc.ERROR_TYPE, error_type)
+        span.set_status(Status(StatusCode.ERROR, description[:_MAX_STATUS]))
 
 
-def global_provider_may_be_set() -> bool:
-    provider = getattr(_trace_api, "_TRACER_PROVIDER", _NOT_THERE)
-    return provider is not None or _PROVIDER_FROM_ENV
+def describe(exc: BaseException) -> str:
+    """An exception as a status description."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _sdk_counts_every_span() -> bool:
@@ -109,63 +104,58 @@ def _skips_unsampled(sampler: Any, which: str) -> bool:
         description = sampler.get_description()
     except Exception:
         return False
-    return description.startswith("ParentBased{") and f"{which}NotSampled:AlwaysOffSampler" in description
+    return bool(
+        description.startswith("ParentBased{") and f"{which}NotSampled:AlwaysOffSampler" in description
+    )
 
 
 class Telemetry:
-    """The OpenTelemetry side of one wrapped client.
+    """The span side of one wrapped client.
 
     Resolves the tracer lazily (a global provider set after the client was built is
     honoured) and holds the precomputed names and attributes.
     """
 
-    def __init__(
-        self,
-        tracer_provider: TracerProvider | None = None,
-        *,
-        client_id: str | None = None,
-        server: tuple[str, int | None] | None = None,
-        consumer_group: str | None = None,
-    ) -> None:
-        self._provider = tracer_provider
+    def __init__(self, client: ClientInfo, tracer_provider: TracerProvider | None = None) -> None:
+        self.provider = tracer_provider
         self.resolved_tracer: Tracer | None = None  # with `resolved`, read by the hot paths
         self.resolved = False
         self.skip_remote_unsampled = False
         self.skip_local_unsampled = False
-        self._root_ids: _RootIds | None = None  # the root-sampling fast path, when it applies
-        self._new_span_id: Any = None
-        common = common_attributes(server)
-        if client_id:
-            common[sc.CLIENT_ID] = client_id
-        self.consumer_group = consumer_group
-        self._common = common
+        self.links_per_span = 128
+        self._root_ids: otel.RootIds | None = None  # the root-sampling fast path, when it applies
+        self._new_span_id: Callable[[], int] = _random_span_id
+        self.client = client
+        self._common = common_attributes(client)
+        if client.client_id:
+            self._common[sc.CLIENT_ID] = client.client_id
         self._send: dict[str, tuple[str, dict[str, Any]]] = {}
-        self._process: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {}
+        self._process: dict[tuple[str, int | None], tuple[str, dict[str, Any]]] = {}
 
     # -- tracer resolution ----------------------------------------------------
     def tracer(self) -> Tracer | None:
         """The SDK tracer, or None while no SDK is configured (propagation only)."""
         if self.resolved:
             return self.resolved_tracer
-        if self._provider is None and not global_provider_may_be_set():
+        if self.provider is None and not otel.tracer_provider_may_be_set():
             return None  # no global provider yet: check again next time
-        provider = self._provider if self._provider is not None else trace.get_tracer_provider()
-        if isinstance(provider, ProxyTracerProvider):
+        provider = self.provider if self.provider is not None else trace.get_tracer_provider()
+        if otel.is_proxy_tracer_provider(provider):
             return None  # no global provider yet: check again next time
         self.resolved = True
-        if isinstance(provider, trace.NoOpTracerProvider):
+        if otel.is_noop_tracer_provider(provider):
             return None
-        self.resolved_tracer = provider.get_tracer(SCOPE, __version__, schema_url=sc.SCHEMA_URL)
-        sampler = getattr(provider, "sampler", None)
+        tracer = provider.get_tracer(SCOPE, __version__, schema_url=sc.SCHEMA_URL)
+        self.links_per_span = otel.link_limit(provider)
+        sampler = otel.sampler_of(provider)
         if sampler is not None and not _sdk_counts_every_span():
             self.skip_remote_unsampled = _skips_unsampled(sampler, "remoteParent")
             self.skip_local_unsampled = _skips_unsampled(sampler, "localParent")
+            self._root_ids = otel.RootIds.install(tracer, sampler)
         # Span ids of skipped children come from the provider's id generator, as the SDK's would.
-        id_generator = getattr(provider, "id_generator", None)
-        self._new_span_id = getattr(id_generator, "generate_span_id", None) or _random_span_id
-        if sampler is not None and not _sdk_counts_every_span():
-            self._root_ids = _RootIds.install(self.resolved_tracer, sampler)
-        return self.resolved_tracer
+        self._new_span_id = otel.span_id_generator(provider) or _random_span_id
+        self.resolved_tracer = tracer
+        return tracer
 
     def _unsampled_child(self, parent: SpanContext) -> NonRecordingSpan | None:
         """What the SDK would make under an unsampled parent when its sampler drops those
@@ -187,184 +177,148 @@ class Telemetry:
         return _SkippedChild(traceparent, self._new_span_id)
 
     # -- send -----------------------------------------------------------------
-    def _send_recipe(self, topic: str) -> tuple[str, dict[str, Any]]:
-        recipe = self._send.get(topic)
+    def skipped_send(self, ctx: Context) -> NonRecordingSpan | None:
+        """The span of a send the sampler drops anyway, made without the SDK; None when
+        the SDK must decide (then :meth:`start_send`)."""
+        if self.skip_local_unsampled or self.skip_remote_unsampled or self._root_ids is not None:
+            parent = trace.get_current_span(ctx).get_span_context()
+            if parent.is_valid:
+                return self._unsampled_child(parent)
+            if self._root_ids is not None:
+                return self._root_ids.unsampled_root()
+        return None
+
+    def _send_recipe(self, destination: str) -> tuple[str, dict[str, Any]]:
+        recipe = self._send.get(destination)
         if recipe is None:
             attrs = dict(self._common)
             attrs[sc.OPERATION_NAME] = "send"
             attrs[sc.OPERATION_TYPE] = "send"
-            attrs[sc.DESTINATION_NAME] = topic
-            recipe = self._send[topic] = ("send " + topic, attrs)
+            attrs[sc.DESTINATION_NAME] = destination
+            recipe = self._send[destination] = ("send " + destination, attrs)
         return recipe
 
-    def start_send(
-        self,
-        tracer: Tracer,
-        topic: str,
-        key: Any,
-        partition: Any,
-        tombstone: bool,
-        context: Context | None = None,
-    ) -> Span:
-        """Start the PRODUCER span of one produce call (ended by the delivery report).
-
-        ``context``: the current context, when the caller has it already.
-        """
-        ctx = context if context is not None else context_api.get_current()
-        if self.skip_local_unsampled or self.skip_remote_unsampled or self._root_ids is not None:
-            parent = trace.get_current_span(ctx).get_span_context()
-            if parent.is_valid:
-                skipped = self._unsampled_child(parent)
-                if skipped is not None:
-                    return skipped
-            elif self._root_ids is not None:
-                root = self._root_ids.unsampled_root()
-                if root is not None:
-                    return root
-        name, base = self._send_recipe(topic)
+    def start_send(self, tracer: Tracer, send: Send, ctx: Context) -> Span:
+        """Start the PRODUCER span of one send (ended by :meth:`end_send`)."""
+        name, base = self._send_recipe(send.destination)
         attrs = base.copy()
-        if key is not None:
-            text = key_text(key)
+        if send.key is not None:
+            text = key_text(send.key)
             if text is not None:
                 attrs[sc.KAFKA_KEY] = text
+        partition = send.partition
         if partition is not None and partition >= 0:
             attrs[sc.PARTITION] = str(partition)
-        if tombstone:
+        if send.tombstone:
             attrs[sc.KAFKA_TOMBSTONE] = True
         # Positional and with the context we hold: the SDK then skips looking it up again.
         return tracer.start_span(name, ctx, _PRODUCER, attrs)
 
     @staticmethod
-    def end_send(span: Span, err: Any, msg: Any) -> None:
-        """End a send span from its delivery report: partition, offset, or the error."""
-        if msg is not None:
-            # Two set_attribute calls: set_attributes({...}) costs more for two values
-            # (the SDK then cleans the dict as a whole, through ABC instance checks).
-            partition = msg.partition()
-            if partition is not None and partition >= 0:
-                span.set_attribute(sc.PARTITION, str(partition))
-            offset = msg.offset()
-            if offset is not None and offset >= 0:
-                span.set_attribute(sc.KAFKA_OFFSET, offset)
-        if err is not None:
-            span.set_attribute(sc.ERROR_TYPE, error_type(err))
-            span.set_status(Status(StatusCode.ERROR, str(err)))
-        span.end()
-
-    @staticmethod
-    def fail(span: Span, exc: BaseException) -> None:
-        """Mark a span failed by an exception (recorded as an event) and end it."""
-        if span.is_recording():
-            span.record_exception(exc)
-            span.set_attribute(sc.ERROR_TYPE, error_type(exc))
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    def end_send(span: Span, delivery: Delivery) -> None:
+        """End a send span from its delivery: partition, offset, or the error."""
+        # Two set_attribute calls: set_attributes({...}) costs more for two values
+        # (the SDK then cleans the dict as a whole, through ABC instance checks).
+        partition = delivery.partition
+        if partition is not None and partition >= 0:
+            span.set_attribute(sc.PARTITION, str(partition))
+        offset = delivery.offset
+        if offset is not None and offset >= 0:
+            span.set_attribute(sc.KAFKA_OFFSET, offset)
+        if delivery.error is not None:
+            mark_failed(span, delivery.error, delivery.message or delivery.error)
         span.end()
 
     # -- process --------------------------------------------------------------
-    def _process_recipe(self, topic: str, partition: int) -> tuple[str, dict[str, Any]]:
-        recipe = self._process.get((topic, partition))
+    def _process_recipe(self, destination: str, partition: int | None) -> tuple[str, dict[str, Any]]:
+        recipe = self._process.get((destination, partition))
         if recipe is None:
             attrs = dict(self._common)
             attrs[sc.OPERATION_NAME] = "process"
             attrs[sc.OPERATION_TYPE] = "process"
-            attrs[sc.DESTINATION_NAME] = topic
+            attrs[sc.DESTINATION_NAME] = destination
             if partition is not None and partition >= 0:
                 attrs[sc.PARTITION] = str(partition)
-            if self.consumer_group:
-                attrs[sc.CONSUMER_GROUP] = self.consumer_group
-            recipe = self._process[(topic, partition)] = ("process " + topic, attrs)
+            if self.client.consumer_group:
+                attrs[sc.CONSUMER_GROUP] = self.client.consumer_group
+            recipe = self._process[(destination, partition)] = ("process " + destination, attrs)
         return recipe
 
     def start_process(
-        self, tracer: Tracer, msg: Any, extracted: Extracted | None, link_only: bool
-    ) -> tuple[Span, Context | None]:
+        self, tracer: Tracer, received: Received, extracted: Extracted | None, link_only: bool, now_ns: int
+    ) -> tuple[Span, Context]:
         """Start the CONSUMER span for one message; returns it and the context to make current.
 
         Parent: the producer's context from the headers (plus a link to it), unless
         ``link_only``, which starts a new trace that only links to the producer.
         """
+        parent_ctx: Context | None
         if extracted is not None:
             producer = extracted.span_context
             if not link_only:
-                parent_ctx: Context | None = extracted.context
+                parent_ctx = extracted.context
                 if self.skip_remote_unsampled:
                     skipped = self._unsampled_child(producer)
                     if skipped is not None:
-                        return skipped, _with_span(parent_ctx, skipped)
+                        return skipped, with_span(parent_ctx, skipped)
             else:
                 parent_ctx = Context()  # a new trace; incoming baggage and sampled flag ignored
             links: Sequence[Link] = (Link(producer),)
         else:
             parent_ctx = context_api.get_current()  # the ambient context, if any
             links = ()
-        topic = msg.topic()
-        name, base = self._process_recipe(topic, msg.partition())
+        name, base = self._process_recipe(received.destination, received.partition)
         attrs = base.copy()
-        offset = msg.offset()
-        if offset is not None:
-            attrs[sc.KAFKA_OFFSET] = offset
-        key = msg.key()
-        if key is not None:
-            text = key_text(key)
+        if received.offset is not None:
+            attrs[sc.KAFKA_OFFSET] = received.offset
+        if received.key is not None:
+            text = key_text(received.key)
             if text is not None:
                 attrs[sc.KAFKA_KEY] = text
-        value = msg.value()
-        if value is None:
+        if received.tombstone:
             attrs[sc.KAFKA_TOMBSTONE] = True
-        else:
-            try:
-                attrs[sc.BODY_SIZE] = len(value)
-            except TypeError:
-                pass  # a deserialized object has no byte size
-        ts_type, ts = msg.timestamp()
-        now = _time_ns()
-        if ts_type != TS_NOT_AVAILABLE and ts > 0:
-            attrs[sc.QUEUE_TIME_MS] = max(0, now // 1_000_000 - ts)
-        span = tracer.start_span(name, parent_ctx, _CONSUMER, attrs, links, now)
-        return span, _with_span(parent_ctx, span)
+        elif received.body_size is not None:
+            attrs[sc.BODY_SIZE] = received.body_size
+        if received.timestamp_ms is not None:
+            attrs[sc.QUEUE_TIME_MS] = max(0, now_ns // 1_000_000 - received.timestamp_ms)
+        span = tracer.start_span(name, parent_ctx, _CONSUMER, attrs, links, now_ns)
+        return span, with_span(parent_ctx, span)
 
     # -- receive (batches) ----------------------------------------------------
     def receive_span(
-        self, tracer: Tracer, messages: Sequence[Any], started_ns: int, extract: Any, link_limit: int
+        self, tracer: Tracer, batch: Sequence[tuple[Received, Extracted | None]], started_ns: int
     ) -> None:
-        """Record one CLIENT span for a ``consume()`` call that returned messages.
+        """Record one CLIENT span for a batch receive that returned messages.
 
-        One link per message that carries a context (at most ``link_limit``), with the
-        message's partition and offset on the link.
+        One link per message that carries a context (at most the SDK's link limit),
+        with the message's partition and offset on the link.
         """
-        topics = {m.topic() for m in messages if m.error() is None}
-        if not topics:
+        if not batch:
             return
+        destinations = {received.destination for received, _ in batch}
         attrs: dict[str, Any] = dict(self._common)
         attrs[sc.OPERATION_NAME] = "receive"
         attrs[sc.OPERATION_TYPE] = "receive"
-        attrs[sc.BATCH_COUNT] = len(messages)
-        if self.consumer_group:
-            attrs[sc.CONSUMER_GROUP] = self.consumer_group
-        if len(topics) == 1:
-            topic = next(iter(topics))
-            attrs[sc.DESTINATION_NAME] = topic
-            name = "receive " + topic
+        attrs[sc.BATCH_COUNT] = len(batch)
+        if self.client.consumer_group:
+            attrs[sc.CONSUMER_GROUP] = self.client.consumer_group
+        if len(destinations) == 1:
+            destination = next(iter(destinations))
+            attrs[sc.DESTINATION_NAME] = destination
+            name = "receive " + destination
         else:
             name = "receive"
         links: list[Link] = []
-        for m in messages:
-            if len(links) >= link_limit:
+        for received, extracted in batch:
+            if len(links) >= self.links_per_span:
                 break
-            if m.error() is not None:
-                continue
-            extracted = extract(m.headers())
             if extracted is not None:
-                links.append(
-                    Link(
-                        extracted.span_context,
-                        {
-                            sc.DESTINATION_NAME: m.topic(),
-                            sc.PARTITION: str(m.partition()),
-                            sc.KAFKA_OFFSET: m.offset(),
-                        },
-                    )
-                )
+                link_attrs: dict[str, Any] = {sc.DESTINATION_NAME: received.destination}
+                if received.partition is not None:
+                    link_attrs[sc.PARTITION] = str(received.partition)
+                if received.offset is not None:
+                    link_attrs[sc.KAFKA_OFFSET] = received.offset
+                links.append(Link(extracted.span_context, link_attrs))
         span = tracer.start_span(name, None, _CLIENT, attrs, links, started_ns)
         span.end()
 
@@ -376,7 +330,7 @@ class _SkippedChild(LazySpan):
     random-trace-id flag, not sampled, not remote.
     """
 
-    def __init__(self, traceparent: bytes, new_span_id: Any) -> None:
+    def __init__(self, traceparent: bytes, new_span_id: Callable[[], int]) -> None:
         super().__init__(traceparent)
         self._new_span_id = new_span_id
 
@@ -388,93 +342,11 @@ class _SkippedChild(LazySpan):
 _ODD_HEX = frozenset(b"13579bdf")
 
 
-class _RootIds:
-    """The root decision of ``ParentBased(TraceIdRatioBased(r))``, made before the SDK.
-
-    The SDK draws a root span's trace id and samples on it alone (``trace_id & limit <
-    bound``). We draw the trace id from the same generator and decide the same way: a
-    dropped root (99 % at r = 1 %) then costs a span context instead of a trip through
-    the SDK, with exactly the ids, flags and trace state the SDK would give it. A kept
-    root is handed to the SDK with that very trace id (preloaded into our tracer's id
-    generator), so the SDK's own decision, on the same id, agrees: the sampled share
-    stays exactly r.
-    """
-
-    __slots__ = (
-        "_inner",
-        "_bound",
-        "_local",
-        "_tracer",
-        "_new_trace_id",
-        "_new_span_id",
-        "_flags",
-        "_enabled",
-    )
-
-    _DESCRIPTION = re.compile(r"ParentBased\{root:TraceIdRatioBased\{([0-9.eE+-]+)\},")
-
-    def __init__(self, tracer: Any, inner: Any, bound: int) -> None:
-        self._tracer = tracer
-        self._inner = inner
-        self._bound = bound
-        self._local = threading.local()
-        # Looked up once: this runs for every root send.
-        self._new_trace_id = inner.generate_trace_id
-        self._new_span_id = inner.generate_span_id
-        self._flags = _FLAGS[_RANDOM_TRACE_ID] if self.is_trace_id_random() else _FLAGS[0]
-        self._enabled = getattr(tracer, "_is_enabled", None)
-
-    @classmethod
-    def install(cls, tracer: Any, sampler: Any) -> _RootIds | None:
-        """Wrap our own tracer's id generator, if the sampler and the SDK allow it."""
-        try:
-            match = cls._DESCRIPTION.match(sampler.get_description())
-            inner = getattr(tracer, "id_generator", None)
-            if match is None or inner is None or getattr(tracer, "sampler", None) is not sampler:
-                return None
-            from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-
-            ids = cls(tracer, inner, TraceIdRatioBased.get_bound_for_rate(float(match.group(1))))
-            tracer.id_generator = ids  # only the tracer of this library's scope
-            return ids
-        except Exception:
-            return None
-
-    # The id generator interface, for the SDK.
-    def generate_trace_id(self) -> int:
-        preloaded = getattr(self._local, "trace_id", None)
-        if preloaded is not None:
-            self._local.trace_id = None
-            return preloaded
-        return self._inner.generate_trace_id()
-
-    def generate_span_id(self) -> int:
-        return self._inner.generate_span_id()
-
-    def is_trace_id_random(self) -> bool:
-        check = getattr(self._inner, "is_trace_id_random", None)
-        return bool(check()) if check is not None else False
-
-    def unsampled_root(self) -> NonRecordingSpan | None:
-        """The SDK's span for a root it drops; None when it would keep it (it makes that one)."""
-        enabled = self._enabled
-        if enabled is not None and not enabled():
-            return None  # a disabled tracer: the SDK's own answer
-        trace_id = self._new_trace_id()
-        if trace_id & _TRACE_ID_LIMIT < self._bound:
-            self._local.trace_id = trace_id  # the SDK's next root takes this id
-            return None
-        return NonRecordingSpan(SpanContext(trace_id, self._new_span_id(), False, self._flags))
-
-
-_TRACE_ID_LIMIT = (1 << 64) - 1
-
-
 def _random_span_id() -> int:
     return _getrandbits(64) or 1
 
 
-def _with_span(context: Context | None, span: Span) -> Context:
+def with_span(context: Context | None, span: Span) -> Context:
     """``trace.set_span_in_context(span, context)`` in one dict build (same result)."""
     if context is None:
         return trace.set_span_in_context(span)  # derived from the current context
@@ -483,30 +355,13 @@ def _with_span(context: Context | None, span: Span) -> Context:
     return Context(values)
 
 
-def link_limit(provider: Any) -> int:
-    """The SDK's per-span link limit (``OTEL_SPAN_LINK_COUNT_LIMIT``, default 128)."""
-    limits = getattr(provider, "_span_limits", None)
-    value = getattr(limits, "max_links", None)
-    return int(value) if isinstance(value, int) and value >= 0 else 128
-
-
-def common_attributes(server: tuple[str, int | None] | None) -> dict[str, Any]:
-    """``messaging.system`` and the server attributes every span and metric of a client carries."""
-    common: dict[str, Any] = {sc.SYSTEM: "kafka"}
-    if server is not None:
-        common[sc.SERVER_ADDRESS] = server[0]
-        if server[1] is not None:
-            common[sc.SERVER_PORT] = server[1]
-    return common
-
-
-def server_of(config: Mapping[str, Any] | None) -> tuple[str, int | None] | None:
-    """(address, port) of the first bootstrap server in a client config."""
+def server_of(config: Mapping[str, Any] | None) -> tuple[str | None, int | None]:
+    """(address, port) of the first bootstrap server in a client config; (None, None) if unknown."""
     if not config:
-        return None
+        return None, None
     servers = config.get("bootstrap.servers") or config.get("bootstrap_servers")
     if not servers or not isinstance(servers, str):
-        return None
+        return None, None
     first = servers.split(",")[0].strip()
     if "://" in first:
         first = first.split("://", 1)[1]

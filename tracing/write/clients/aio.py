@@ -1,4 +1,4 @@
-"""asyncio adapters: the same spans and propagation for ``async`` services.
+"""asyncio clients of confluent-kafka: the same spans and propagation for ``async`` services.
 
 - ``TracedAIOConsumer`` wraps ``confluent_kafka.aio.AIOConsumer`` (or builds one from a
   config): ``await consumer.poll()`` opens the message's process span in the calling
@@ -6,7 +6,7 @@
 - ``TracedAIOProducer``: ``await producer.produce(...)`` returns a future of the
   delivered message, like ``AIOProducer``. confluent-kafka's ``AIOProducer`` batches
   messages without headers (it refuses ``headers=``), so it cannot carry trace context;
-  this adapter produces through a (traced) ``Producer`` instead, which librdkafka
+  this client produces through a :class:`TracedProducer` instead, which librdkafka
   batches just the same, and serves delivery reports from a background thread.
 """
 
@@ -15,30 +15,33 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from tracing.write.consumer import Processing, TracedConsumer, _Open
-from tracing.write.producer import TracedProducer
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import TracerProvider
+
+from tracing.write.clients.producer import TracedProducer
+from tracing.write.lag import ConsumerLag, with_lag_statistics
+from tracing.write.operations import PARENT, ProcessOperation
 from tracing.write.propagation import report_internal_error
+from tracing.write.providers import confluent
+from tracing.write.tracker import OpenProcessing, ProcessBlock, in_flight
+
+if TYPE_CHECKING:
+    from confluent_kafka.aio import AIOConsumer
+
+    _AIOConsumerBase = AIOConsumer  # the client's methods, for type checkers
+else:
+    _AIOConsumerBase = object
+
+_time_ns = time.time_ns
 
 
-class AsyncProcessing(Processing):
-    """``async with consumer.process(msg) as span:`` (plain ``with`` works too)."""
-
-    __slots__ = ()
-
-    async def __aenter__(self) -> Any:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        return self.__exit__(exc_type, exc, tb)
-
-
-class TracedAIOConsumer(TracedConsumer):
-    """Wraps ``confluent_kafka.aio.AIOConsumer``; the spans and options of :class:`TracedConsumer`.
+class TracedAIOConsumer(_AIOConsumerBase):
+    """Wraps ``confluent_kafka.aio.AIOConsumer``; the spans and options of
+    :class:`~tracing.TracedConsumer`.
 
     >>> consumer = TracedAIOConsumer({"bootstrap.servers": "127.0.0.1:19092", "group.id": "points"})
     >>> await consumer.subscribe(["orders"])
@@ -58,97 +61,66 @@ class TracedAIOConsumer(TracedConsumer):
     its own, where the message's span would open and end at once.
     """
 
-    _asynchronous = True
+    def __init__(
+        self,
+        conf_or_consumer: Mapping[str, Any] | Any,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        propagator: TextMapPropagator | None = None,
+        trust: str | Mapping[str, str] = PARENT,
+        baggage_keys: Iterable[str] | None = None,
+        meter_provider: Any = None,
+        client_config: Mapping[str, Any] | None = None,
+        _client_class: Any = None,
+    ) -> None:
+        config = (conf_or_consumer if isinstance(conf_or_consumer, Mapping) else client_config) or {}
+        operation = ProcessOperation(
+            confluent,
+            confluent.client_info(config),
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            propagator=propagator,
+            trust=trust,
+            baggage_keys=baggage_keys,
+        )
+        self.lag: ConsumerLag | None = None
+        consumer: Any
+        if isinstance(conf_or_consumer, Mapping):
+            from confluent_kafka.aio import AIOConsumer
 
-    @staticmethod
-    def _client_class() -> Any:
-        from confluent_kafka.aio import AIOConsumer
-
-        return AIOConsumer
-
-    def __init__(self, conf_or_consumer: Mapping[str, Any] | Any, **options: Any) -> None:
-        super().__init__(conf_or_consumer, **options)
-        self._opens: dict[Any, _Open] = {}  # task -> the span its last poll opened
-        self._handing_over: list[_Open] = []  # spans another task may still claim
-        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    _owner = staticmethod(asyncio.current_task)
-
-    async def poll(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        """As ``AIOConsumer.poll``; the message's process span is made current in this task."""
-        task = asyncio.current_task()
-        previous = self._opens.pop(task, None)
-        if previous is None:
-            return self._opened_in(task, await self._consumer.poll(*args, **kwargs))
-        # The previous message's span ends now, unless a task created to handle it
-        # claims it while this one waits for the next message (its first step runs
-        # before the poll below returns): then that task's block ends it.
-        ended_at = time.time_ns()
-        previous.detach()
-        handing = self._handing_over
-        handing.append(previous)
-        try:
-            msg = await self._consumer.poll(*args, **kwargs)
-        finally:
-            handing.remove(previous)
-            if not previous.claimed:
-                self._end(previous, None, ended_at)
-        return self._opened_in(task, msg)
-
-    def _opened_in(self, task: Any, msg: Any) -> Any:
-        if msg is None or msg.error() is not None:
-            return msg
-        try:
-            opened = self._start(msg, True)
-        except Exception:
-            report_internal_error("could not start a process span")
-            return msg
-        if opened is not None and task is not None:
-            self._opens[task] = opened
-            if task not in self._watched:
-                # A task that ends without polling again ends its span, failed if it failed.
-                self._watched.add(task)
-                task.add_done_callback(self._task_done)
-        return msg
-
-    def _task_done(self, task: Any) -> None:
-        opened = self._opens.pop(task, None)
-        if opened is None or opened.claimed:
-            return
-        exc: BaseException | None
-        if task.cancelled():
-            exc = asyncio.CancelledError()
+            self.lag = ConsumerLag(config.get("group.id"), register=operation.flow.track_lag)
+            enable = operation.flow.instruments() is not None
+            conf = with_lag_statistics(config, self.lag, enable=enable, asynchronous=True)
+            consumer = (_client_class or AIOConsumer)(conf)
         else:
-            exc = task.exception()
-        self._end(opened, exc, None)
+            consumer = conf_or_consumer
+        self._consumer = consumer
+        self.client_config: Mapping[str, Any] = config
+        self.tracer_provider = tracer_provider
+        self._spans = OpenProcessing(operation, per_task=True)
 
-    def _claim(self, msg: Any) -> _Open | None:
-        for opened in self._opens.values():
-            if opened.msg is msg and not opened.claimed:
-                opened.claimed = True
-                return opened
-        for opened in self._handing_over:
-            if opened.msg is msg and not opened.claimed:
-                opened.claimed = True
-                return opened
-        return None
+    @property
+    def wrapped(self) -> Any:
+        """The ``AIOConsumer`` underneath."""
+        return self._consumer
 
-    @staticmethod
-    def _end(opened: _Open, exc: BaseException | None, end_time: int | None) -> None:
-        try:
-            opened.end(exc, end_time)
-        except Exception:
-            report_internal_error("could not end a process span")
-
-    def _end_open(self) -> None:
-        """End every task's open span (close, consume)."""
-        task = asyncio.current_task()
-        for owner, opened in list(self._opens.items()):
-            if owner is task:
-                opened.detach()
-            if not opened.claimed:
-                self._end(opened, None, None)
-        self._opens.clear()
+    async def poll(self, *args: Any, **kwargs: Any) -> Any:
+        """As ``AIOConsumer.poll``; the message's process span is made current in this task."""
+        spans = self._spans
+        previous = spans.hand_over() if spans.open else None
+        if previous is None:
+            msg = await self._consumer.poll(*args, **kwargs)
+        else:
+            # The previous message's processing ends now, unless a task created to handle
+            # it claims it while this one waits for the next message.
+            ended_at = _time_ns()
+            try:
+                msg = await self._consumer.poll(*args, **kwargs)
+            finally:
+                spans.handed_over(previous, ended_at)
+        if msg is not None and msg.error() is None:
+            spans.polled(msg)
+        return msg
 
     async def messages(self, timeout: float = 1.0) -> AsyncIterator[Any]:
         """``async for msg in consumer.messages():`` — each message, its span current.
@@ -169,43 +141,39 @@ class TracedAIOConsumer(TracedConsumer):
                 continue
             yield msg
 
-    async def consume(self, *args: Any, **kwargs: Any) -> list[Any]:  # type: ignore[override]
+    async def consume(self, *args: Any, **kwargs: Any) -> Any:
         """As ``AIOConsumer.consume``; one ``receive`` span linking to each message."""
-        opened = self._opens.pop(asyncio.current_task(), None)
-        if opened is not None:
-            opened.detach()
-            if not opened.claimed:
-                self._end(opened, None, None)
-        started = time.time_ns()
+        self._spans.end_own()
+        started = _time_ns()
         messages = await self._consumer.consume(*args, **kwargs)
-        self._after_consume(messages, started)
+        if messages:
+            self._spans.operation.received_batch(messages, started)
         return messages
 
-    def process(self, msg: Any) -> AsyncProcessing:
+    def process(self, msg: Any) -> ProcessBlock:
         """The message's process span for an ``async with`` (or ``with``) block."""
-        return AsyncProcessing(self, msg)
+        return self._spans.block(msg)
 
-    async def close(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def close(self, *args: Any, **kwargs: Any) -> Any:
         """End the open process spans, then close the consumer."""
-        self._end_open()
+        self._spans.end_all(in_flight())
         if self.lag is not None:
             self.lag.clear()
         return await self._consumer.close(*args, **kwargs)
 
-    def run(self, handler: Any, **options: Any) -> Any:
-        raise NotImplementedError(
-            "run() is for the synchronous consumer; use `async for msg in consumer.messages()` "
-            "with `async with consumer.process(msg)` instead"
-        )
+    if not TYPE_CHECKING:  # type checkers see the client's own methods (the base class)
 
-    def __repr__(self) -> str:
-        return f"TracedAIOConsumer({self._consumer!r})"
+        def __getattr__(self, name):
+            return getattr(self._consumer, name)
 
     async def __aenter__(self) -> TracedAIOConsumer:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+    def __repr__(self) -> str:
+        return f"TracedAIOConsumer({self._consumer!r})"
 
 
 class _Settle:
@@ -250,12 +218,14 @@ class TracedAIOProducer:
         poll_interval: how often the background thread serves delivery reports.
     """
 
+    YIELD_EVERY = 64
+
     def __init__(
         self,
         conf_or_producer: Mapping[str, Any] | Any,
         *,
-        tracer_provider: Any = None,
-        propagator: Any = None,
+        tracer_provider: TracerProvider | None = None,
+        propagator: TextMapPropagator | None = None,
         meter_provider: Any = None,
         poll_interval: float = 0.05,
     ) -> None:
@@ -336,8 +306,6 @@ class TracedAIOProducer:
             self._since_yield = 0
             await asyncio.sleep(0)
         return future
-
-    YIELD_EVERY = 64
 
     def _settle_reports(self, loop: Any) -> None:
         """In the event loop: settle every delivery reported so far."""

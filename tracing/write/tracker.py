@@ -1,0 +1,252 @@
+"""Which message each thread or task is processing: claim, hand-over, end.
+
+A poll opens the polled message's processing in its caller (a thread for the
+synchronous clients, an asyncio task for the asynchronous ones) and it stays open
+there until that caller's next poll. A ``process(msg)`` block claims it (from the
+caller or from another thread or task the message was handed to) and ends it with
+the block. Every consumer wrapper holds one :class:`OpenProcessing` and reaches the
+process operation through it; none inherits from another.
+
+An open processing is never lost: what is still open when the consumer is closed or
+collected, or when the interpreter exits, is ended then, failed with the exception
+that was in flight where one is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from tracing.write import otel
+from tracing.write.operations import Processing, ProcessOperation
+from tracing.write.propagation import report_internal_error
+
+_time_ns = time.time_ns
+
+
+def in_flight() -> BaseException | None:
+    """The exception being handled now, if any."""
+    return sys.exc_info()[1]
+
+
+_live: weakref.WeakSet[OpenProcessing] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    """At interpreter exit: end what every live consumer still has open, failed with the
+    exception that ended the program, if one did."""
+    exc = getattr(sys, "last_value", None)
+    for spans in list(_live):
+        _end_all(spans.open, spans.handing_over, exc)
+
+
+def _run_at_exit_before_the_sdk() -> None:
+    # atexit runs the last registered first; the SDK's TracerProvider registers its
+    # shutdown when built, usually before the clients. Moving ours to the end of the
+    # list at each new consumer ends open spans while the SDK still exports them.
+    atexit.unregister(_at_exit)
+    atexit.register(_at_exit)
+
+
+class OpenProcessing:
+    """The open processings of one consumer, one per thread (sync) or task (asyncio).
+
+    ``per_task``: False for the synchronous clients, where the consumer's last poll
+    (from any thread) owns the one open processing, as the client's own poll is one
+    position; True for asyncio, where each task polling has its own.
+    """
+
+    def __init__(self, operation: ProcessOperation, *, per_task: bool) -> None:
+        self.operation = operation
+        self._per_task = per_task
+        self.owner: Callable[[], Any] = _current_task if per_task else threading.get_ident
+        self.open: dict[Any, Processing] = {}  # key (task, or None) -> its open processing
+        self.handing_over: list[Processing] = []  # ended by a poll unless claimed meanwhile
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+        # What is open when the consumer is collected is ended then (at exit: _at_exit).
+        finalizer = weakref.finalize(self, _end_all, self.open, self.handing_over, None)
+        finalizer.atexit = False
+        _live.add(self)
+        _run_at_exit_before_the_sdk()
+
+    def _key(self) -> Any:
+        return _current_task() if self._per_task else None
+
+    # -- the poll side ------------------------------------------------------------
+    def end_own(self, end_time: int | None = None) -> None:
+        """End the caller's open processing (sync: the consumer's), at its next poll."""
+        processing = self.open.pop(self._key(), None)
+        if processing is not None:
+            self._release(processing, None, end_time)
+
+    def polled(self, msg: Any) -> None:
+        """The client handed ``msg`` to the caller: open its processing there."""
+        owner = self.owner()
+        processing = self.operation.open(msg, owner, True)
+        if processing is None:
+            return
+        key = owner if self._per_task else None
+        self.open[key] = processing
+        if self._per_task and owner is not None and owner not in self._watched:
+            # A task that ends without polling again ends its processing, failed if it failed.
+            try:
+                self._watched.add(owner)
+                owner.add_done_callback(self._task_done)
+            except Exception:
+                report_internal_error("could not watch a task")
+
+    def hand_over(self) -> Processing | None:
+        """Before an asyncio poll: the caller's open processing may still be claimed by a
+        task created to handle its message (whose first step runs while this poll waits)."""
+        processing = self.open.pop(self._key(), None)
+        if processing is not None:
+            processing.detach()
+            self.handing_over.append(processing)
+        return processing
+
+    def handed_over(self, processing: Processing, ended_at: int) -> None:
+        """After that poll: end it unless a block claimed it."""
+        try:
+            self.handing_over.remove(processing)
+        except ValueError:
+            pass
+        if not processing.claimed:
+            processing.end(None, ended_at)
+
+    def _task_done(self, task: Any) -> None:
+        processing = self.open.pop(task, None)
+        if processing is None or processing.claimed:
+            return
+        exc: BaseException | None
+        try:
+            exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+        except Exception:
+            exc = None
+        processing.end(exc)
+
+    def _release(self, processing: Processing, exc: BaseException | None, end_time: int | None) -> None:
+        if processing.token is not None and processing.owner == self.owner():
+            processing.detach()
+        if not processing.claimed:
+            processing.end(exc, end_time)
+
+    def end_all(self, exc: BaseException | None = None) -> None:
+        """End every open processing (close, consume), failed with ``exc`` when given."""
+        for key, processing in list(self.open.items()):
+            del self.open[key]
+            self._release(processing, exc, None)
+
+    # -- the block side -----------------------------------------------------------
+    def claim(self, msg: Any) -> Processing | None:
+        """The processing a poll opened for ``msg``, for a block to take over."""
+        for processing in (*self.open.values(), *self.handing_over):
+            if processing.msg is msg and not processing.claimed:
+                processing.claimed = True
+                return processing
+        return None
+
+    def block(self, msg: Any) -> ProcessBlock:
+        return ProcessBlock(self, msg)
+
+
+def _end_all(open_: dict[Any, Processing], handing_over: list[Processing], exc: BaseException | None) -> None:
+    """At collection or exit: end what is still open (the context it was made current
+    in is gone)."""
+    for processing in [*open_.values(), *handing_over]:
+        if not processing.claimed:
+            processing.end(exc)
+    open_.clear()
+    handing_over.clear()
+
+
+def _current_task() -> Any:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop: the thread stands for the task
+        return threading.get_ident()
+
+
+class ProcessBlock:
+    """``with consumer.process(msg) as span:`` (or ``async with``): the message's
+    processing for exactly the block.
+
+    An exception leaving the block marks the span and the metric failed (one
+    ``error.type``), is recorded as an event, and goes on unchanged. ``msg`` may be a
+    timeout's None or an error event: then nothing is recorded.
+    """
+
+    __slots__ = ("_spans", "_msg", "_processing", "_token")
+
+    def __init__(self, spans: OpenProcessing, msg: Any) -> None:
+        self._spans = spans
+        self._msg = msg
+        self._processing: Processing | None = None
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        try:
+            return self._enter()
+        except Exception:
+            report_internal_error("could not start a process span")
+            return trace.get_current_span()
+
+    def _enter(self) -> Span:
+        spans = self._spans
+        msg = self._msg
+        if not spans.operation.provider.is_message(msg):
+            return trace.get_current_span()
+        processing = spans.claim(msg)
+        if processing is not None:  # a poll opened this message's processing: the block takes it over
+            if processing.owner != spans.owner():
+                # Handed to another thread or task: current here too, for the block.
+                self._token = otel.attach(processing.ctx)
+        else:
+            processing = spans.operation.open(msg, spans.owner(), False)
+            if processing is None:
+                return trace.get_current_span()
+            processing.claimed = True
+        self._processing = processing
+        return processing.current_span
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        processing, self._processing = self._processing, None
+        token, self._token = self._token, None
+        try:
+            if token is not None:
+                otel.detach(token)
+            elif processing is not None and processing.owner == self._spans.owner():
+                processing.detach()
+        except Exception:
+            report_internal_error("could not restore the context")
+        if processing is not None:
+            processing.end(exc)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # For the managed loop: a failure it caught, and its retries.
+    def fail(self, exc: BaseException, **attributes: Any) -> None:
+        """The handling failed with ``exc``, caught by the caller: recorded when the block ends."""
+        if self._processing is not None:
+            self._processing.fail(exc, attributes)
+
+    def add_event(self, name: str, attributes: dict[str, Any]) -> None:
+        if self._processing is not None:
+            self._processing.add_event(name, attributes)
