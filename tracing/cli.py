@@ -1,10 +1,10 @@
-"""``eventchain``: print an event chain as a tree, or list recent chains.
+"""``eventchain``: print an event chain as a tree, list chains, or find the chains of a message.
 
 Only wiring: arguments in, then load -> chain -> analyse -> render from :mod:`tracing.read`.
 
-Exit codes: 0 done; 2 bad input (unknown trace, bad file, bad argument); 3 Jaeger unreachable,
-answering an error, or something else than Jaeger at the URL; 1 a bug of ours (one line;
-``EVENTCHAIN_DEBUG=1`` shows the traceback).
+Exit codes: 0 done (also when the reader of the output goes away, ``| head``); 2 bad input (unknown
+trace, bad file, bad argument); 3 Jaeger unreachable, answering an error, or something else than
+Jaeger at the URL; 1 a bug of ours (one line; ``EVENTCHAIN_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -16,35 +16,45 @@ import os
 import re
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
 
+from tracing import semconv as sc
 from tracing.read import make_chain
-from tracing.read.analyse import summarise
+from tracing.read.analyse import processors, summarise
 from tracing.read.chain import trace_ids
 from tracing.read.load import (
     JaegerClient,
     JaegerUnavailable,
     LoadError,
     TraceNotFound,
-    normalise_trace_id,
+    TraceRef,
+    iter_file,
+    parse_trace_ref,
     read_file,
+    resolve,
 )
 from tracing.read.model import Hop, Span
-from tracing.read.render import render_list, render_text, to_json
+from tracing.read.query import (
+    ChainFilter,
+    ChainList,
+    MessageQuery,
+    find_trace_in_jaeger,
+    linking_candidates,
+    list_chains,
+    mark_matches,
+    search_jaeger,
+)
+from tracing.read.render import ASCII, Glyphs, render_list, render_text, summary_json, to_json
 
 DEFAULT_JAEGER = "http://localhost:16686"
-# With --follow-links from Jaeger: how long after the chain ends a linked trace may start, and how
-# many traces to scan per service. Jaeger cannot search by link, so this is a bounded scan.
-LINK_WINDOW_NS = 3600 * 10**9
-LINK_SCAN_LIMIT = 500
-# Jaeger searches one service per request: this many requests at a time.
-SEARCH_CONCURRENCY = 8
+DEFAULT_TIMEOUT_S = 10.0
 PIPE_WIDTH = 160
 JSON_INDENT_DEPTH = 100
+# Traces per service a Jaeger list asks for when it filters afterwards (errors, chains only).
+_MAX_SCAN = 1500
 
 _UNITS_NS = {
     "ms": 10**6,
@@ -56,132 +66,189 @@ _UNITS_NS = {
 }
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
+_HINTS = {
+    JaegerUnavailable: "try --jaeger URL (or $EVENTCHAIN_JAEGER_URL), a longer --timeout, or --file PATH",
+    TraceNotFound: "try `eventchain list` for the chains there, or the other source "
+    "(--jaeger URL / --file PATH)",
+    LoadError: "eventchain reads Jaeger JSON (the UI's download) or OTLP JSON lines (the collector's "
+    "file exporter), plain or gzipped, from --file PATH or - for stdin",
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (``eventchain --help`` for usage)."""
+    _tolerant_stdout()
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    except BrokenPipeError:
+        return _reader_gone()
     try:
         return int(args.run(args))
     except JaegerUnavailable as exc:
-        return _fail(str(exc), 3)
+        return _fail(exc, 3)
     except LoadError as exc:
-        return _fail(str(exc), 2)
+        return _fail(exc, 2)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `eventchain list | head`
-        sys.stderr.close()
-        return 0
+    except BrokenPipeError:  # `eventchain tree ... | head`
+        return _reader_gone()
     except Exception as exc:  # a bug of ours: still one line, the traceback on request
         if os.environ.get("EVENTCHAIN_DEBUG"):
             raise
         return _fail(f"unexpected {type(exc).__name__}: {exc} (EVENTCHAIN_DEBUG=1 shows the traceback)", 1)
 
 
+# --- commands ---------------------------------------------------------------------------------------
+
+
 def _tree(args: argparse.Namespace) -> int:
-    trace_id = normalise_trace_id(args.trace_id) if args.trace_id else None
+    ref = parse_trace_ref(args.trace_id) if args.trace_id else None
+    query = _message_query(args, ref)
     if args.file:
-        spans = read_file(args.file)
+        spans = read_file(args.file, warn=_warn)
         ids = trace_ids(spans)
-        if trace_id is None:
+        if ref is None:
             if len(ids) != 1:
                 shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-                raise LoadError(f"{args.file} holds {len(ids)} traces ({shown}): name one")
+                raise LoadError(
+                    f"{args.file} holds {len(ids)} traces ({shown}): name one, "
+                    f"e.g. eventchain tree {ids[0][:12]} --file {args.file} "
+                    "(eventchain list --file shows them)"
+                )
             trace_id = ids[0]
-        elif trace_id not in ids:
-            raise TraceNotFound(f"trace {trace_id} not found in {args.file}")
+        else:
+            trace_id = resolve(ref, ids, str(args.file))
     else:
-        if trace_id is None:
-            raise LoadError("a TRACE_ID is needed when reading from Jaeger")
-        client = JaegerClient(args.jaeger)
+        if ref is None:
+            raise LoadError(
+                "a TRACE_ID is needed when reading from Jaeger (eventchain list shows recent chains)"
+            )
+        client = _client(args, ref)
+        trace_id = find_trace_in_jaeger(client, ref)
         spans = client.trace(trace_id)
         if args.follow_links:
-            spans += _linking_candidates(client, spans)
-    chain = make_chain(spans, trace_id, all_spans=args.all_spans, follow_links=args.follow_links)
+            spans += linking_candidates(client, spans)
+    steps = processors(
+        all_spans=args.all_spans,
+        repeats=not (args.json or args.unfold),
+        extra=[mark_matches(query)] if not query.empty else [],
+    )
+    chain = make_chain(spans, trace_id, follow_links=args.follow_links, steps=steps)
     summary = summarise(chain)
     if args.json:
         _print_json(to_json(chain, summary), depth=_depth(chain.root))
     else:
-        render_text(chain, _console(args.width), summary)
+        render_text(chain, _console(args), summary, _glyphs(args))
     if args.svg:
         recorder = Console(file=io.StringIO(), record=True, width=args.width or 120)
-        render_text(chain, recorder, summary)
+        render_text(chain, recorder, summary, _glyphs(args))
         try:
             recorder.save_svg(args.svg, title=f"eventchain tree {trace_id}")
         except OSError as exc:
-            raise LoadError(f"{args.svg}: cannot write the SVG ({exc.strerror or exc})") from None
+            raise LoadError(
+                f"{args.svg}: cannot write the SVG ({exc.strerror or exc}): try another --svg PATH"
+            ) from None
     return 0
-
-
-_MAX_ERROR_SCAN = 1500  # traces per service that `list --errors` looks through
 
 
 def _list(args: argparse.Namespace) -> int:
-    lookback_ns = args.lookback
+    query = _message_query(args, None)
+    chain_filter = ChainFilter(
+        service=args.service,
+        topic=args.topic,
+        errors=args.errors,
+        since_ns=time.time_ns() - args.lookback if args.file and args.lookback else None,
+        message=query,
+        include_all=args.all or args.command == "find",
+    )
+    trees = args.command == "find" and args.tree
     if args.file:
-        spans = read_file(args.file)
+        spans = read_file(args.file, warn=_warn) if trees else iter_file(args.file, warn=_warn, slim=True)
     else:
-        client = JaegerClient(args.jaeger)
+        client = _client(args, None)
         end = time.time_ns()
-        start = end - (lookback_ns or _UNITS_NS["h"])
-        tags = {"messaging.destination.name": args.topic} if args.topic else None
+        start = end - (args.lookback or _UNITS_NS["h"])
+        tags = query.jaeger_tags()
+        if args.topic:
+            tags.setdefault(sc.DESTINATION_NAME, args.topic)
         services = [args.service] if args.service else client.services()
-        # Jaeger cannot search for "has an error" in every storage, so --errors filters
-        # afterwards: it asks for more of the newest traces, or older error chains go unseen.
-        limit = min(max(args.limit * 20, 200), _MAX_ERROR_SCAN) if args.errors else args.limit
-        spans = _search(client, services, start, end, limit=limit, tags=tags)
-    by_trace: dict[str, list[Span]] = defaultdict(list)
-    for span in spans:
-        by_trace[span.trace_id].append(span)
-    summaries = []
-    now = time.time_ns()
-    for trace_id, own in by_trace.items():
-        chain = make_chain(own, trace_id)
-        summary = summarise(chain)
-        if args.service and args.service not in summary.services:
-            continue
-        if args.topic and not any(s.topic == args.topic for s in chain.spans):
-            continue
-        if args.errors and not summary.errors:
-            continue
-        if args.file and lookback_ns and summary.start_ns < now - lookback_ns:
-            continue
-        summaries.append(summary)
-    summaries.sort(key=lambda s: (s.start_ns, s.trace_id), reverse=True)
-    summaries = summaries[: args.limit]
+        # Jaeger cannot search for "has an error" or "is a chain" in every storage: the filters run
+        # afterwards, so ask for more of the newest traces, or older matching chains go unseen.
+        filtered = args.errors or not chain_filter.include_all
+        limit = min(max(args.limit * 20, 200), _MAX_SCAN) if filtered else args.limit
+        spans = search_jaeger(client, services, start, end, limit=limit, tags=tags or None)
+    if trees:
+        spans = list(spans)
+    found = list_chains(spans, chain_filter, limit=args.limit)
+    if trees:
+        return _find_trees(args, found, query, spans)
     if args.json:
-        print(json.dumps([_summary_json(s) for s in summaries], indent=2))
-    elif not summaries:
-        print("no event chains found", file=sys.stderr)
+        print(json.dumps([summary_json(s) for s in found.shown], indent=2))
+        print(_footer(found, args), file=sys.stderr)
+    elif not found.shown:
+        print(f"no event chains found; {_footer(found, args)}", file=sys.stderr)
     else:
-        render_list(summaries, _console(args.width))
+        render_list(found.shown, _console(args), footer=_footer(found, args), glyphs=_glyphs(args))
     return 0
 
 
-def _linking_candidates(client: JaegerClient, spans: list[Span]) -> list[Span]:
-    """Spans of traces that may link to this chain: every service's traces started in its window."""
-    start = min(s.start_ns for s in spans)
-    end = min(max(s.end_ns for s in spans) + LINK_WINDOW_NS, time.time_ns())
-    return _search(client, client.services(), start, end, limit=LINK_SCAN_LIMIT)
+def _find_trees(args: argparse.Namespace, found: ChainList, query: MessageQuery, spans: list[Span]) -> int:
+    if not found.shown:
+        print(f"no event chains found; {_footer(found, args)}", file=sys.stderr)
+        return 0
+    console = _console(args)
+    client = None if args.file else _client(args, None)
+    for summary in found.shown:
+        # Jaeger's search answers whole traces already; the trace is fetched again only to be sure
+        # it is complete (a search may have caught it while its spans were still arriving).
+        own = (
+            client.trace(summary.trace_id) if client else [s for s in spans if s.trace_id == summary.trace_id]
+        )
+        steps = processors(repeats=not args.unfold, extra=[mark_matches(query)])
+        chain = make_chain(own, summary.trace_id, steps=steps)
+        render_text(chain, console, summarise(chain), _glyphs(args))
+    print(_footer(found, args))
+    return 0
 
 
-def _search(
-    client: JaegerClient,
-    services: list[str],
-    start_ns: int,
-    end_ns: int,
-    limit: int,
-    tags: Mapping[str, str] | None = None,
-) -> list[Span]:
-    """The spans of every service's traces in the window, several services searched at once."""
-    if not services:
-        return []
-    with ThreadPoolExecutor(max_workers=min(SEARCH_CONCURRENCY, len(services))) as pool:
-        found = pool.map(lambda s: client.search(s, start_ns, end_ns, limit=limit, tags=tags), services)
-        return [span for spans in found for span in spans]
+def _footer(found: ChainList, args: argparse.Namespace) -> str:
+    noun = "chain" if found.matching == 1 else "chains"
+    text = f"{len(found.shown):,} of {found.matching:,} {noun} shown"
+    if len(found.shown) < found.matching:
+        text += " (--limit N shows more)"
+    if found.hidden:
+        others = "trace" if found.hidden == 1 else "traces"
+        text += f"; {found.hidden:,} other {others} without a hop or an error hidden (--all shows them)"
+    return text
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _message_query(args: argparse.Namespace, ref: TraceRef | None) -> MessageQuery:
+    key, partition, offset, group = (getattr(args, n, None) for n in ("key", "partition", "offset", "group"))
+    # `list --topic T` alone filters chains by topic; with a partition or offset it names a message.
+    names_message = args.command != "list" or partition is not None or offset is not None
+    return MessageQuery(
+        key=key,
+        topic=getattr(args, "topic", None) if names_message else None,
+        partition=partition,
+        offset=offset,
+        group=group,
+        span_id=ref.span_id if ref is not None else None,
+    )
+
+
+def _client(args: argparse.Namespace, ref: TraceRef | None) -> JaegerClient:
+    url = args.jaeger or (ref.jaeger_url if ref else None) or os.environ.get("EVENTCHAIN_JAEGER_URL")
+    return JaegerClient(url or DEFAULT_JAEGER, timeout=args.timeout)
+
+
+def _warn(message: str) -> None:
+    print(f"eventchain: warning: {message}", file=sys.stderr)
 
 
 def _print_json(doc: object, depth: int) -> None:
@@ -205,22 +272,54 @@ def _depth(root: Hop) -> int:
     return deepest
 
 
-def _summary_json(summary: object) -> dict[str, object]:
-    data = dict(vars(summary))
-    data["duration_ms"] = round(data["duration_ms"], 3)  # type: ignore[call-overload]
-    return data
-
-
-def _console(width: int | None) -> Console:
+def _console(args: argparse.Namespace) -> Console:
     """Stdout's console: --width, else $COLUMNS or the terminal's; piped output is not cut at 80."""
-    console = Console(width=width) if width else Console()
-    if not width and not console.is_terminal and not os.environ.get("COLUMNS"):
+    width = args.width
+    if args.color == "always":
+        console = Console(width=width, force_terminal=True)
+    elif args.color == "never":
+        console = Console(width=width, color_system=None)
+    else:
+        console = Console(width=width)
+    if not width and not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
         console.width = PIPE_WIDTH
     return console
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"eventchain: error: {' '.join(message.split())}", file=sys.stderr)
+def _glyphs(args: argparse.Namespace) -> Glyphs | None:
+    """ASCII when asked; otherwise what the output's encoding can carry (decided by the renderer)."""
+    return ASCII if args.ascii else None
+
+
+def _tolerant_stdout() -> None:
+    # Names in spans can hold any character: on an output that cannot encode one, print an escape
+    # instead of failing mid-tree.
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):
+            pass
+
+
+def _reader_gone() -> int:
+    # The reader of our output went away (`| head`): that is not an error. Point stdout at devnull so
+    # the interpreter's final flush does not complain.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _fail(error: BaseException | str, code: int) -> int:
+    message = " ".join(str(error).split())
+    if isinstance(error, BaseException) and "try " not in message:
+        hint = next((h for kind, h in _HINTS.items() if isinstance(error, kind)), None)
+        if hint:
+            message += f" ({hint})"
+    print(f"eventchain: error: {message}", file=sys.stderr)
     return code
 
 
@@ -241,52 +340,135 @@ def _positive(text: str) -> int:
     return value
 
 
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def _version() -> str:
+    try:
+        return version("kafka-event-tracing")
+    except PackageNotFoundError:
+        from tracing.version import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventchain",
         description="Show a Kafka event chain from its trace: every hop, queue time, fan-out, "
         "duplicates, unconsumed events and errors.",
     )
+    parser.add_argument("--version", action="version", version=f"eventchain {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     jaeger_help = "Jaeger query URL (default: $EVENTCHAIN_JAEGER_URL or " + DEFAULT_JAEGER + ")"
-    jaeger_default = os.environ.get("EVENTCHAIN_JAEGER_URL") or DEFAULT_JAEGER
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        source = sub.add_mutually_exclusive_group()
+        source.add_argument("--jaeger", metavar="URL", help=jaeger_help)
+        source.add_argument(
+            "--file",
+            metavar="PATH",
+            help="Jaeger JSON or OTLP JSON (lines) file, plain or .gz; - reads stdin",
+        )
+        sub.add_argument(
+            "--timeout",
+            type=_seconds,
+            default=DEFAULT_TIMEOUT_S,
+            metavar="S",
+            help=f"seconds to wait for each Jaeger answer (default {DEFAULT_TIMEOUT_S:g})",
+        )
+        sub.add_argument("--width", type=_positive, metavar="N", help="render at this many columns")
+        sub.add_argument(
+            "--color",
+            choices=("auto", "always", "never"),
+            default="auto",
+            help="colour the output: auto (on a terminal), always, never",
+        )
+        sub.add_argument(
+            "--ascii", action="store_true", help="ASCII only (the default where UTF-8 cannot print)"
+        )
+
+    def message(sub: argparse.ArgumentParser, topic: bool) -> None:
+        sub.add_argument("--key", metavar="K", help="the message with this key")
+        if topic:
+            sub.add_argument("--topic", metavar="T", help="the message in this topic")
+        sub.add_argument("--partition", type=_natural, metavar="P", help="the message in this partition")
+        sub.add_argument("--offset", type=_natural, metavar="O", help="the message at this offset")
+        sub.add_argument("--group", metavar="G", help="the message processed by this consumer group")
 
     tree = commands.add_parser("tree", help="print one event chain as a tree")
     tree.add_argument(
         "trace_id",
         metavar="TRACE_ID",
         nargs="?",
-        help="trace id (may be left out when --file holds a single trace)",
+        help="trace id, a unique prefix of 8+ hex digits, a traceparent or a Jaeger trace URL "
+        "(may be left out when --file holds a single trace)",
     )
-    source = tree.add_mutually_exclusive_group()
-    source.add_argument("--jaeger", metavar="URL", default=jaeger_default, help=jaeger_help)
-    source.add_argument("--file", metavar="PATH", help="Jaeger JSON or OTLP JSON (lines) file")
-    tree.add_argument("--json", action="store_true", help="print the chain as JSON")
+    common(tree)
+    tree.add_argument(
+        "--json", action="store_true", help="print the chain as JSON (every node, nothing folded)"
+    )
     tree.add_argument("--all-spans", action="store_true", help="show non-messaging spans too")
+    tree.add_argument("--unfold", action="store_true", help="do not fold runs of like siblings into a count")
     tree.add_argument(
         "--follow-links", action="store_true", help="stitch in spans of other traces that link to this chain"
     )
     tree.add_argument("--svg", metavar="PATH", help="also save the tree as an SVG image")
-    tree.add_argument("--width", type=_positive, metavar="N", help="render at this many columns")
+    message(tree, topic=True)
     tree.set_defaults(run=_tree)
 
-    listing = commands.add_parser("list", help="list recent event chains, newest first")
-    source = listing.add_mutually_exclusive_group()
-    source.add_argument("--jaeger", metavar="URL", default=jaeger_default, help=jaeger_help)
-    source.add_argument("--file", metavar="PATH", help="Jaeger JSON or OTLP JSON (lines) file")
-    listing.add_argument("--service", metavar="S", help="only chains that pass through this service")
+    def listing_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--service", metavar="S", help="only chains that pass through this service")
+        sub.add_argument(
+            "--lookback",
+            type=_lookback,
+            metavar="DURATION",
+            help="how far back to look, e.g. 15m, 1h, 2d (default 1h from Jaeger; no limit in a file)",
+        )
+        sub.add_argument("--errors", action="store_true", help="only chains with errors")
+        sub.add_argument(
+            "--limit", type=_positive, default=20, metavar="N", help="at most N chains (default 20)"
+        )
+        sub.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    listing = commands.add_parser("list", help="list event chains, newest first")
+    common(listing)
+    listing_options(listing)
     listing.add_argument("--topic", metavar="T", help="only chains that pass through this topic")
     listing.add_argument(
-        "--lookback",
-        type=_lookback,
-        metavar="DURATION",
-        help="how far back to look, e.g. 15m, 1h, 2d (default 1h from Jaeger; no limit in a file)",
+        "--all", action="store_true", help="also traces without a send -> process hop (batch receives...)"
     )
-    listing.add_argument("--errors", action="store_true", help="only chains with errors")
-    listing.add_argument(
-        "--limit", type=_positive, default=20, metavar="N", help="at most N chains (default 20)"
-    )
-    listing.add_argument("--json", action="store_true", help="print the list as JSON")
-    listing.add_argument("--width", type=_positive, metavar="N", help="render at this many columns")
-    listing.set_defaults(run=_list)
+    message(listing, topic=False)
+    listing.set_defaults(run=_list, tree=False)
+
+    find = commands.add_parser("find", help="find the chains that carried a message (by key, offset...)")
+    common(find)
+    message(find, topic=True)
+    listing_options(find)
+    find.add_argument("--tree", action="store_true", help="print each chain's tree, the message marked")
+    find.add_argument("--unfold", action="store_true", help="with --tree: do not fold runs of like siblings")
+    find.set_defaults(run=_find, all=True)
     return parser
+
+
+def _find(args: argparse.Namespace) -> int:
+    if _message_query(args, None).empty:
+        raise LoadError("find needs a message: --key K, --topic T [--partition P --offset O], or --group G")
+    return _list(args)

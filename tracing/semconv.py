@@ -26,3 +26,16 @@ ERROR_TYPE = "error.type"
 QUEUE_TIME_MS = "kafka.record.queue_time_ms"
 # Ours: the ">"-joined topics a message's event chain went through (see eventchain.chain.duration).
 CHAIN_PATH = "eventchain.path"
+
+# Read side: older names that other instrumentations still emit (newest names above win), and the
+# resource and exception attributes eventchain reads.
+OPERATION_LEGACY = "messaging.operation"
+DESTINATION_LEGACY = "messaging.destination"
+KAFKA_CONSUMER_GROUP_LEGACY = "messaging.kafka.consumer.group"
+KAFKA_CONSUMER_GROUP_OLD = "messaging.kafka.consumer_group"
+KAFKA_PARTITION_LEGACY = "messaging.kafka.destination.partition"
+KAFKA_PARTITION_OLD = "messaging.kafka.partition"
+KAFKA_OFFSET_LEGACY = "messaging.kafka.message.offset"
+SERVICE_NAME = "service.name"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"

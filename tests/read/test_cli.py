@@ -215,7 +215,7 @@ def test_unreachable_jaeger_exits_3_naming_the_url(cli: Cli) -> None:
 
 def test_jaeger_rejecting_a_query_exits_3_with_its_reason(cli: Cli, real_stack: Stack) -> None:
     # Jaeger reads `limit` as a 64-bit number: a larger one is answered with HTTP 400 and the reason.
-    result = cli("list", "--jaeger", real_stack.jaeger_url, "--service", "orders-api",
+    result = cli("list", "--jaeger", real_stack.jaeger_url, "--service", "orders-api", "--all",
                  "--limit", str(10**20))
     assert_one_line_error(result, 3, real_stack.jaeger_url, "HTTP 400", "/api/traces",
                           "value out of range")
@@ -270,7 +270,7 @@ def _ours(seeded_jaeger: Seed) -> dict[str, str]:
 
 
 def test_list_from_jaeger_is_newest_first(cli: Cli, seeded_jaeger: Seed) -> None:
-    chains = _seeded_lists(cli, seeded_jaeger)("--limit", "1000")
+    chains = _seeded_lists(cli, seeded_jaeger)("--limit", "1000", "--all")
     starts = [c["start_ns"] for c in chains]
     assert starts == sorted(starts, reverse=True)
     ours = _ours(seeded_jaeger)
@@ -298,9 +298,9 @@ def test_list_filters_by_service_errors_topic_and_limit(cli: Cli, seeded_jaeger:
 
 
 def test_list_text_has_one_line_per_chain(cli: Cli) -> None:
-    result = cli("list", "--file", fixture("links.otlp.jsonl"), "--width", "120")
+    result = cli("list", "--file", fixture("links.otlp.jsonl"), "--width", "120", "--all")
     assert result.code == 0
-    assert result.out == (EXPECTED / "list.txt").read_text()
+    assert result.out == (EXPECTED / "list.txt").read_text() + "4 of 4 chains shown\n"
 
 
 def test_list_with_nothing_found_says_so_and_succeeds(cli: Cli) -> None:

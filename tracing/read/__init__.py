@@ -14,8 +14,8 @@ from typing import Any
 
 from rich.console import Console
 
-from tracing.read.analyse import PROCESSORS, analyse, summarise
-from tracing.read.chain import build_chain, fold, trace_ids
+from tracing.read.analyse import Processor, analyse, processors, summarise
+from tracing.read.chain import build_chain, trace_ids
 from tracing.read.load import (
     JaegerClient,
     JaegerUnavailable,
@@ -46,12 +46,20 @@ __all__ = [
 
 
 def make_chain(
-    spans: Iterable[Span], trace_id: str | None = None, *, all_spans: bool = False, follow_links: bool = False
+    spans: Iterable[Span],
+    trace_id: str | None = None,
+    *,
+    all_spans: bool = False,
+    follow_links: bool = False,
+    repeats: bool = False,
+    steps: Sequence[Processor] | None = None,
 ) -> EventChain:
-    """Build, fold (unless ``all_spans``) and analyse the chain of ``trace_id``.
+    """Build the chain of ``trace_id`` and run the processors over it.
 
-    ``spans`` may hold several traces: they are the pool links are followed into. Without a
-    ``trace_id``, the earliest-starting trace is taken.
+    The default steps fold non-messaging spans (unless ``all_spans``), analyse, and with
+    ``repeats`` fold runs of like siblings (see :func:`tracing.read.analyse.processors`);
+    ``steps`` replaces the whole list. ``spans`` may hold several traces: they are the pool links
+    are followed into. Without a ``trace_id``, the earliest-starting trace is taken.
 
     >>> chain = make_chain(read_file("trace.json"), follow_links=True)   # doctest: +SKIP
     """
@@ -62,9 +70,9 @@ def make_chain(
             raise ValueError("no spans")
         trace_id = ids[0]
     chain = build_chain(spans, trace_id, follow_links=follow_links)
-    if not all_spans:
-        chain = fold(chain)
-    return analyse(chain, PROCESSORS)
+    if steps is None:
+        steps = processors(all_spans=all_spans, repeats=repeats)
+    return analyse(chain, steps)
 
 
 def render_chain(
@@ -92,6 +100,6 @@ def render_chain(
         items: Sequence[Any] = list(spans_or_chain)
         spans = [s for s in items if isinstance(s, Span)]
         spans += from_readable_spans(s for s in items if not isinstance(s, Span))
-        chain = make_chain(spans, trace_id, all_spans=all_spans, follow_links=follow_links)
+        chain = make_chain(spans, trace_id, all_spans=all_spans, follow_links=follow_links, repeats=True)
     render_text(chain, console, summarise(chain))
     return chain

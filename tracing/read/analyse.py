@@ -8,10 +8,13 @@ A renderer (or a caller) picks the list it wants; :data:`PROCESSORS` is the defa
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
-from tracing.read.model import PROCESS, RECEIVE, SEND, ChainSummary, EventChain, Hop, Span
+from tracing import semconv as sc
+from tracing.read.chain import fold
+from tracing.read.model import PROCESS, RECEIVE, SEND, ChainSummary, EventChain, Hop, Repeats, Span
 
 __all__ = [
     "PROCESSORS",
@@ -19,9 +22,13 @@ __all__ = [
     "consumers_of",
     "critical_path",
     "duplicates",
+    "fold_plumbing",
+    "fold_repeats",
+    "processors",
     "queue_times",
     "source_send",
     "summarise",
+    "summarise_spans",
     "unconsumed",
 ]
 
@@ -60,7 +67,7 @@ def queue_times(chain: EventChain) -> EventChain:
         send = source_send(hop.span, by_id)
         waited = (hop.span.start_ns - send.end_ns) / 1e6 if send is not None else None
         if waited is None or waited < 0:
-            recorded = hop.span.attributes.get("kafka.record.queue_time_ms")
+            recorded = hop.span.attributes.get(sc.QUEUE_TIME_MS)
             if isinstance(recorded, int | float) and not isinstance(recorded, bool):
                 waited = float(recorded)
             elif send is not None:
@@ -124,7 +131,85 @@ def critical_path(chain: EventChain) -> EventChain:
     return chain
 
 
+def fold_plumbing(chain: EventChain) -> EventChain:
+    """Fold non-messaging spans into their nearest shown node, which counts them (see ``fold``)."""
+    return fold(chain)
+
+
+REPEAT_MIN = 6
+"""Like siblings fold when there are at least this many of them..."""
+REPEAT_SHOWN = 3
+"""...and the first this many stay on show, so the tree still shows what they look like."""
+
+
+def fold_repeats(chain: EventChain) -> EventChain:
+    """Fold runs of like siblings (same service, operation and consumer group) into a count.
+
+    A 5,000-way fan-out shows its first few consumers and one line for the rest, with the min,
+    median and max of their waits and durations. Only siblings with nothing to report fold: a node
+    whose subtree holds an error, a duplicate, an unconsumed send, a link, an orphan, the critical
+    path or a match stays on show. Run it after the other processors (it reads their flags).
+    """
+    for hop in chain.hops():  # top-down: a folded node's subtree is folded with it, whole
+        groups: dict[tuple[str, str, str | None], list[Hop]] = defaultdict(list)
+        for child in hop.children:
+            groups[(child.span.service, child.span.name, child.span.consumer_group)].append(child)
+        folded: set[int] = set()
+        for members in groups.values():
+            if len(members) < REPEAT_MIN:
+                continue
+            quiet = [m for m in members if not _has_finding(m)]
+            if len(quiet) < REPEAT_MIN:
+                continue
+            run = quiet[REPEAT_SHOWN:]
+            folded.update(id(m) for m in run)
+            hop.repeats.append(_repeats(run))
+        if folded:
+            hop.children = [c for c in hop.children if id(c) not in folded]
+    return chain
+
+
+def _has_finding(top: Hop) -> bool:
+    return any(
+        h.span.error is not None
+        or h.duplicate
+        or h.unconsumed
+        or h.link
+        or h.orphan
+        or h.critical
+        or h.matched
+        for h in top.walk()
+    )
+
+
+def _repeats(hops: list[Hop]) -> Repeats:
+    waits = [h.queue_ms for h in hops if h.queue_ms is not None]
+    durations = [h.span.duration_ms for h in hops]
+    return Repeats(
+        hops=hops,
+        span_count=sum(1 + len(n.folded) for h in hops for n in h.walk()),
+        waits_ms=(min(waits), statistics.median(waits), max(waits)) if waits else None,
+        durations_ms=(min(durations), statistics.median(durations), max(durations)),
+    )
+
+
 PROCESSORS: Sequence[Processor] = (queue_times, duplicates, unconsumed, critical_path)
+"""The analyses every view runs."""
+
+
+def processors(
+    *, all_spans: bool = False, repeats: bool = False, extra: Sequence[Processor] = ()
+) -> list[Processor]:
+    """The steps for a view, in order: folding plumbing (unless ``all_spans``), the analyses, the
+    ``extra`` ones (marking a searched message...), then folding like siblings (with ``repeats``: the
+    text view does, ``--unfold`` and ``--json`` do not).
+    """
+    steps: list[Processor] = [] if all_spans else [fold_plumbing]
+    steps += PROCESSORS
+    steps += extra
+    if repeats:
+        steps.append(fold_repeats)
+    return steps
 
 
 def analyse(chain: EventChain, processors: Sequence[Processor] = PROCESSORS) -> EventChain:
@@ -136,14 +221,26 @@ def analyse(chain: EventChain, processors: Sequence[Processor] = PROCESSORS) -> 
 
 def summarise(chain: EventChain) -> ChainSummary:
     """The header counts: services, hops (send -> process edges in the trace), duration, errors."""
-    spans = chain.spans
-    own = [s for s in spans if s.trace_id == chain.trace_id]
+    return summarise_spans(chain.spans, chain.trace_id, root=chain.root.span)
+
+
+def summarise_spans(spans: Sequence[Span], trace_id: str, root: Span | None = None) -> ChainSummary:
+    """:func:`summarise` straight from a trace's spans, without building its tree (for lists).
+
+    The root is the one :func:`~tracing.read.chain.build_chain` picks: the earliest span without a
+    parent in the trace.
+    """
+    own = [s for s in spans if s.trace_id == trace_id]
+    if root is None:
+        ids = {s.span_id for s in own}
+        roots = [s for s in own if s.parent_id not in ids] or own
+        root = min(roots, key=lambda s: (s.parent_id is not None, s.start_ns, s.trace_id, s.span_id))
     hops = sum(len(tied) for tied in _consumers_by_send(own).values())
     start = min(s.start_ns for s in spans)
     return ChainSummary(
-        trace_id=chain.trace_id,
-        root_name=chain.root.span.name,
-        root_service=chain.root.span.service,
+        trace_id=trace_id,
+        root_name=root.name,
+        root_service=root.service,
         services=sorted({s.service for s in spans}),
         hops=hops,
         duration_ms=(max(s.end_ns for s in spans) - start) / 1e6,

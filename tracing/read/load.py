@@ -16,15 +16,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import gzip
+import io
 import json
+import logging
 import re
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from tracing import semconv as sc
 from tracing.read.model import Span, SpanEvent, SpanRef
 
 __all__ = [
@@ -32,11 +39,15 @@ __all__ = [
     "JaegerUnavailable",
     "LoadError",
     "TraceNotFound",
+    "TraceRef",
     "from_readable_spans",
+    "iter_file",
     "normalise_trace_id",
+    "parse_trace_ref",
     "parse_jaeger",
     "parse_otlp",
     "read_file",
+    "resolve",
 ]
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -67,16 +78,145 @@ def normalise_trace_id(text: str) -> str:
     return value.lower().rjust(32, "0")
 
 
+# --- trace references ----------------------------------------------------------------------------
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_UI_TRACE = re.compile(r"/trace/([0-9a-fA-F]+)")
+MIN_PREFIX = 8
+
+
+@dataclass(frozen=True)
+class TraceRef:
+    """What a user typed to name a trace, understood.
+
+    ``trace_id`` is 32 hex digits when the input was a full id (or a shorter one padded, as Jaeger
+    prints 64-bit ids), and ``prefix`` the digits typed when they may also be the start of an id.
+    A ``traceparent`` also names a span; a Jaeger UI URL also names the Jaeger it came from.
+    """
+
+    trace_id: str
+    prefix: str | None = None
+    span_id: str | None = None
+    jaeger_url: str | None = None
+
+    def matches(self, trace_id: str) -> bool:
+        """True for the trace this names: the padded id, or an id starting with the prefix."""
+        return trace_id == self.trace_id or (self.prefix is not None and trace_id.startswith(self.prefix))
+
+
+def parse_trace_ref(text: str) -> TraceRef:
+    """Understand a trace id, a unique prefix of 8+ hex digits, a ``traceparent`` or a Jaeger UI URL.
+
+    >>> parse_trace_ref("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").span_id
+    '00f067aa0ba902b7'
+    >>> parse_trace_ref("http://jaeger:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736").jaeger_url
+    'http://jaeger:16686'
+    """
+    value = text.strip()
+    parent = _TRACEPARENT.fullmatch(value.lower())
+    if parent:
+        return TraceRef(parent.group(2), span_id=parent.group(3))
+    if "://" in value:
+        parsed = urllib.parse.urlsplit(value)
+        found = _UI_TRACE.search(parsed.path)
+        if not found or parsed.scheme not in ("http", "https"):
+            raise LoadError(
+                f"{text!r} is not a Jaeger trace URL (try the URL of a trace page, .../trace/ID, "
+                "or the trace id itself)"
+            )
+        base = parsed.path[: found.start()]
+        query = urllib.parse.parse_qs(parsed.query)
+        span = (query.get("uiFind") or [None])[0]
+        ref = parse_trace_ref(found.group(1))
+        span_id = span.lower() if span and _HEX.fullmatch(span) and len(span) <= 16 else None
+        return TraceRef(
+            ref.trace_id,
+            ref.prefix,
+            span_id.rjust(16, "0") if span_id else None,
+            urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, base.rstrip("/"), "", "")),
+        )
+    trace_id = normalise_trace_id(value)
+    digits = value.lower()
+    return TraceRef(trace_id, prefix=digits if MIN_PREFIX <= len(digits) < 32 else None)
+
+
+def resolve(ref: TraceRef, trace_ids: Iterable[str], where: str) -> str:
+    """The one trace among ``trace_ids`` that ``ref`` names; raises :class:`TraceNotFound` otherwise."""
+    ids = set(trace_ids)
+    if ref.trace_id in ids:
+        return ref.trace_id
+    found = sorted(t for t in ids if ref.prefix is not None and t.startswith(ref.prefix))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise LoadError(
+            f"{ref.prefix} is the start of {len(found)} trace ids in {where} ({shown}): type more digits"
+        )
+    typed = ref.prefix or ref.trace_id
+    hint = "" if ref.prefix or len(typed.lstrip("0")) > 16 else f" (give at least {MIN_PREFIX} digits)"
+    raise TraceNotFound(
+        f"trace {typed} not found in {where}{hint}: `eventchain list` shows the chains it holds"
+    )
+
+
 # --- files --------------------------------------------------------------------------------------
 
+Warn = Callable[[str], None]
 
-def read_file(path: str | Path) -> list[Span]:
-    """Load every span in a Jaeger JSON or OTLP JSON file, telling the format by its content."""
+
+def _log_warning(message: str) -> None:
+    logging.getLogger("tracing.read").warning("%s", message)
+
+
+def read_file(path: str | Path, *, warn: Warn | None = None, slim: bool = False) -> list[Span]:
+    """Load every span in a Jaeger JSON or OTLP JSON file, telling the format by its content.
+
+    ``path`` ``-`` reads standard input; gzip-compressed input is read as such. OTLP JSON lines are
+    read a line at a time and Jaeger JSON a trace at a time, so no second copy of the file is held.
+    A truncated or corrupt *last* line of OTLP JSON lines (a file still being written) is skipped
+    and reported through ``warn`` (by default the ``tracing.read`` logger); anywhere else it is an
+    error naming the line. ``slim`` keeps only what lists and searches read (messaging attributes,
+    status, links) to hold big files in less memory.
+    """
+    return list(iter_file(path, warn=warn, slim=slim))
+
+
+def iter_file(path: str | Path, *, warn: Warn | None = None, slim: bool = False) -> Iterator[Span]:
+    """The spans of a file as they are read (see :func:`read_file`)."""
+    name = str(path)
+    warn = warn or _log_warning
+    convert = _SpanReader(slim)
+    with _open_text(path) as stream:
+        try:
+            first = _first_line(stream)
+            if not first.strip():
+                raise LoadError("the file is empty")
+            yield from _parse_stream(first, stream, convert, warn)
+        except LoadError as exc:
+            raise LoadError(f"{name}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise LoadError(f"{name}: not UTF-8 text (bad byte at position {exc.start})") from None
+        except OSError as exc:  # a gzip stream that is cut short, a read error
+            raise LoadError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+        except EOFError:
+            raise LoadError(f"{name}: the compressed data ends early (a truncated .gz file?)") from None
+    if not convert.count:
+        raise LoadError(f"{name}: holds no spans")
+
+
+@contextlib.contextmanager
+def _open_text(path: str | Path) -> Iterator[io.TextIOBase]:
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
+        if name == "-":
+            raw: IO[bytes] = sys.stdin.buffer
+            close = False
+        else:
+            raw = open(path, "rb")  # noqa: SIM115 - closed below
+            close = True
     except FileNotFoundError:
-        raise LoadError(f"{name}: no such file") from None
+        raise LoadError(f"{name}: no such file (check the path, or use --jaeger URL)") from None
     except IsADirectoryError:
         raise LoadError(f"{name}: is a directory, not a file") from None
     except PermissionError:
@@ -84,64 +224,150 @@ def read_file(path: str | Path) -> list[Span]:
     except OSError as exc:
         raise LoadError(f"{name}: cannot read it ({exc.strerror or exc})") from None
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise LoadError(f"{name}: not UTF-8 text (bad byte at position {exc.start})") from None
-    if not text.strip():
-        raise LoadError(f"{name}: the file is empty")
+        buffered = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw  # type: ignore[arg-type]
+        try:
+            magic = buffered.peek(2)[:2]
+        except IsADirectoryError:
+            raise LoadError(f"{name}: is a directory, not a file") from None
+        except OSError as exc:
+            raise LoadError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+        binary: IO[bytes] = gzip.GzipFile(fileobj=buffered) if magic == b"\x1f\x8b" else buffered
+        yield io.TextIOWrapper(binary, encoding="utf-8-sig", newline=None)
+    finally:
+        if close:
+            raw.close()
+
+
+def _first_line(stream: io.TextIOBase) -> str:
+    # Skip leading blank lines, keep the first one with content.
+    for line in stream:
+        if line.strip():
+            return line
+    return ""
+
+
+def _parse_stream(first: str, stream: io.TextIOBase, convert: _SpanReader, warn: Warn) -> Iterator[Span]:
     try:
-        spans = _parse_text(text)
-    except LoadError as exc:
-        raise LoadError(f"{name}: {exc}") from None
-    if not spans:
-        raise LoadError(f"{name}: holds no spans")
-    return spans
+        doc = json.loads(first)
+    except json.JSONDecodeError:
+        doc = _NOT_PARSED
+    if isinstance(doc, dict) and _is_otlp(doc):
+        rest = stream.readline()
+        while rest and not rest.strip():
+            rest = stream.readline()
+        if rest:  # OTLP JSON lines: one object a line, read as they come
+            yield from _otlp_lines(doc, rest, stream, convert, warn)
+            return
+        yield from convert.otlp(doc)
+        return
+    rest = stream.read()
+    if doc is not _NOT_PARSED and not rest.strip():
+        if _is_jaeger(doc):
+            yield from convert.jaeger(doc)
+            return
+        raise LoadError(f"neither Jaeger JSON nor OTLP JSON ({_describe(doc)})")
+    if doc is not _NOT_PARSED:
+        raise LoadError(f"line 1: not an OTLP JSON object ({_describe(doc)})")
+    yield from _parse_document(first + rest, convert)
 
 
-def _parse_text(text: str) -> list[Span]:
+_NOT_PARSED = object()
+_JAEGER_DATA = re.compile(r'\s*\{\s*"data"\s*:\s*\[')
+
+
+def _parse_document(text: str, convert: _SpanReader) -> Iterator[Span]:
+    """A whole document: Jaeger JSON (a trace at a time when it starts with "data"), or OTLP JSON."""
+    opening = _JAEGER_DATA.match(text)
+    if opening:
+        traces = _jaeger_traces(text, opening.end())
+        if traces is not None:
+            for index, trace in traces:
+                yield from convert.jaeger_trace(trace, f"data[{index}]")
+            return
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as whole_error:
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-        if len(lines) < 2 or not _parses(lines[0][1]):
-            # Not JSON lines either: report where the document as a whole breaks.
-            raise LoadError(
-                f"not JSON ({whole_error.msg} at line {whole_error.lineno}, column {whole_error.colno})"
-            ) from None
-        return _parse_otlp_lines(lines)
+    except json.JSONDecodeError as error:
+        raise LoadError(f"not JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
     if isinstance(doc, dict) and _is_otlp(doc):
-        return parse_otlp(doc)
-    if _is_jaeger(doc):
-        return parse_jaeger(doc)
-    raise LoadError(f"neither Jaeger JSON nor OTLP JSON ({_describe(doc)})")
+        yield from convert.otlp(doc)
+    elif _is_jaeger(doc):
+        yield from convert.jaeger(doc)
+    else:
+        raise LoadError(f"neither Jaeger JSON nor OTLP JSON ({_describe(doc)})")
 
 
-def _parse_otlp_lines(lines: list[tuple[int, str]]) -> list[Span]:
-    spans: list[Span] = []
-    for number, line in lines:
+def _jaeger_traces(text: str, position: int) -> list[tuple[int, Any]] | None:
+    """The traces of ``{"data": [...]...}`` decoded one by one, or None if the array is not well formed
+    (then the whole document is parsed, for an error message that says where it breaks).
+    """
+    decoder = json.JSONDecoder()
+    traces: list[tuple[int, Any]] = []
+    index = 0
+    size = len(text)
+    while True:
+        while position < size and text[position] in " \t\r\n":
+            position += 1
+        if position < size and text[position] == "]":
+            return traces
         try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LoadError(f"line {number}: not JSON ({exc.msg}, column {exc.colno})") from None
-        if not isinstance(doc, dict):
-            raise LoadError(f"line {number}: not an OTLP JSON object ({_describe(doc)})")
-        if _is_otlp(doc):
-            try:
-                spans.extend(parse_otlp(doc))
-            except LoadError as exc:
-                raise LoadError(f"line {number}: {exc}") from None
-        elif not {"resourceLogs", "resourceMetrics"} & doc.keys():
-            # Logs and metrics lines may share the file; anything else is not OTLP.
-            raise LoadError(f"line {number}: not an OTLP JSON object ({_describe(doc)})")
-    return spans
+            trace, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            return None
+        traces.append((index, trace))
+        index += 1
+        while position < size and text[position] in " \t\r\n":
+            position += 1
+        if position < size and text[position] == ",":
+            position += 1
+        elif position >= size or text[position] != "]":
+            return None
 
 
-def _parses(line: str) -> bool:
+def _otlp_lines(
+    first_doc: dict[str, Any], second: str, stream: io.TextIOBase, convert: _SpanReader, warn: Warn
+) -> Iterator[Span]:
+    yield from _otlp_line(first_doc, 1, convert)
+    number, pending = 1, second
+    for line in stream:
+        if not line.strip():
+            continue
+        number += 1
+        yield from _otlp_line(_line_doc(pending, number, last=False), number, convert)
+        pending = line
+    number += 1
     try:
-        json.loads(line)
-    except json.JSONDecodeError:
-        return False
-    return True
+        doc = json.loads(pending)
+    except json.JSONDecodeError as exc:
+        warn(
+            f"skipped the last line (line {number}): it is not complete JSON ({exc.msg}, column "
+            f"{exc.colno}); a file still being written? Its spans are not shown"
+        )
+        return
+    if not isinstance(doc, dict):
+        doc = _line_doc(pending, number, last=False)
+    yield from _otlp_line(doc, number, convert)
+
+
+def _line_doc(line: str, number: int, last: bool) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise LoadError(
+            f"line {number}: not JSON ({exc.msg}, column {exc.colno}); only a broken last line is skipped"
+        ) from None
+
+
+def _otlp_line(doc: Any, number: int, convert: _SpanReader) -> Iterator[Span]:
+    if not isinstance(doc, dict):
+        raise LoadError(f"line {number}: not an OTLP JSON object ({_describe(doc)})")
+    if _is_otlp(doc):
+        try:
+            yield from convert.otlp(doc)
+        except LoadError as exc:
+            raise LoadError(f"line {number}: {exc}") from None
+    elif not {"resourceLogs", "resourceMetrics"} & doc.keys():
+        # Logs and metrics lines may share the file; anything else is not OTLP.
+        raise LoadError(f"line {number}: not an OTLP JSON object ({_describe(doc)})")
 
 
 def _is_otlp(doc: dict[str, Any]) -> bool:
@@ -162,90 +388,192 @@ def _describe(doc: Any) -> str:
     return f"a JSON {type(doc).__name__}"
 
 
-# --- Jaeger JSON --------------------------------------------------------------------------------
+# --- span conversion ----------------------------------------------------------------------------
+
+# What slim loading keeps: the attributes lists and searches read.
+_SLIM_PREFIXES = ("messaging.",)
+_SLIM_KEYS = frozenset({sc.ERROR_TYPE, sc.QUEUE_TIME_MS})
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+
+
+class _SpanReader:
+    """Turns parsed Jaeger or OTLP JSON into :class:`Span` records, counting them.
+
+    Repeated strings (trace ids, services, operation names, attribute keys) are shared, so a big
+    file's spans take less memory; ``slim`` also drops what lists and searches never read.
+    """
+
+    def __init__(self, slim: bool = False) -> None:
+        self.slim = slim
+        self.count = 0
+        self._strings: dict[str, str] = {}
+
+    def share(self, text: str) -> str:
+        return self._strings.setdefault(text, text)
+
+    def attributes(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        if not self.slim:
+            return attributes
+        return {k: v for k, v in attributes.items() if k.startswith(_SLIM_PREFIXES) or k in _SLIM_KEYS}
+
+    # Jaeger JSON
+
+    def jaeger(self, doc: Any) -> Iterator[Span]:
+        """Spans from Jaeger's API JSON: ``{"data": [trace, ...]}``, one trace, or a list of traces."""
+        if isinstance(doc, dict) and "data" in doc:
+            traces = doc["data"] or []
+            where = "data"
+        elif isinstance(doc, dict):
+            traces, where = [doc], "trace"
+        else:
+            traces, where = doc, "list"
+        if not isinstance(traces, list):
+            raise LoadError(f"malformed Jaeger JSON: '{where}' is not a list of traces")
+        for t_index, trace in enumerate(traces):
+            yield from self.jaeger_trace(trace, f"{where}[{t_index}]")
+
+    def jaeger_trace(self, trace: Any, where: str) -> Iterator[Span]:
+        if not isinstance(trace, dict) or not isinstance(trace.get("spans"), list):
+            raise LoadError(f"malformed Jaeger JSON: {where} has no 'spans' list")
+        processes = trace.get("processes") or {}
+        for s_index, raw in enumerate(trace["spans"]):
+            try:
+                span = self._jaeger_span(raw, processes)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise LoadError(f"malformed Jaeger span at {where}.spans[{s_index}] ({_why(exc)})") from None
+            self.count += 1
+            yield span
+
+    def _jaeger_span(self, raw: dict[str, Any], processes: Mapping[str, Any]) -> Span:
+        trace_id = self.share(_hex_id(raw["traceID"], 32))
+        span_id = _hex_id(raw["spanID"], 16)
+        tags = _jaeger_tags(raw.get("tags"))
+        process = raw.get("process") or processes.get(raw.get("processID"), {})
+        parent_id: str | None = None
+        refs = [
+            (r.get("refType"), _hex_id(r["traceID"], 32), _hex_id(r["spanID"], 16))
+            for r in raw.get("references") or []
+        ]
+        # Jaeger's own rule: the first same-trace CHILD_OF is the parent, else the first same-trace
+        # reference. It writes a parent that is also linked (our process spans) as FOLLOWS_FROM only.
+        same_trace = [r for r in refs if r[1] == trace_id]
+        parent_ref = next(
+            (r for r in same_trace if r[0] == "CHILD_OF"), same_trace[0] if same_trace else None
+        )
+        if parent_ref is not None:
+            parent_id = parent_ref[2]
+        links = [SpanRef(self.share(t), s) for ref_type, t, s in refs if (ref_type, t, s) != parent_ref]
+        events = (
+            []
+            if self.slim
+            else [
+                SpanEvent(
+                    name=str(fields.pop("event", "log")),
+                    time_ns=int(log.get("timestamp", 0)) * 1000,
+                    attributes=fields,
+                )
+                for log in raw.get("logs") or []
+                for fields in [_jaeger_tags(log.get("fields"))]
+            ]
+        )
+        # Jaeger keeps kind and status as tags; lift them out so attributes hold only the span's own.
+        status = str(tags.pop("otel.status_code", "")).upper()
+        error_tag = tags.pop("error", False)
+        status_message = tags.pop("otel.status_description", None)
+        kind = str(tags.pop("span.kind", "internal")).lower()
+        start_ns = int(raw["startTime"]) * 1000
+        return Span(
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=parent_id,
+            name=self.share(str(raw.get("operationName", ""))),
+            kind=kind,
+            service=self.share(str(process.get("serviceName") or "unknown_service")),
+            start_ns=start_ns,
+            end_ns=start_ns + int(raw.get("duration", 0)) * 1000,
+            attributes=self.attributes(tags),
+            events=events,
+            links=links,
+            status_error=status == "ERROR" or error_tag in (True, "true"),
+            status_message=str(status_message) if status_message else None,
+        )
+
+    # OTLP JSON
+
+    def otlp(self, doc: Mapping[str, Any]) -> Iterator[Span]:
+        """Spans from one OTLP JSON object (``{"resourceSpans": [...]}``, bare or under ``"result"``)."""
+        if "resourceSpans" not in doc and isinstance(doc.get("result"), dict):
+            doc = doc["result"]  # Jaeger's /api/v3/traces answer wraps the OTLP object
+        resources = doc.get("resourceSpans") or []
+        if not isinstance(resources, list):
+            raise LoadError("malformed OTLP JSON: 'resourceSpans' is not a list")
+        for r_index, resource_spans in enumerate(resources):
+            try:
+                resource = _otlp_attributes((resource_spans.get("resource") or {}).get("attributes"))
+                service = self.share(str(resource.get(sc.SERVICE_NAME) or "unknown_service"))
+                scopes = resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans")
+                for s_index, scope in enumerate(scopes or []):
+                    for index, raw in enumerate(scope.get("spans") or []):
+                        try:
+                            span = self._otlp_span(raw, service)
+                        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                            where = f"resourceSpans[{r_index}].scopeSpans[{s_index}].spans[{index}]"
+                            raise LoadError(f"malformed OTLP span at {where} ({_why(exc)})") from None
+                        self.count += 1
+                        yield span
+            except (TypeError, AttributeError) as exc:
+                raise LoadError(f"malformed OTLP JSON at resourceSpans[{r_index}] ({_why(exc)})") from None
+
+    def _otlp_span(self, raw: Mapping[str, Any], service: str) -> Span:
+        trace_id = self.share(_hex_id(raw["traceId"], 32))
+        span_id = _hex_id(raw["spanId"], 16)
+        status = raw.get("status") or {}
+        code = status.get("code", 0)
+        kind = raw.get("kind", 1)
+        if isinstance(kind, str):
+            kind_name = kind.removeprefix("SPAN_KIND_").lower()
+            kind_name = "internal" if kind_name == "unspecified" else kind_name
+        else:
+            kind_name = _OTLP_KINDS.get(int(kind), "internal")
+        parent = raw.get("parentSpanId") or ""
+        start = int(raw["startTimeUnixNano"])
+        events = raw.get("events")
+        return Span(
+            trace_id=trace_id,
+            span_id=span_id,
+            parent_id=_hex_id(parent, 16) if parent else None,
+            name=self.share(str(raw.get("name", ""))),
+            kind=kind_name,
+            service=service,
+            start_ns=start,
+            end_ns=int(raw.get("endTimeUnixNano") or start),
+            attributes=self.attributes(_otlp_attributes(raw.get("attributes"))),
+            events=[]
+            if self.slim or not events
+            else [
+                SpanEvent(
+                    str(e.get("name", "")),
+                    int(e.get("timeUnixNano", 0)),
+                    _otlp_attributes(e.get("attributes")),
+                )
+                for e in events
+            ],
+            links=[
+                SpanRef(
+                    self.share(_hex_id(link["traceId"], 32)),
+                    _hex_id(link["spanId"], 16),
+                    {} if self.slim else _otlp_attributes(link.get("attributes")),
+                )
+                for link in raw.get("links") or ()
+            ],
+            status_error=code in (2, "2", "STATUS_CODE_ERROR"),
+            status_message=status.get("message") or None,
+        )
 
 
 def parse_jaeger(doc: Any) -> list[Span]:
     """Spans from Jaeger's API JSON: ``{"data": [trace, ...]}``, one trace, or a list of traces."""
-    if isinstance(doc, dict) and "data" in doc:
-        traces = doc["data"] or []
-        where = "data"
-    elif isinstance(doc, dict):
-        traces, where = [doc], "trace"
-    else:
-        traces, where = doc, "list"
-    if not isinstance(traces, list):
-        raise LoadError(f"malformed Jaeger JSON: '{where}' is not a list of traces")
-    spans: list[Span] = []
-    for t_index, trace in enumerate(traces):
-        if not isinstance(trace, dict) or not isinstance(trace.get("spans"), list):
-            raise LoadError(f"malformed Jaeger JSON: {where}[{t_index}] has no 'spans' list")
-        processes = trace.get("processes") or {}
-        for s_index, raw in enumerate(trace["spans"]):
-            try:
-                spans.append(_jaeger_span(raw, processes))
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise LoadError(
-                    f"malformed Jaeger span at {where}[{t_index}].spans[{s_index}] ({_why(exc)})"
-                ) from None
-    return spans
-
-
-def _jaeger_span(raw: dict[str, Any], processes: Mapping[str, Any]) -> Span:
-    trace_id = _hex_id(raw["traceID"], 32)
-    span_id = _hex_id(raw["spanID"], 16)
-    tags = _jaeger_tags(raw.get("tags"))
-    process = raw.get("process") or processes.get(raw.get("processID"), {})
-    parent_id: str | None = None
-    links: list[SpanRef] = []
-    refs = [
-        (r.get("refType"), _hex_id(r["traceID"], 32), _hex_id(r["spanID"], 16))
-        for r in raw.get("references") or []
-    ]
-    # Jaeger's own rule: the first same-trace CHILD_OF is the parent, else the first same-trace
-    # reference. It writes a parent that is also linked (our process spans) as FOLLOWS_FROM only.
-    same_trace = [r for r in refs if r[1] == trace_id]
-    parent_ref = next((r for r in same_trace if r[0] == "CHILD_OF"), same_trace[0] if same_trace else None)
-    if parent_ref is not None:
-        parent_id = parent_ref[2]
-    links = [SpanRef(t, s) for ref_type, t, s in refs if (ref_type, t, s) != parent_ref]
-    events = [
-        SpanEvent(
-            name=str(fields.pop("event", "log")),
-            time_ns=int(log.get("timestamp", 0)) * 1000,
-            attributes=fields,
-        )
-        for log in raw.get("logs") or []
-        for fields in [_jaeger_tags(log.get("fields"))]
-    ]
-    # Jaeger keeps kind and status as tags; lift them out so attributes hold only the span's own.
-    status = str(tags.pop("otel.status_code", "")).upper()
-    error_tag = tags.pop("error", False)
-    status_message = tags.pop("otel.status_description", None)
-    kind = str(tags.pop("span.kind", "internal")).lower()
-    start_ns = int(raw["startTime"]) * 1000
-    return Span(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_id=parent_id,
-        name=str(raw.get("operationName", "")),
-        kind=kind,
-        service=str(process.get("serviceName") or "unknown_service"),
-        start_ns=start_ns,
-        end_ns=start_ns + int(raw.get("duration", 0)) * 1000,
-        attributes=tags,
-        events=events,
-        links=links,
-        status_error=status == "ERROR" or error_tag in (True, "true"),
-        status_message=str(status_message) if status_message else None,
-    )
-
-
-def _jaeger_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
-    return {str(tag["key"]): tag.get("value") for tag in tags or []}
-
-
-# --- OTLP JSON ----------------------------------------------------------------------------------
+    return list(_SpanReader().jaeger(doc))
 
 
 def parse_otlp(doc: Mapping[str, Any]) -> list[Span]:
@@ -254,66 +582,11 @@ def parse_otlp(doc: Mapping[str, Any]) -> list[Span]:
     Accepts the OTLP/JSON encoding (hex ids, numeric enums) and the plain protobuf JSON mapping
     (base64 ids, enum names), and the older ``instrumentationLibrarySpans`` key.
     """
-    if "resourceSpans" not in doc and isinstance(doc.get("result"), dict):
-        doc = doc["result"]  # Jaeger's /api/v3/traces answer wraps the OTLP object
-    spans: list[Span] = []
-    resources = doc.get("resourceSpans") or []
-    if not isinstance(resources, list):
-        raise LoadError("malformed OTLP JSON: 'resourceSpans' is not a list")
-    for r_index, resource_spans in enumerate(resources):
-        try:
-            resource = _otlp_attributes((resource_spans.get("resource") or {}).get("attributes"))
-            service = str(resource.get("service.name") or "unknown_service")
-            scopes = resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans")
-            for s_index, scope in enumerate(scopes or []):
-                for index, raw in enumerate(scope.get("spans") or []):
-                    where = f"resourceSpans[{r_index}].scopeSpans[{s_index}].spans[{index}]"
-                    try:
-                        spans.append(_otlp_span(raw, service))
-                    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                        raise LoadError(f"malformed OTLP span at {where} ({_why(exc)})") from None
-        except (TypeError, AttributeError) as exc:
-            raise LoadError(f"malformed OTLP JSON at resourceSpans[{r_index}] ({_why(exc)})") from None
-    return spans
+    return list(_SpanReader().otlp(doc))
 
 
-def _otlp_span(raw: Mapping[str, Any], service: str) -> Span:
-    status = raw.get("status") or {}
-    code = status.get("code", 0)
-    kind = raw.get("kind", 1)
-    if isinstance(kind, str):
-        kind_name = kind.removeprefix("SPAN_KIND_").lower()
-        kind_name = "internal" if kind_name == "unspecified" else kind_name
-    else:
-        kind_name = _OTLP_KINDS.get(int(kind), "internal")
-    parent = raw.get("parentSpanId") or ""
-    return Span(
-        trace_id=_hex_id(raw["traceId"], 32),
-        span_id=_hex_id(raw["spanId"], 16),
-        parent_id=_hex_id(parent, 16) if parent else None,
-        name=str(raw.get("name", "")),
-        kind=kind_name,
-        service=service,
-        start_ns=int(raw["startTimeUnixNano"]),
-        end_ns=int(raw.get("endTimeUnixNano") or raw["startTimeUnixNano"]),
-        attributes=_otlp_attributes(raw.get("attributes")),
-        events=[
-            SpanEvent(
-                str(e.get("name", "")), int(e.get("timeUnixNano", 0)), _otlp_attributes(e.get("attributes"))
-            )
-            for e in raw.get("events") or []
-        ],
-        links=[
-            SpanRef(
-                _hex_id(link["traceId"], 32),
-                _hex_id(link["spanId"], 16),
-                _otlp_attributes(link.get("attributes")),
-            )
-            for link in raw.get("links") or []
-        ],
-        status_error=code in (2, "2", "STATUS_CODE_ERROR"),
-        status_message=status.get("message") or None,
-    )
+def _jaeger_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
+    return {str(tag["key"]): tag.get("value") for tag in tags or []}
 
 
 def _otlp_attributes(items: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
@@ -321,25 +594,28 @@ def _otlp_attributes(items: Iterable[Mapping[str, Any]] | None) -> dict[str, Any
 
 
 def _otlp_value(value: Mapping[str, Any]) -> Any:
-    if "stringValue" in value:
-        return value["stringValue"]
-    if "intValue" in value:
-        return int(value["intValue"])  # int64 travels as a JSON string
-    if "boolValue" in value:
-        return bool(value["boolValue"])
-    if "doubleValue" in value:
-        return float(value["doubleValue"])
-    if "arrayValue" in value:
-        return [_otlp_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
-    if "kvlistValue" in value:
-        return _otlp_attributes((value["kvlistValue"] or {}).get("values"))
-    if "bytesValue" in value:
-        return value["bytesValue"]
+    for kind, raw in value.items():
+        if kind == "stringValue":
+            return raw
+        if kind == "intValue":
+            return int(raw)  # int64 travels as a JSON string
+        if kind == "boolValue":
+            return bool(raw)
+        if kind == "doubleValue":
+            return float(raw)
+        if kind == "arrayValue":
+            return [_otlp_value(v) for v in (raw or {}).get("values", [])]
+        if kind == "kvlistValue":
+            return _otlp_attributes((raw or {}).get("values"))
+        if kind == "bytesValue":
+            return raw
     return None
 
 
 def _hex_id(value: Any, digits: int) -> str:
     """An id as lower-case hex: accepts hex (padded if short) and base64 (protobuf JSON)."""
+    if type(value) is str and len(value) == digits and not value.strip(_HEX_DIGITS):
+        return value.lower()  # the common case, without a regular expression
     text = str(value).strip()
     if _HEX.fullmatch(text) and len(text) <= digits:
         return text.lower().rjust(digits, "0")
@@ -427,8 +703,19 @@ class JaegerClient:
         doc = self._get(f"/api/traces/{trace_id}", not_found_ok=True)
         spans = parse_jaeger(doc) if doc is not None else []
         if not spans:
-            raise TraceNotFound(f"trace {trace_id} not found in Jaeger at {self.url}")
+            raise TraceNotFound(
+                f"trace {trace_id} not found in Jaeger at {self.url}: check the id, or try "
+                "`eventchain list` for recent chains, or --file PATH"
+            )
         return spans
+
+    def has_trace(self, trace_id: str) -> bool:
+        """True if Jaeger holds the trace with this (full) id."""
+        try:
+            self.trace(trace_id)
+        except TraceNotFound:
+            return False
+        return True
 
     def services(self) -> list[str]:
         """The service names Jaeger has seen."""
@@ -465,14 +752,18 @@ class JaegerClient:
             status, body = exc.code, exc.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise JaegerUnavailable(f"cannot reach Jaeger at {self.url} ({reason})") from None
+            raise JaegerUnavailable(
+                f"cannot reach Jaeger at {self.url} ({reason}): try --jaeger URL "
+                f"(or $EVENTCHAIN_JAEGER_URL), a longer --timeout than {self.timeout:g} s, or --file PATH"
+            ) from None
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             doc = None
         if not isinstance(doc, dict) or "data" not in doc:
             raise JaegerUnavailable(
-                f"{self.url} did not answer Jaeger's JSON API on {endpoint} (HTTP {status})"
+                f"{self.url} did not answer Jaeger's JSON API on {endpoint} (HTTP {status}): try the "
+                "query service's base URL with --jaeger URL (port 16686 by default)"
             )
         if status == 200:
             return doc

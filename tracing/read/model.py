@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+from tracing import semconv as sc
 
 # Span kinds, lower-case as Jaeger spells them.
 KINDS = ("internal", "server", "client", "producer", "consumer")
@@ -31,18 +34,11 @@ _OPERATION_ROLES = {
     "settle": SETTLE,
 }
 # Attribute names, newest first: the first one present wins.
-_TOPIC_KEYS = ("messaging.destination.name", "messaging.destination")
-_GROUP_KEYS = (
-    "messaging.consumer.group.name",
-    "messaging.kafka.consumer.group",
-    "messaging.kafka.consumer_group",
-)
-_PARTITION_KEYS = (
-    "messaging.destination.partition.id",
-    "messaging.kafka.destination.partition",
-    "messaging.kafka.partition",
-)
-_OFFSET_KEYS = ("messaging.kafka.offset", "messaging.kafka.message.offset")
+_TOPIC_KEYS = (sc.DESTINATION_NAME, sc.DESTINATION_LEGACY)
+_GROUP_KEYS = (sc.CONSUMER_GROUP, sc.KAFKA_CONSUMER_GROUP_LEGACY, sc.KAFKA_CONSUMER_GROUP_OLD)
+_PARTITION_KEYS = (sc.PARTITION, sc.KAFKA_PARTITION_LEGACY, sc.KAFKA_PARTITION_OLD)
+_OFFSET_KEYS = (sc.KAFKA_OFFSET, sc.KAFKA_OFFSET_LEGACY)
+_OPERATION_KEYS = (sc.OPERATION_TYPE, sc.OPERATION_LEGACY)
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ class Span:
         """Duration in milliseconds."""
         return (self.end_ns - self.start_ns) / 1e6
 
-    @property
+    @cached_property
     def role(self) -> str | None:
         """``send``, ``receive``, ``process``, ``settle`` or None for a non-messaging span.
 
@@ -102,7 +98,7 @@ class Span:
         on the span kind (PRODUCER sends, CONSUMER processes) so that traces from instrumentations
         that set neither still render.
         """
-        for key in ("messaging.operation.type", "messaging.operation"):
+        for key in _OPERATION_KEYS:
             value = self.attributes.get(key)
             if isinstance(value, str) and value.lower() in _OPERATION_ROLES:
                 return _OPERATION_ROLES[value.lower()]
@@ -110,16 +106,22 @@ class Span:
             return SEND
         if self.kind == "consumer":
             return PROCESS
-        if self.kind == "client" and "messaging.system" in self.attributes:
+        if self.kind == "client" and sc.SYSTEM in self.attributes:
             return RECEIVE
         return None
+
+    @property
+    def key(self) -> str | None:
+        """The Kafka message key, as the wrappers record it (text keys only)."""
+        value = self.attributes.get(sc.KAFKA_KEY)
+        return None if value is None else str(value)
 
     @property
     def is_messaging(self) -> bool:
         """True for a span that plays a messaging role."""
         return self.role is not None
 
-    @property
+    @cached_property
     def topic(self) -> str | None:
         """The destination (topic) name, from attributes or, failing that, from the span name."""
         value = _first(self.attributes, _TOPIC_KEYS)
@@ -137,38 +139,38 @@ class Span:
                 return words[0]
         return None
 
-    @property
+    @cached_property
     def consumer_group(self) -> str | None:
         """The consumer group name, if recorded."""
         value = _first(self.attributes, _GROUP_KEYS)
         return None if value is None else str(value)
 
-    @property
+    @cached_property
     def partition(self) -> int | None:
         """The partition number (recorded as a string by the conventions), if any."""
         return _as_int(_first(self.attributes, _PARTITION_KEYS))
 
-    @property
+    @cached_property
     def offset(self) -> int | None:
         """The message offset, if recorded."""
         return _as_int(_first(self.attributes, _OFFSET_KEYS))
 
-    @property
+    @cached_property
     def error(self) -> str | None:
         """The error message if the span is in error, else None.
 
         A span is in error when its status is ERROR or it carries ``error.type``. The message is the
         status description, else the last exception event (``Type: message``), else ``error.type``.
         """
-        error_type = self.attributes.get("error.type")
+        error_type = self.attributes.get(sc.ERROR_TYPE)
         if not self.status_error and error_type is None:
             return None
         if self.status_message:
             return self.status_message
         for event in reversed(self.events):
             if event.name == "exception":
-                etype = event.attributes.get("exception.type")
-                message = event.attributes.get("exception.message")
+                etype = event.attributes.get(sc.EXCEPTION_TYPE)
+                message = event.attributes.get(sc.EXCEPTION_MESSAGE)
                 text = ": ".join(str(p) for p in (etype, message) if p)
                 if text:
                     return text
@@ -195,6 +197,10 @@ class Hop:
     duplicate: bool = False
     unconsumed: bool = False
     critical: bool = False
+    matched: bool = False
+    """True when this span is the message a search asked for (``find``, ``tree --key``...)."""
+    repeats: list[Repeats] = field(default_factory=list)
+    """Runs of like siblings folded out of ``children`` (text view only): each says how many."""
 
     def walk(self) -> Iterator[Hop]:
         """This node and every node under it, depth first, in display order."""
@@ -208,6 +214,26 @@ class Hop:
     def own_end_ns(self) -> int:
         """The latest end time of this node's span and the spans folded into it."""
         return max([self.span.end_ns, *(s.end_ns for s in self.folded)])
+
+
+@dataclass
+class Repeats:
+    """Like siblings folded into one line: same service, operation and group, nothing to report.
+
+    ``hops`` keeps the folded nodes (with their subtrees), so nothing is lost, only summarised.
+    """
+
+    hops: list[Hop]
+    span_count: int
+    """Spans inside the folded nodes: the nodes, their subtrees and the spans folded into them."""
+    waits_ms: tuple[float, float, float] | None
+    """(min, median, max) of the folded nodes' queue times, or None when none waited."""
+    durations_ms: tuple[float, float, float]
+
+    @property
+    def sample(self) -> Span:
+        """The first folded node's span: service, operation and group are the same for all."""
+        return self.hops[0].span
 
 
 @dataclass

@@ -1,0 +1,212 @@
+"""Finding chains: which traces to list, which hold a given message, and searching Jaeger for them.
+
+Pure selection over spans, plus the Jaeger searches that fetch them (through :class:`JaegerClient`).
+The CLI only passes its options in.
+
+>>> found = list_chains(read_file("spans.jsonl"), ChainFilter(message=MessageQuery(key="order-42")))
+...                                                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from tracing import semconv as sc
+from tracing.read.analyse import Processor, summarise_spans
+from tracing.read.load import JaegerClient, TraceRef, resolve
+from tracing.read.model import ChainSummary, EventChain, Span
+
+__all__ = [
+    "ChainFilter",
+    "ChainList",
+    "MessageQuery",
+    "find_trace_in_jaeger",
+    "is_chain",
+    "linking_candidates",
+    "list_chains",
+    "mark_matches",
+    "search_jaeger",
+]
+
+# With --follow-links from Jaeger: how long after the chain ends a linked trace may start, and how
+# many traces to scan per service. Jaeger cannot search by link, so this is a bounded scan.
+LINK_WINDOW_NS = 3600 * 10**9
+LINK_SCAN_LIMIT = 500
+# Jaeger searches one service per request: this many requests at a time.
+SEARCH_CONCURRENCY = 8
+# A trace id prefix is looked for among each service's traces of this window, at most this many.
+PREFIX_WINDOW_NS = 2 * 86400 * 10**9
+PREFIX_SCAN_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class MessageQuery:
+    """A Kafka message as users name it: key, topic/partition/offset, consumer group (any subset).
+
+    >>> MessageQuery(topic="orders", partition=3, offset=1812).jaeger_tags()
+    {'messaging.destination.name': 'orders', 'messaging.destination.partition.id': '3', \
+'messaging.kafka.offset': '1812'}
+    """
+
+    key: str | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    group: str | None = None
+    span_id: str | None = None
+    """A span named by a ``traceparent`` or a Jaeger URL's ``uiFind``."""
+
+    @property
+    def empty(self) -> bool:
+        return all(
+            v is None for v in (self.key, self.topic, self.partition, self.offset, self.group, self.span_id)
+        )
+
+    @property
+    def names_a_message(self) -> bool:
+        """True when it asks for a message (not just a span id)."""
+        return any(v is not None for v in (self.key, self.topic, self.partition, self.offset, self.group))
+
+    def matches(self, span: Span) -> bool:
+        """True for a messaging span of that message (every given field equal), or the named span."""
+        if self.span_id is not None and span.span_id == self.span_id:
+            return True
+        if not self.names_a_message or not span.is_messaging:
+            return False
+        return (
+            (self.key is None or span.key == self.key)
+            and (self.topic is None or span.topic == self.topic)
+            and (self.partition is None or span.partition == self.partition)
+            and (self.offset is None or span.offset == self.offset)
+            and (self.group is None or span.consumer_group == self.group)
+        )
+
+    def jaeger_tags(self) -> dict[str, str]:
+        """The tag search Jaeger runs for it: the attributes the wrappers record, as strings."""
+        tags = {
+            sc.KAFKA_KEY: self.key,
+            sc.DESTINATION_NAME: self.topic,
+            sc.PARTITION: None if self.partition is None else str(self.partition),
+            sc.KAFKA_OFFSET: None if self.offset is None else str(self.offset),
+            sc.CONSUMER_GROUP: self.group,
+        }
+        return {k: v for k, v in tags.items() if v is not None}
+
+
+def mark_matches(query: MessageQuery) -> Processor:
+    """A processor that flags the nodes showing the message (or span) ``query`` names."""
+
+    def mark(chain: EventChain) -> EventChain:
+        for hop in chain.hops():
+            hop.matched = query.matches(hop.span)
+        return chain
+
+    return mark
+
+
+@dataclass(frozen=True)
+class ChainFilter:
+    """What ``list`` and ``find`` keep. By default only chains: traces with a send -> process hop,
+    or an error; ``include_all`` keeps the rest too (a batch consumer's receive-only traces...).
+    """
+
+    service: str | None = None
+    topic: str | None = None
+    errors: bool = False
+    since_ns: int | None = None
+    message: MessageQuery = field(default_factory=MessageQuery)
+    include_all: bool = False
+
+
+@dataclass(frozen=True)
+class ChainList:
+    """The chains to show (newest first), and what was left out, counted."""
+
+    shown: list[ChainSummary]
+    matching: int
+    """Traces that passed the filter (``shown`` is the newest ``limit`` of them)."""
+    hidden: int
+    """Traces that passed every other filter but are not chains (no hop, no error)."""
+    traces: int
+    """Traces looked at."""
+
+
+def is_chain(summary: ChainSummary) -> bool:
+    """A trace worth listing by default: at least one send -> process hop, or an error."""
+    return summary.hops > 0 or summary.errors > 0
+
+
+def list_chains(spans: Iterable[Span], chain_filter: ChainFilter, limit: int | None = None) -> ChainList:
+    """Summaries of the traces among ``spans`` that pass ``chain_filter``, newest first."""
+    by_trace: dict[str, list[Span]] = defaultdict(list)
+    for span in spans:
+        by_trace[span.trace_id].append(span)
+    kept: list[ChainSummary] = []
+    hidden = 0
+    f = chain_filter
+    for trace_id, own in by_trace.items():
+        if f.topic and not any(s.topic == f.topic for s in own):
+            continue
+        if not f.message.empty and not any(f.message.matches(s) for s in own):
+            continue
+        summary = summarise_spans(own, trace_id)
+        if f.service and f.service not in summary.services:
+            continue
+        if f.errors and not summary.errors:
+            continue
+        if f.since_ns is not None and summary.start_ns < f.since_ns:
+            continue
+        if not f.include_all and not is_chain(summary):
+            hidden += 1
+            continue
+        kept.append(summary)
+    kept.sort(key=lambda s: (s.start_ns, s.trace_id), reverse=True)
+    return ChainList(
+        shown=kept[:limit] if limit is not None else kept,
+        matching=len(kept),
+        hidden=hidden,
+        traces=len(by_trace),
+    )
+
+
+# --- Jaeger searches ------------------------------------------------------------------------------
+
+
+def search_jaeger(
+    client: JaegerClient,
+    services: list[str],
+    start_ns: int,
+    end_ns: int,
+    limit: int,
+    tags: Mapping[str, str] | None = None,
+) -> list[Span]:
+    """The spans of every service's traces in the window, several services searched at once."""
+    if not services:
+        return []
+    with ThreadPoolExecutor(max_workers=min(SEARCH_CONCURRENCY, len(services))) as pool:
+        found = pool.map(lambda s: client.search(s, start_ns, end_ns, limit=limit, tags=tags), services)
+        return [span for spans in found for span in spans]
+
+
+def linking_candidates(client: JaegerClient, spans: list[Span]) -> list[Span]:
+    """Spans of traces that may link to this chain: every service's traces started in its window."""
+    start = min(s.start_ns for s in spans)
+    end = min(max(s.end_ns for s in spans) + LINK_WINDOW_NS, time.time_ns())
+    return search_jaeger(client, client.services(), start, end, limit=LINK_SCAN_LIMIT)
+
+
+def find_trace_in_jaeger(
+    client: JaegerClient, ref: TraceRef, now_ns: Callable[[], int] = time.time_ns
+) -> str:
+    """The full id of the trace ``ref`` names: as typed if Jaeger holds it, else the one recent trace
+    whose id starts with the digits typed (Jaeger has no prefix search: recent traces are scanned).
+    """
+    if ref.prefix is None or client.has_trace(ref.trace_id):
+        return ref.trace_id
+    end = now_ns()
+    spans = search_jaeger(client, client.services(), end - PREFIX_WINDOW_NS, end, limit=PREFIX_SCAN_LIMIT)
+    return resolve(ref, {s.trace_id for s in spans}, f"Jaeger at {client.url} (traces of the last 2 days)")
