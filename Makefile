@@ -11,7 +11,7 @@ METRICS := scripts/metrics-stack.sh
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv stack-up stack-down stack-status test lint demo demo-live bench clean
+.PHONY: help venv stack-up stack-down stack-status test lint typecheck demo demo-live bench clean
 
 help:
 	@echo "make venv          create $(VENV) and install the project (again only when pyproject.toml changes)"
@@ -21,6 +21,7 @@ help:
 	@echo "make stack-status  show what runs"
 	@echo "make test          venv + stack-up + pytest + stack-down (PYTEST_ARGS='...' is passed on)"
 	@echo "make lint          ruff check"
+	@echo "make typecheck     mypy: --strict on the write side and the public modules, default on all of tracing/"
 	@echo "make demo          the event-driven demo on an embedded Kafka, chains printed as trees"
 	@echo "make demo-live     the demo as six processes on the local stack (make stack-up first), trees read from Jaeger"
 	@echo "make bench         python -m benchmarks"
@@ -56,6 +57,12 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# tests/typing/ holds usage the type checker must accept or reject (each ignore must be needed).
+typecheck: venv
+	$(VENV)/bin/mypy --strict tracing/write tracing/__init__.py tracing/aio.py
+	$(VENV)/bin/mypy --strict --warn-unused-ignores tests/typing
+	$(VENV)/bin/mypy tracing
 
 demo: venv
 	$(PY) -m tracing.demo

@@ -54,6 +54,10 @@ def _config_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _init(wrapper: Any, instance: Any, *args: Any, **kwargs: Any) -> None:
+    wrapper.__init__(instance, *args, **kwargs)
+
+
 def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
     """A class named like ``original`` whose instances are traced wrappers of it."""
 
@@ -68,7 +72,7 @@ def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         if wrapper.__name__ == "TracedAIOProducer":
             # AIOProducer cannot carry headers; the traced one is built from the config.
-            wrapper.__init__(self, dict(args[0]) if args else {}, **options)
+            _init(wrapper, self, dict(args[0]) if args else {}, **options)
             return
         if (
             len(args) == 1
@@ -77,10 +81,10 @@ def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
             and wrapper in _CONSUMERS
         ):
             # Built by the wrapper, so that its statistics can feed the lag gauges.
-            wrapper.__init__(self, args[0], _client_class=original, **options)
+            _init(wrapper, self, args[0], _client_class=original, **options)
             return
         client = original(*args, **kwargs)
-        wrapper.__init__(self, client, client_config=_config_of(args, kwargs), **options)
+        _init(wrapper, self, client, client_config=_config_of(args, kwargs), **options)
 
     namespace = {
         "__new__": __new__,

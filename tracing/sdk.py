@@ -38,6 +38,7 @@ def _protocol(protocol: str | None, signal: str = "TRACES") -> str:
 def _otlp(signal: str, endpoint: str | None, protocol: str | None) -> Any:
     """The OTLP exporter of one signal (``traces`` or ``metrics``) for ``endpoint``."""
     grpc = _protocol(protocol, signal.upper()) == "grpc"
+    Exporter: Any
     if signal == "traces":
         if grpc:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Exporter
@@ -61,12 +62,14 @@ def _otlp(signal: str, endpoint: str | None, protocol: str | None) -> Any:
 
 def otlp_exporter(endpoint: str | None = None, protocol: str | None = None) -> SpanExporter:
     """An OTLP span exporter for ``endpoint`` (or the standard variables)."""
-    return _otlp("traces", endpoint, protocol)
+    exporter: SpanExporter = _otlp("traces", endpoint, protocol)
+    return exporter
 
 
 def otlp_metric_exporter(endpoint: str | None = None, protocol: str | None = None) -> MetricExporter:
     """An OTLP metric exporter for ``endpoint`` (or the standard variables)."""
-    return _otlp("metrics", endpoint, protocol)
+    exporter: MetricExporter = _otlp("metrics", endpoint, protocol)
+    return exporter
 
 
 def configure_metrics(

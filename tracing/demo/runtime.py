@@ -279,7 +279,7 @@ class HttpFront:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> HttpFront:
         self._thread.start()
@@ -375,7 +375,7 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    ready = {"http": None, "assigned": not service.consumes}
+    ready: dict[str, Any] = {"http": None, "assigned": not service.consumes}
 
     def announce() -> None:
         if ready["assigned"] and (ready["http"] is not None or not service.routes()):

@@ -21,7 +21,7 @@ ORDER_OUT_OF_STOCK = {
 REGISTRATION = {"name": "Grace", "phone": "+44 7700 900103"}
 
 # The SMS gateway fails the first message to this number: the cancellation SMS of order 2.
-FLAKY_NUMBER = ORDER_OUT_OF_STOCK["phone"]
+FLAKY_NUMBER: str = str(ORDER_OUT_OF_STOCK["phone"])
 # points-service sees the first event of this type twice.
 REDELIVERED_EVENT = "order.created"
 

@@ -26,6 +26,7 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from opentelemetry import context as context_api
@@ -245,8 +246,8 @@ class FlowMetrics:
         return True
 
     # -- attribute sets (cached: the SDK keys its series by them) ---------------
-    def _attributes(self, key: tuple[Any, ...], build: Any) -> dict[str, Any]:
-        found = self._attrs.get(key)
+    def _attributes(self, key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        found: dict[str, Any] | None = self._attrs.get(key)
         if found is None:
             found = self._attrs[key] = build()
         return found
@@ -272,7 +273,7 @@ class FlowMetrics:
     def chain_to_send(self, ctx: context_api.Context | None, topic: str) -> str:
         """The ``eventchain`` header of a message produced now to ``topic``."""
         chain = ctx.get(CHAIN_KEY) if ctx is not None else None
-        if chain is None:
+        if not isinstance(chain, Chain):
             return f"1;{_time_ns() // 1_000_000};{topic}"
         return chain.onward(topic).header()
 

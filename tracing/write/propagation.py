@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import baggage as baggage_api
@@ -35,7 +35,7 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 BAGGAGE = "baggage"
 
-Headers = list[tuple[str, Any]] | Mapping[str, Any] | None
+Headers = Sequence[tuple[str, Any]] | Mapping[str, Any] | None
 
 # version-traceid-spanid-flags; lowercase hex only, as W3C requires. Versions above 00
 # may append fields after a dash; version ff is forbidden.
@@ -234,7 +234,7 @@ class LazySpan(NonRecordingSpan):
         self._span_context: SpanContext | None = None
 
     @property
-    def _context(self) -> SpanContext:  # what NonRecordingSpan's methods read
+    def _context(self) -> SpanContext:  # type: ignore[override]  # what NonRecordingSpan reads
         return self.get_span_context()
 
     def get_span_context(self) -> SpanContext:

@@ -94,7 +94,7 @@ class TracedAIOConsumer(_AIOConsumerBase):
             consumer = (_client_class or AIOConsumer)(conf)
         else:
             consumer = conf_or_consumer
-        self._consumer = consumer
+        self._client = consumer
         self.client_config: Mapping[str, Any] = config
         self.tracer_provider = tracer_provider
         self._spans = OpenProcessing(operation, per_task=True)
@@ -102,20 +102,20 @@ class TracedAIOConsumer(_AIOConsumerBase):
     @property
     def wrapped(self) -> Any:
         """The ``AIOConsumer`` underneath."""
-        return self._consumer
+        return self._client
 
     async def poll(self, *args: Any, **kwargs: Any) -> Any:
         """As ``AIOConsumer.poll``; the message's process span is made current in this task."""
         spans = self._spans
         previous = spans.hand_over() if spans.open else None
         if previous is None:
-            msg = await self._consumer.poll(*args, **kwargs)
+            msg = await self._client.poll(*args, **kwargs)
         else:
             # The previous message's processing ends now, unless a task created to handle
             # it claims it while this one waits for the next message.
             ended_at = _time_ns()
             try:
-                msg = await self._consumer.poll(*args, **kwargs)
+                msg = await self._client.poll(*args, **kwargs)
             finally:
                 spans.handed_over(previous, ended_at)
         if msg is not None and msg.error() is None:
@@ -145,7 +145,7 @@ class TracedAIOConsumer(_AIOConsumerBase):
         """As ``AIOConsumer.consume``; one ``receive`` span linking to each message."""
         self._spans.end_own()
         started = _time_ns()
-        messages = await self._consumer.consume(*args, **kwargs)
+        messages = await self._client.consume(*args, **kwargs)
         if messages:
             self._spans.operation.received_batch(messages, started)
         return messages
@@ -159,12 +159,12 @@ class TracedAIOConsumer(_AIOConsumerBase):
         self._spans.end_all(in_flight())
         if self.lag is not None:
             self.lag.clear()
-        return await self._consumer.close(*args, **kwargs)
+        return await self._client.close(*args, **kwargs)
 
     if not TYPE_CHECKING:  # type checkers see the client's own methods (the base class)
 
         def __getattr__(self, name):
-            return getattr(self._consumer, name)
+            return getattr(self._client, name)
 
     async def __aenter__(self) -> TracedAIOConsumer:
         return self
@@ -173,7 +173,7 @@ class TracedAIOConsumer(_AIOConsumerBase):
         await self.close()
 
     def __repr__(self) -> str:
-        return f"TracedAIOConsumer({self._consumer!r})"
+        return f"TracedAIOConsumer({self._client!r})"
 
 
 class _Settle:
@@ -300,7 +300,8 @@ class TracedAIOProducer:
                     self._wake_pending.discard(loop)
 
         self._ensure_poller()
-        self._producer.produce(topic, value, key, *args, on_delivery=report, **kwargs)
+        kwargs["on_delivery"] = report
+        self._producer.produce(topic, value, key, *args, **kwargs)
         self._since_yield += 1
         if self._since_yield >= self.YIELD_EVERY:
             self._since_yield = 0

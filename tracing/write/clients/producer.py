@@ -20,7 +20,8 @@ from tracing.write.operations import SendOperation
 from tracing.write.providers import confluent
 
 if TYPE_CHECKING:
-    from confluent_kafka.cimpl import DeliveryCallback, HeadersType
+    from confluent_kafka._types import HeadersType
+    from confluent_kafka.cimpl import DeliveryCallback
 
     _ProducerBase = _Producer  # the client's methods and signatures, for type checkers
 else:

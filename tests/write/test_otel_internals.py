@@ -1,0 +1,59 @@
+"""The OpenTelemetry internals the write side reads (tracing.write.otel): each works with
+the installed release, and each has a public fallback that gives the same answer."""
+
+from __future__ import annotations
+
+import opentelemetry.trace as trace_api
+import pytest
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from tracing.write import otel
+
+
+def test_every_internal_read_works_with_the_installed_release():
+    # Fails when a supported OpenTelemetry release moves one: the fallback then runs on
+    # every message, slower; update tracing/write/otel.py for the new layout.
+    assert [name for name, found in otel.FOUND.items() if not found] == []
+
+
+def test_without_the_tracer_provider_variable_the_public_call_decides(monkeypatch):
+    monkeypatch.delattr(trace_api, "_TRACER_PROVIDER")
+    assert otel.tracer_provider_may_be_set() is True  # then Telemetry asks get_tracer_provider()
+
+
+def test_the_link_limit_is_the_providers_or_the_environments(monkeypatch):
+    assert otel.link_limit(TracerProvider(span_limits=SpanLimits(max_links=7))) == 7
+    monkeypatch.setenv("OTEL_SPAN_LINK_COUNT_LIMIT", "9")
+    assert otel.link_limit(object()) == 9  # a provider without the SDK's limits: the variable
+    monkeypatch.delenv("OTEL_SPAN_LINK_COUNT_LIMIT")
+    assert otel.link_limit(object()) == 128
+
+
+def test_a_composite_propagator_whose_layout_changed_is_taken_as_one_custom_propagator():
+    inner = TraceContextTextMapPropagator()
+    composite = CompositePropagator([inner])
+    assert otel.propagator_parts(composite) == [inner]
+    del composite._propagators
+    assert otel.propagator_parts(composite) == [composite]  # then the generic path handles it
+
+
+def test_the_root_fast_path_is_installed_only_on_an_sdk_tracer_with_a_ratio_sampler():
+    sampler = ParentBased(TraceIdRatioBased(0.5))
+    tracer = TracerProvider(sampler=sampler).get_tracer("t")
+    assert otel.RootIds.install(tracer, sampler) is not None
+    assert otel.RootIds.install(object(), sampler) is None  # no id generator to preload
+    assert otel.RootIds.install(tracer, ParentBased(TraceIdRatioBased(0.5))) is None  # not its sampler
+
+
+@pytest.mark.parametrize("placeholder", [True, False])
+def test_the_placeholder_meter_provider_is_recognised(placeholder):
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    provider = metrics.get_meter_provider() if placeholder else MeterProvider()
+    if placeholder and not otel.is_placeholder_meter_provider(provider):
+        pytest.skip("a global MeterProvider is set in this process")
+    assert otel.is_placeholder_meter_provider(provider) is placeholder
