@@ -4,10 +4,11 @@
 #   jaeger  Jaeger v2, in-memory storage            OTLP 127.0.0.1:4317 (gRPC) / 4318 (HTTP),
 #                                                   query API + UI 127.0.0.1:16686, health 127.0.0.1:13133
 #
-# Usage: scripts/stack.sh up | down [kafka|jaeger]... | status | run -- COMMAND...
+# Usage: scripts/stack.sh up | down [kafka|jaeger]... | status | ui-assets | run -- COMMAND...
 #   up      build/fetch what is missing, start both, wait until they really answer
 #   down    stop what this checkout started (pid files in .stack/run), wait for the ports to close
-#   status  one line per component; exit 0 only when both are up
+#   status  one line per component, and one for the Jaeger UI; exit 0 only when both components are up
+#   ui-assets  fetch and unpack the Jaeger UI the next start serves, print its folder; starts nothing
 #   run     start what is not running, run COMMAND, then stop what was started for it (when
 #           the last concurrent `run` in this checkout finishes; a stack started by hand with
 #           `up` stays up); exits with COMMAND's exit code
@@ -18,6 +19,14 @@
 #                              (default: ${XDG_CACHE_HOME:-~/.cache}/kafka-event-tracing)
 #   KET_KAFKA_HEAP             JVM heap options (default: -Xms256m -Xmx512m)
 #   KET_KAFKA_START_TIMEOUT    seconds (default 120);  KET_JAEGER_START_TIMEOUT  seconds (default 60)
+#   KET_JAEGER_UI_ASSETS       the Jaeger UI to serve on the query port: a jaeger-ui release's
+#                              assets.tar.gz or its unpacked folder (for machines that cannot download)
+#   KET_JAEGER_UI_URL          where to download assets.tar.gz when KET_JAEGER_UI_ASSETS is not set
+#                              (default: the jaeger-ui release of KET_JAEGER_UI_VERSION on GitHub)
+#   KET_JAEGER_UI_VERSION      default: the version of the Jaeger module in scripts/jaeger/go.mod
+#   KET_JAEGER_UI_SHA256       if set, a tarball with another checksum is refused
+#                              Tarballs are unpacked once into the cache (jaeger-ui-VERSION-CHECKSUM/);
+#                              without any, Jaeger starts with its placeholder page and says so.
 #   KET_PORT_OFFSET            added to every port above (default 0), so a second checkout can run
 #                              its own stack next to the first; `up` remembers it for status/down,
 #                              and `run` passes the addresses on as KET_KAFKA_BOOTSTRAP,
@@ -283,6 +292,163 @@ ensure_jaeger_bin() {
     cache_store "$JAEGER_BIN" "$cached"
 }
 
+# ------------------------------------------------------------------------- the Jaeger UI
+#
+# The binary built from the Go module embeds no UI (it serves a placeholder page); its jaeger_query
+# extension serves the UI from a directory given as ui.assets_path. The directory comes from
+# KET_JAEGER_UI_ASSETS (a jaeger-ui assets.tar.gz or an unpacked directory), else from the release
+# asset at KET_JAEGER_UI_URL. A tarball is unpacked once into the cache, keyed by version and checksum.
+# Nothing here stops the stack: without assets Jaeger starts with its placeholder page and one line
+# says how to supply them.
+
+JAEGER_UI_STATE="$RUN_DIR/jaeger-ui"   # how the running Jaeger got its UI (read by `status`)
+JAEGER_UI_DIR=""                       # set by resolve_jaeger_ui
+JAEGER_UI_PROBLEM=""
+
+jaeger_ui_version() { printf '%s' "${KET_JAEGER_UI_VERSION:-$(jaeger_version)}"; }
+jaeger_ui_url() {
+    printf '%s' "${KET_JAEGER_UI_URL:-https://github.com/jaegertracing/jaeger-ui/releases/download/$(jaeger_ui_version)/assets.tar.gz}"
+}
+jaeger_ui_howto() {
+    printf 'set KET_JAEGER_UI_ASSETS to a jaeger-ui %s assets.tar.gz (or its unpacked build/ folder), or KET_JAEGER_UI_URL to where it can be downloaded, then restart Jaeger: scripts/stack.sh down jaeger && make stack-up' \
+        "$(jaeger_ui_version)"
+}
+
+# The UI folder inside DIR (an unpacked release asset or the build folder itself), or fails.
+ui_build_dir() {
+    local dir=$1 sub
+    for sub in packages/jaeger-ui/build build .; do
+        if [[ -f $dir/$sub/index.html && -d $dir/$sub/static ]]; then
+            (cd "$dir/$sub" && pwd)
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Unpacks a jaeger-ui tarball into the cache (once per version and checksum) and sets JAEGER_UI_DIR
+# to the UI folder; fails with JAEGER_UI_PROBLEM set.
+ui_unpack() {
+    local tarball=$1 version sum dest tmp build
+    version=$(jaeger_ui_version)
+    sum=$(sha256sum "$tarball" | cut -d' ' -f1)
+    if [[ -n ${KET_JAEGER_UI_SHA256:-} && ${KET_JAEGER_UI_SHA256,,} != "$sum" ]]; then
+        JAEGER_UI_PROBLEM="$tarball has sha256 $sum, not KET_JAEGER_UI_SHA256=$KET_JAEGER_UI_SHA256"
+        return 1
+    fi
+    dest="$CACHE_ROOT/jaeger-ui-$version-${sum:0:12}"
+    if [[ -f $dest/index.html ]]; then
+        JAEGER_UI_DIR=$dest
+        return 0
+    fi
+    mkdir -p "$CACHE_ROOT"
+    tmp=$(mktemp -d "$CACHE_ROOT/.jaeger-ui-unpack.XXXXXX")
+    if ! tar -xzf "$tarball" -C "$tmp" 2>"$tmp.err"; then
+        JAEGER_UI_PROBLEM="$tarball is not a gzipped tar archive ($(grep -m1 . "$tmp.err"))"
+        rm -rf "$tmp" "$tmp.err"
+        return 1
+    fi
+    rm -f "$tmp.err"
+    if ! build=$(ui_build_dir "$tmp"); then
+        JAEGER_UI_PROBLEM="$tarball holds no jaeger-ui build (no packages/jaeger-ui/build/index.html)"
+        rm -rf "$tmp"
+        return 1
+    fi
+    # Renamed into place in one step: a concurrent start in another checkout may race us.
+    mv -T "$build" "$dest" 2>/dev/null || [[ -f $dest/index.html ]] || {
+        JAEGER_UI_PROBLEM="could not move the unpacked UI to $dest"
+        rm -rf "$tmp"
+        return 1
+    }
+    rm -rf "$tmp"
+    say "jaeger-ui: unpacked $version into $dest (once; later starts reuse it)"
+    JAEGER_UI_DIR=$dest
+}
+
+# Downloads URL to FILE (python, so no curl is needed); fails with JAEGER_UI_PROBLEM set.
+ui_download() {
+    local url=$1 file=$2 err
+    mkdir -p "$(dirname "$file")"
+    if err=$("$PY" - "$url" "$file.part" <<'PYEOF' 2>&1
+import sys, urllib.request
+url, dest = sys.argv[1], sys.argv[2]
+try:
+    with urllib.request.urlopen(url, timeout=20) as resp, open(dest, "wb") as out:
+        while chunk := resp.read(1 << 16):
+            out.write(chunk)
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    sys.exit(1)
+PYEOF
+    ); then
+        mv -f "$file.part" "$file"
+        return 0
+    fi
+    rm -f "$file.part"
+    JAEGER_UI_PROBLEM="downloading $url failed ($(printf '%s' "$err" | tail -n1 | cut -c1-160))"
+    return 1
+}
+
+# Sets JAEGER_UI_DIR (the folder to serve) or JAEGER_UI_PROBLEM (why there is none).
+resolve_jaeger_ui() {
+    local src=${KET_JAEGER_UI_ASSETS:-} url version file cached
+    JAEGER_UI_DIR=""
+    JAEGER_UI_PROBLEM=""
+    version=$(jaeger_ui_version)
+    if [[ -n $src ]]; then
+        if [[ -d $src ]]; then
+            JAEGER_UI_DIR=$(ui_build_dir "$src") ||
+                JAEGER_UI_PROBLEM="KET_JAEGER_UI_ASSETS=$src holds no index.html and static/ (nor packages/jaeger-ui/build/)"
+        elif [[ -f $src ]]; then
+            ui_unpack "$src" || JAEGER_UI_PROBLEM="KET_JAEGER_UI_ASSETS: $JAEGER_UI_PROBLEM"
+        else
+            JAEGER_UI_PROBLEM="KET_JAEGER_UI_ASSETS=$src does not exist"
+        fi
+        [[ -n $JAEGER_UI_DIR ]] && say "jaeger-ui: $version from KET_JAEGER_UI_ASSETS ($JAEGER_UI_DIR)"
+        return 0
+    fi
+    url=$(jaeger_ui_url)
+    file="$CACHE_ROOT/downloads/jaeger-ui-$version-$(printf '%s' "$url" | sha256sum | cut -c1-12).tar.gz"
+    if [[ ! -f $file ]]; then
+        say "jaeger-ui: downloading $version from $url"
+        ui_download "$url" "$file" || true
+    fi
+    if [[ -f $file ]]; then
+        if ui_unpack "$file"; then
+            say "jaeger-ui: $version from $url ($JAEGER_UI_DIR)"
+            return 0
+        fi
+        rm -f "$file" # not a UI archive (an error page?): fetched again next time
+    fi
+    # Offline, but unpacked before (from an override or a download): the same version still serves.
+    cached=$(find "$CACHE_ROOT" -maxdepth 2 -path "*/jaeger-ui-$version-*/index.html" -printf '%T@ %h\n' 2>/dev/null |
+        sort -rn | head -n1 | cut -d' ' -f2-)
+    if [[ -n $cached ]]; then
+        say "jaeger-ui: ${JAEGER_UI_PROBLEM:-no download}; serving $version unpacked earlier ($cached)"
+        JAEGER_UI_DIR=$cached
+        JAEGER_UI_PROBLEM=""
+    fi
+}
+
+# The one line said when Jaeger runs without its UI.
+say_ui_missing() {
+    warn "jaeger: UI missing (Jaeger serves its placeholder page on $JAEGER_QUERY_URL/, the API works): $JAEGER_UI_PROBLEM; $(jaeger_ui_howto)"
+}
+
+# What GET / on the query port serves: "ui", "placeholder", or "none".
+served_ui() {
+    "$PY" - "$JAEGER_QUERY_URL/" <<'PYEOF' 2>/dev/null || echo none
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=3) as resp:
+        page = resp.read(1 << 16).decode("utf-8", "replace")
+except Exception:
+    print("none")
+else:
+    print("ui" if "<title>Jaeger UI</title>" in page else "placeholder")
+PYEOF
+}
+
 # ------------------------------------------------------------------------ start / stop
 
 rotate_log() { if [[ -f $1 ]]; then mv -f "$1" "$1.prev"; fi; }
@@ -328,8 +494,16 @@ start_jaeger() {
             -e "s/127\.0\.0\.1:16685\b/127.0.0.1:$QUERY_GRPC_PORT/g" \
             -e "s/127\.0\.0\.1:13133\b/127.0.0.1:$HEALTH_PORT/g" "$JAEGER_CONFIG" >"$JAEGER_RUN_CONFIG"
     fi
+    local ui_args=()
+    if [[ -n $JAEGER_UI_DIR ]]; then
+        # The compose stack's image embeds the UI; here the same config gets it from a folder.
+        ui_args=("--set=extensions::jaeger_query::ui::assets_path=$JAEGER_UI_DIR")
+        printf 'dir %s\n' "$JAEGER_UI_DIR" >"$JAEGER_UI_STATE"
+    else
+        printf 'missing %s\n' "$JAEGER_UI_PROBLEM" >"$JAEGER_UI_STATE"
+    fi
     say "jaeger: starting, OTLP 127.0.0.1:$OTLP_GRPC_PORT/$OTLP_HTTP_PORT, UI/API $JAEGER_QUERY_URL (log $(rel "$log"))"
-    (cd "$ROOT" && exec setsid "$JAEGER_BIN" --config "$JAEGER_RUN_CONFIG" </dev/null >"$log" 2>&1) &
+    (cd "$ROOT" && exec setsid "$JAEGER_BIN" --config "$JAEGER_RUN_CONFIG" "${ui_args[@]}" </dev/null >"$log" 2>&1) &
     echo $! >"$RUN_DIR/jaeger.pid"
 }
 
@@ -403,7 +577,10 @@ cmd_up() {
         need_java
         ensure_kafka_libs
     fi
-    [[ " ${to_start[*]} " == *" jaeger "* ]] && ensure_jaeger_bin
+    if [[ " ${to_start[*]} " == *" jaeger "* ]]; then
+        ensure_jaeger_bin
+        resolve_jaeger_ui
+    fi
     # Builds can take minutes: look at the ports again right before starting.
     ports_free_or_die "${to_start[@]}"
     echo "$PORT_OFFSET" >"$OFFSET_FILE"
@@ -423,7 +600,22 @@ cmd_up() {
     fi
     # Started (or confirmed) by hand: test runs must not stop it afterwards.
     [[ -n ${KET_STACK_FROM_RUN:-} ]] || rm -f "$RUN_DIR/started-by-run"
+    check_served_ui
     say "stack: up (Kafka $KAFKA_BOOTSTRAP, OTLP 127.0.0.1:$OTLP_GRPC_PORT, Jaeger $JAEGER_QUERY_URL)"
+}
+
+# After a start: the page on / is the UI, or one line says why not and how to get it.
+check_served_ui() {
+    local state
+    [[ $(served_ui) == ui ]] && return 0
+    state=$(cat "$JAEGER_UI_STATE" 2>/dev/null || true)
+    if [[ $state == dir\ * ]]; then
+        JAEGER_UI_PROBLEM="Jaeger was given ${state#dir } but does not serve it (see $(rel "$(log_of jaeger)"))"
+    else
+        JAEGER_UI_PROBLEM=${state#missing }
+        JAEGER_UI_PROBLEM=${JAEGER_UI_PROBLEM:-no UI assets were given to the running Jaeger}
+    fi
+    say_ui_missing
 }
 
 cmd_down() {
@@ -484,8 +676,26 @@ cmd_status() {
         esac
         [[ $state == up ]] || all_up=3
         printf '%-7s %-9s pid %-8s %s\n' "$comp" "$state" "${pid:--}" "$detail"
+        [[ $comp == jaeger && $state != down ]] && ui_status_line
     done
     return "$all_up"
+}
+
+# The UI's line under Jaeger's: whether GET / serves the real UI, and from where.
+ui_status_line() {
+    local state served
+    state=$(cat "$JAEGER_UI_STATE" 2>/dev/null || true)
+    served=$(served_ui)
+    case $served in
+        ui) printf '%-7s %-9s     %-8s %s\n' ui up "" "Jaeger UI $JAEGER_QUERY_URL/ (assets ${state#dir })" ;;
+        placeholder)
+            JAEGER_UI_PROBLEM=${state#missing }
+            [[ $state == dir\ * ]] && JAEGER_UI_PROBLEM="Jaeger was given ${state#dir } but does not serve it"
+            printf '%-7s %-9s     %-8s %s\n' ui missing "" \
+                "placeholder page on $JAEGER_QUERY_URL/ (${JAEGER_UI_PROBLEM:-started without UI assets}); $(jaeger_ui_howto)"
+            ;;
+        *) printf '%-7s %-9s     %-8s %s\n' ui down "" "$JAEGER_QUERY_URL/ does not answer" ;;
+    esac
 }
 
 # ------------------------------------------------------------------- run (for make test)
@@ -573,6 +783,12 @@ case ${1:-} in
     up) shift; cmd_up "$@" ;;
     down) shift; cmd_down "$@" ;;
     status) shift; cmd_status "$@" ;;
+    ui-assets)
+        # Resolve (download, unpack) the UI assets the next Jaeger start would serve, start nothing.
+        mkdir -p "$RUN_DIR"
+        resolve_jaeger_ui
+        if [[ -n $JAEGER_UI_DIR ]]; then say "jaeger-ui: assets in $JAEGER_UI_DIR"; else say_ui_missing; exit 1; fi
+        ;;
     run) shift; cmd_run "$@" ;;
     *)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
