@@ -15,10 +15,11 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make venv          create $(VENV) and install the project (again only when pyproject.toml changes)"
-	@echo "make stack-up      start Kafka (127.0.0.1:19092) and Jaeger (OTLP 4317/4318, UI 16686),"
+	@echo "make stack-up      start Kafka (127.0.0.1:19092) and Jaeger (OTLP 4317/4318, UI 16686; UI assets"
+	@echo "                   from KET_JAEGER_UI_ASSETS or downloaded, see scripts/stack.sh),"
 	@echo "                   then the collector (OTLP 14317/14318) and Prometheus (19090)"
 	@echo "make stack-down    stop them"
-	@echo "make stack-status  show what runs"
+	@echo "make stack-status  show what runs, and whether 16686 serves the Jaeger UI or its placeholder page"
 	@echo "make test          venv + stack-up + pytest + stack-down (PYTEST_ARGS='...' is passed on)"
 	@echo "make lint          ruff check"
 	@echo "make typecheck     mypy: --strict on the write side and the public modules, default on all of tracing/"
@@ -50,9 +51,11 @@ stack-status:
 # stops only what it started (also when pytest fails or is interrupted); the
 # exit code is pytest's (5 = no tests collected, which counts as a failure).
 # Prometheus and the collector are installed/built here, not inside a test, so a cold
-# build shows its progress and no test finds a tool missing.
+# build shows its progress and no test finds a tool missing; so is the browser that
+# tests/ui drives (Debian's chromium and chromium-driver).
 test: venv
 	$(METRICS) install
+	scripts/browser.sh install
 	$(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
