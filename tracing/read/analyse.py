@@ -147,8 +147,9 @@ def fold_repeats(chain: EventChain) -> EventChain:
 
     A 5,000-way fan-out shows its first few consumers and one line for the rest, with the min,
     median and max of their waits and durations. Only siblings with nothing to report fold: a node
-    whose subtree holds an error, a duplicate, an unconsumed send, a link, an orphan, the critical
-    path or a match stays on show. Run it after the other processors (it reads their flags).
+    whose subtree holds an error, an unconsumed send, a link, an orphan, the critical path or a
+    match stays on show; duplicates fold, and the line says how many it holds. Run it after the
+    other processors (it reads their flags).
     """
     for hop in chain.hops():  # top-down: a folded node's subtree is folded with it, whole
         groups: dict[tuple[str, str, str | None], list[Hop]] = defaultdict(list)
@@ -170,9 +171,11 @@ def fold_repeats(chain: EventChain) -> EventChain:
 
 
 def _has_finding(top: Hop) -> bool:
+    # A duplicate on its own folds (a redelivery storm would otherwise fill the screen); the fold
+    # marker counts the duplicates it holds.
     return any(
         h.span.error is not None
-        or h.duplicate
+        or (h.duplicate and h is not top)
         or h.unconsumed
         or h.link
         or h.orphan
@@ -188,6 +191,7 @@ def _repeats(hops: list[Hop]) -> Repeats:
     return Repeats(
         hops=hops,
         span_count=sum(1 + len(n.folded) for h in hops for n in h.walk()),
+        duplicates=sum(1 for h in hops if h.duplicate),
         waits_ms=(min(waits), statistics.median(waits), max(waits)) if waits else None,
         durations_ms=(min(durations), statistics.median(durations), max(durations)),
     )

@@ -229,6 +229,8 @@ class Repeats:
     waits_ms: tuple[float, float, float] | None
     """(min, median, max) of the folded nodes' queue times, or None when none waited."""
     durations_ms: tuple[float, float, float]
+    duplicates: int = 0
+    """How many of the folded nodes are duplicate deliveries."""
 
     @property
     def sample(self) -> Span:

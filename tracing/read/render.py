@@ -200,7 +200,9 @@ def _branch(
             # Deeper would squeeze the labels: the children continue in a section of their own.
             number = next(numbers)
             sections.append((number, node, base + depth))
-            yield [(rest, "bright_black"), (f"{g.space}{g.deeper} continued in [{number}] below", "bold")]
+            marker = [[(f"{g.deeper} continued at [{number}]", "bold")]]
+            for line in _flow(marker, [], max(width - len(rest), 1)):
+                yield [(rest, "bright_black"), *line]
             continue
         push_children(node, rest, depth + 1)
 
@@ -254,6 +256,8 @@ def _repeats_lines(rep: Repeats, g: Glyphs, width: int) -> list[Line]:
     if span.consumer_group:
         items.append([(f"group {span.consumer_group}", "green")])
     items.append([(f"({_count(rep.span_count, 'span')})", "dim")])
+    if rep.duplicates:
+        items.append([(f"{g.warning} {_count(rep.duplicates, 'duplicate')}", "bold yellow")])
     if rep.waits_ms is not None:
         items.append([("waited " + _triple(rep.waits_ms), "blue")])
     items.append([("took " + _triple(rep.durations_ms), "")])
@@ -289,6 +293,8 @@ def _flow(items: Sequence[Sequence[Segment]], after: Sequence[Segment], width: i
             while text:
                 room = max(width - used, 1)
                 piece = _cells_prefix(text, room)
+                if len(piece) < len(text) and " " in piece[1:]:
+                    piece = piece[: piece.rindex(" ") + 1]  # break between words where one fits
                 line.append((piece, style))
                 used += cell_len(piece)
                 text = text[len(piece) :]
