@@ -68,11 +68,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 _HINTS = {
     JaegerUnavailable: "try --jaeger URL (or $EVENTCHAIN_JAEGER_URL), a longer --timeout, or --file PATH",
-    TraceNotFound: "try `eventchain list` for the chains there, or the other source "
-    "(--jaeger URL / --file PATH)",
-    LoadError: "eventchain reads Jaeger JSON (the UI's download) or OTLP JSON lines (the collector's "
-    "file exporter), plain or gzipped, from --file PATH or - for stdin",
+    TraceNotFound: "try `eventchain list` for the chains there, or --jaeger URL / --file PATH",
 }
+_GENERAL_HINT = "try eventchain --help"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _tree(args: argparse.Namespace) -> int:
     ref = parse_trace_ref(args.trace_id) if args.trace_id else None
     query = _message_query(args, ref)
+    link: str | None = None  # the trace's page in the Jaeger UI, when read from Jaeger
     if args.file:
         spans = read_file(args.file, warn=_warn)
         ids = trace_ids(spans)
@@ -114,9 +113,8 @@ def _tree(args: argparse.Namespace) -> int:
             if len(ids) != 1:
                 shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
                 raise LoadError(
-                    f"{args.file} holds {len(ids)} traces ({shown}): name one, "
-                    f"e.g. eventchain tree {ids[0][:12]} --file {args.file} "
-                    "(eventchain list --file shows them)"
+                    f"{args.file} holds {len(ids)} traces ({shown}): name one, try "
+                    f"eventchain tree {ids[0][:12]} --file {args.file} (eventchain list --file shows them)"
                 )
             trace_id = ids[0]
         else:
@@ -124,11 +122,12 @@ def _tree(args: argparse.Namespace) -> int:
     else:
         if ref is None:
             raise LoadError(
-                "a TRACE_ID is needed when reading from Jaeger (eventchain list shows recent chains)"
+                "a TRACE_ID is needed when reading from Jaeger (try eventchain list for recent chains)"
             )
         client = _client(args, ref)
         trace_id = find_trace_in_jaeger(client, ref)
         spans = client.trace(trace_id)
+        link = f"{client.url}/trace/{trace_id}"
         if args.follow_links:
             spans += linking_candidates(client, spans)
     steps = processors(
@@ -141,7 +140,7 @@ def _tree(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(to_json(chain, summary), depth=_depth(chain.root))
     else:
-        render_text(chain, _console(args), summary, _glyphs(args))
+        render_text(chain, _console(args), summary, _glyphs(args), link)
     if args.svg:
         recorder = Console(file=io.StringIO(), record=True, width=args.width or 120)
         render_text(chain, recorder, summary, _glyphs(args))
@@ -315,10 +314,9 @@ def _reader_gone() -> int:
 
 def _fail(error: BaseException | str, code: int) -> int:
     message = " ".join(str(error).split())
-    if isinstance(error, BaseException) and "try " not in message:
-        hint = next((h for kind, h in _HINTS.items() if isinstance(error, kind)), None)
-        if hint:
-            message += f" ({hint})"
+    if "try " not in message:
+        hint = next((h for kind, h in _HINTS.items() if isinstance(error, kind)), _GENERAL_HINT)
+        message += f" ({hint})"
     print(f"eventchain: error: {message}", file=sys.stderr)
     return code
 
@@ -470,5 +468,5 @@ def _parser() -> argparse.ArgumentParser:
 
 def _find(args: argparse.Namespace) -> int:
     if _message_query(args, None).empty:
-        raise LoadError("find needs a message: --key K, --topic T [--partition P --offset O], or --group G")
+        raise LoadError("find needs a message: try --key K, --topic T --partition P --offset O, or --group G")
     return _list(args)

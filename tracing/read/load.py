@@ -74,7 +74,10 @@ def normalise_trace_id(text: str) -> str:
     """
     value = text.strip()
     if not value or len(value) > 32 or not _HEX.fullmatch(value):
-        raise LoadError(f"{text!r} is not a trace id (up to 32 hex digits)")
+        raise LoadError(
+            f"{text!r} is not a trace id (try its 32 hex digits, a unique 8+ digit prefix, a traceparent "
+            "or a Jaeger trace URL)"
+        )
     return value.lower().rjust(32, "0")
 
 
@@ -151,18 +154,19 @@ def resolve(ref: TraceRef, trace_ids: Iterable[str], where: str) -> str:
     if found:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise LoadError(
-            f"{ref.prefix} is the start of {len(found)} trace ids in {where} ({shown}): type more digits"
+            f"{ref.prefix} is the start of {len(found)} trace ids in {where} ({shown}): try more digits"
         )
     typed = ref.prefix or ref.trace_id
     hint = "" if ref.prefix or len(typed.lstrip("0")) > 16 else f" (give at least {MIN_PREFIX} digits)"
     raise TraceNotFound(
-        f"trace {typed} not found in {where}{hint}: `eventchain list` shows the chains it holds"
+        f"trace {typed} not found in {where}{hint}: try `eventchain list` for the chains there"
     )
 
 
 # --- files --------------------------------------------------------------------------------------
 
 Warn = Callable[[str], None]
+FORMAT_HINT = "try a Jaeger JSON download or OTLP JSON lines as the collector writes them, plain or gzipped"
 
 
 def _log_warning(message: str) -> None:
@@ -194,15 +198,19 @@ def iter_file(path: str | Path, *, warn: Warn | None = None, slim: bool = False)
                 raise LoadError("the file is empty")
             yield from _parse_stream(first, stream, convert, warn)
         except LoadError as exc:
-            raise LoadError(f"{name}: {exc}") from None
+            raise LoadError(f"{name}: {exc} ({FORMAT_HINT})") from None
         except UnicodeDecodeError as exc:
-            raise LoadError(f"{name}: not UTF-8 text (bad byte at position {exc.start})") from None
+            raise LoadError(
+                f"{name}: not UTF-8 text (bad byte at position {exc.start}; {FORMAT_HINT})"
+            ) from None
         except OSError as exc:  # a gzip stream that is cut short, a read error
-            raise LoadError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+            raise LoadError(f"{name}: cannot read it ({exc.strerror or exc}; {FORMAT_HINT})") from None
         except EOFError:
-            raise LoadError(f"{name}: the compressed data ends early (a truncated .gz file?)") from None
+            raise LoadError(
+                f"{name}: the compressed data ends early (a truncated .gz file? try gzip -t {name})"
+            ) from None
     if not convert.count:
-        raise LoadError(f"{name}: holds no spans")
+        raise LoadError(f"{name}: holds no spans ({FORMAT_HINT})")
 
 
 @contextlib.contextmanager
@@ -216,21 +224,21 @@ def _open_text(path: str | Path) -> Iterator[io.TextIOBase]:
             raw = open(path, "rb")  # noqa: SIM115 - closed below
             close = True
     except FileNotFoundError:
-        raise LoadError(f"{name}: no such file (check the path, or use --jaeger URL)") from None
+        raise LoadError(f"{name}: no such file (try another path, or --jaeger URL to read Jaeger)") from None
     except IsADirectoryError:
-        raise LoadError(f"{name}: is a directory, not a file") from None
+        raise LoadError(f"{name}: is a directory, not a file (try a file in it)") from None
     except PermissionError:
-        raise LoadError(f"{name}: permission denied") from None
+        raise LoadError(f"{name}: permission denied (try a copy you can read)") from None
     except OSError as exc:
-        raise LoadError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+        raise LoadError(f"{name}: cannot read it ({exc.strerror or exc}; try another file)") from None
     try:
         buffered = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw  # type: ignore[arg-type]
         try:
             magic = buffered.peek(2)[:2]
         except IsADirectoryError:
-            raise LoadError(f"{name}: is a directory, not a file") from None
+            raise LoadError(f"{name}: is a directory, not a file (try a file in it)") from None
         except OSError as exc:
-            raise LoadError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+            raise LoadError(f"{name}: cannot read it ({exc.strerror or exc}; try another file)") from None
         binary: IO[bytes] = gzip.GzipFile(fileobj=buffered) if magic == b"\x1f\x8b" else buffered
         yield io.TextIOWrapper(binary, encoding="utf-8-sig", newline=None)
     finally:
@@ -693,7 +701,9 @@ class JaegerClient:
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise LoadError(f"{url!r} is not an http(s) URL of a Jaeger query service")
+            raise LoadError(
+                f"{url!r} is not an http(s) URL of a Jaeger query service (try http://HOST:16686)"
+            )
         self.url = url.rstrip("/")
         self.timeout = timeout
 

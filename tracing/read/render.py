@@ -109,8 +109,11 @@ def max_levels(width: int) -> int:
     return max(1, (width - label) // INDENT)
 
 
-def header(summary: ChainSummary, width: int = 10**6, glyphs: Glyphs = UNICODE) -> list[Line]:
-    """The header line: trace id, root operation, services, hops, duration, errors (wrapped)."""
+def header(
+    summary: ChainSummary, width: int = 10**6, glyphs: Glyphs = UNICODE, link: str | None = None
+) -> list[Line]:
+    """The header line: trace id, root operation, services, hops, duration, errors, and the trace's
+    page in the Jaeger UI when given (wrapped)."""
     items: list[list[Segment]] = [
         [(f"trace {summary.trace_id}", "bold")],
         [(summary.root_name, "bold")],
@@ -119,6 +122,8 @@ def header(summary: ChainSummary, width: int = 10**6, glyphs: Glyphs = UNICODE) 
         [(format_ms(summary.duration_ms), "")],
         [(_count(summary.errors, "error"), "bold red" if summary.errors else "green")],
     ]
+    if link:
+        items.append([(link, "cyan")])
     return _flow(items, [], width)
 
 
@@ -407,18 +412,23 @@ def _write_styled(file: TextIO, lines: Iterable[Line], system: ColorSystem, no_c
 
 
 def render_text(
-    chain: EventChain, console: Console, summary: ChainSummary, glyphs: Glyphs | None = None
+    chain: EventChain,
+    console: Console,
+    summary: ChainSummary,
+    glyphs: Glyphs | None = None,
+    link: str | None = None,
 ) -> None:
     """Print the header line, the tree and the legend at the console's width.
 
-    ``glyphs`` defaults to what the console's encoding can carry.
+    ``glyphs`` defaults to what the console's encoding can carry; ``link`` (the trace's page in the
+    Jaeger UI) ends the header line.
     """
     g = glyphs or glyphs_for(console.encoding)
     width = console.width
     matched = any(h.matched for h in chain.hops())
 
     def lines() -> Iterator[Line]:
-        yield from header(summary, width, g)
+        yield from header(summary, width, g, link)
         yield from chain_lines(chain, width, g)
         yield legend(g, matched)
 
