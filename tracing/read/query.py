@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tracing import semconv as sc
-from tracing.read.analyse import Processor, summarise_spans
+from tracing.read.analyse import Processor
 from tracing.read.load import JaegerClient, TraceRef, resolve
-from tracing.read.model import ChainSummary, EventChain, Span
+from tracing.read.model import PROCESS, RECEIVE, SEND, ChainSummary, EventChain, Span
 
 __all__ = [
     "ChainFilter",
@@ -141,19 +141,26 @@ def is_chain(summary: ChainSummary) -> bool:
 
 
 def list_chains(spans: Iterable[Span], chain_filter: ChainFilter, limit: int | None = None) -> ChainList:
-    """Summaries of the traces among ``spans`` that pass ``chain_filter``, newest first."""
-    by_trace: dict[str, list[Span]] = defaultdict(list)
+    """Summaries of the traces among ``spans`` that pass ``chain_filter``, newest first.
+
+    ``spans`` is read once, as it comes: each trace keeps a small digest (its counts, its send
+    ids and consumer edges), not its spans, so a file of any size is listed in little memory.
+    """
+    digests: dict[str, _Digest] = {}
+    f = chain_filter
     for span in spans:
-        by_trace[span.trace_id].append(span)
+        digest = digests.get(span.trace_id)
+        if digest is None:
+            digest = digests[span.trace_id] = _Digest(span.trace_id)
+        digest.add(span, f)
     kept: list[ChainSummary] = []
     hidden = 0
-    f = chain_filter
-    for trace_id, own in by_trace.items():
-        if f.topic and not any(s.topic == f.topic for s in own):
+    for digest in digests.values():
+        if f.topic and not digest.topic_seen:
             continue
-        if not f.message.empty and not any(f.message.matches(s) for s in own):
+        if not f.message.empty and not digest.message_seen:
             continue
-        summary = summarise_spans(own, trace_id)
+        summary = digest.summary()
         if f.service and f.service not in summary.services:
             continue
         if f.errors and not summary.errors:
@@ -169,8 +176,91 @@ def list_chains(spans: Iterable[Span], chain_filter: ChainFilter, limit: int | N
         shown=kept[:limit] if limit is not None else kept,
         matching=len(kept),
         hidden=hidden,
-        traces=len(by_trace),
+        traces=len(digests),
     )
+
+
+class _Digest:
+    """What a trace's summary needs, gathered span by span (see :func:`summarise_spans`)."""
+
+    __slots__ = (
+        "trace_id",
+        "start",
+        "end",
+        "services",
+        "errors",
+        "root",
+        "parented",
+        "sends",
+        "edges",
+        "topic_seen",
+        "message_seen",
+    )
+
+    def __init__(self, trace_id: str) -> None:
+        self.trace_id = trace_id
+        self.start = 2**63
+        self.end = -(2**63)
+        self.services: set[str] = set()
+        self.errors = 0
+        self.root: tuple[int, str, str, str] | None = None  # earliest span without a parent
+        # Until a span without a parent turns up: (start, span id, parent id, name, service) of the
+        # others, to find the root the way build_chain does (a parent missing from the trace).
+        self.parented: list[tuple[int, str, str, str, str]] | None = []
+        self.sends: set[str] = set()
+        self.edges: list[tuple[str, str, bool]] = []  # (send span id, consumer span id, is a process)
+        self.topic_seen = False
+        self.message_seen = False
+
+    def add(self, span: Span, f: ChainFilter) -> None:
+        self.start = min(self.start, span.start_ns)
+        self.end = max(self.end, span.end_ns)
+        self.services.add(span.service)
+        if span.error is not None:
+            self.errors += 1
+        if span.parent_id is None:
+            candidate = (span.start_ns, span.span_id, span.name, span.service)
+            if self.root is None or candidate < self.root:
+                self.root = candidate
+            self.parented = None
+        elif self.parented is not None:
+            self.parented.append((span.start_ns, span.span_id, span.parent_id, span.name, span.service))
+        role = span.role
+        if role == SEND:
+            self.sends.add(span.span_id)
+        elif role in (PROCESS, RECEIVE):
+            for target in {span.parent_id, *(link.span_id for link in span.links)}:
+                if target is not None:
+                    self.edges.append((target, span.span_id, role == PROCESS))
+        if f.topic and not self.topic_seen and span.topic == f.topic:
+            self.topic_seen = True
+        if not self.message_seen and not f.message.empty and f.message.matches(span):
+            self.message_seen = True
+
+    def summary(self) -> ChainSummary:
+        if self.root is not None:
+            _, _, root_name, root_service = self.root
+        else:
+            parented = self.parented or []
+            ids = {p[1] for p in parented}
+            orphans = [p for p in parented if p[2] not in ids] or parented
+            _, _, _, root_name, root_service = min(orphans)
+        tied: dict[str, dict[str, bool]] = defaultdict(dict)
+        for target, consumer, is_process in self.edges:
+            if target in self.sends:
+                tied[target][consumer] = is_process
+        # A batch's receive span counts only when no process span handled the message.
+        hops = sum(sum(kinds.values()) or len(kinds) for kinds in tied.values())
+        return ChainSummary(
+            trace_id=self.trace_id,
+            root_name=root_name,
+            root_service=root_service,
+            services=sorted(self.services),
+            hops=hops,
+            duration_ms=(self.end - self.start) / 1e6,
+            errors=self.errors,
+            start_ns=self.start,
+        )
 
 
 # --- Jaeger searches ------------------------------------------------------------------------------

@@ -112,8 +112,9 @@ def max_levels(width: int) -> int:
 def header(
     summary: ChainSummary, width: int = 10**6, glyphs: Glyphs = UNICODE, link: str | None = None
 ) -> list[Line]:
-    """The header line: trace id, root operation, services, hops, duration, errors, and the trace's
-    page in the Jaeger UI when given (wrapped)."""
+    """The header line: trace id, root operation, services, hops, duration, errors (wrapped), and the
+    trace's page in the Jaeger UI when given and the line has room for it whole (a URL split across
+    lines opens nothing)."""
     items: list[list[Segment]] = [
         [(f"trace {summary.trace_id}", "bold")],
         [(summary.root_name, "bold")],
@@ -122,9 +123,10 @@ def header(
         [(format_ms(summary.duration_ms), "")],
         [(_count(summary.errors, "error"), "bold red" if summary.errors else "green")],
     ]
-    if link:
-        items.append([(link, "cyan")])
-    return _flow(items, [], width)
+    lines = _flow(items, [], width)
+    if link and len(lines) == 1 and sum(cell_len(text) for text, _ in lines[0]) + 2 + len(link) <= width:
+        lines[0] += [("  ", ""), (link, "cyan")]
+    return lines
 
 
 def legend(glyphs: Glyphs = UNICODE, matched: bool = False) -> Line:
@@ -283,7 +285,7 @@ def _flow(items: Sequence[Sequence[Segment]], after: Sequence[Segment], width: i
     line: Line = []
     used = 0
     for item in items:
-        size = sum(cell_len(text) for text, _ in item)
+        size = sum([len(text) if text.isascii() else cell_len(text) for text, _ in item])
         if line and used + 2 + size > width:
             lines.append(line)
             line, used = [(WRAP_INDENT, "")], len(WRAP_INDENT)
@@ -323,6 +325,8 @@ def _flow(items: Sequence[Sequence[Segment]], after: Sequence[Segment], width: i
 
 def _cells_prefix(text: str, cells: int) -> str:
     """The longest prefix of ``text`` that fits in ``cells`` columns (at least one character)."""
+    if text.isascii():
+        return text[: max(cells, 1)]
     if cell_len(text) <= cells:
         return text
     total = 0
