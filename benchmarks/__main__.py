@@ -9,6 +9,7 @@ them, the best any instrumentation could do.
     python -m benchmarks --quick              # seconds: tiny N, 1 round, mock only
     python -m benchmarks --outage             # 1 M sends with the OTLP endpoint unreachable
     python -m benchmarks --api async          # only the asyncio clients (confluent_kafka.aio)
+    python -m benchmarks --read-only          # only eventchain (tree, list) on big generated files
 
 The OTLP variant sends up to ~100,000 traces per measurement into the local Jaeger, whose
 in-memory store keeps 100,000: it evicts what tests running at the same time look for.
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import contrib_env, report, stack
+from benchmarks import contrib_env, read_side, report, stack
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -82,7 +83,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", default=stack.KAFKA_BOOTSTRAP, help="the real broker")
     parser.add_argument("--outage", action="store_true", help="only the unreachable-exporter run")
     parser.add_argument("--outage-n", type=int, default=1_000_000)
+    parser.add_argument(
+        "--read-only", action="store_true", help="only the read side: eventchain tree and list on big files"
+    )
+    parser.add_argument(
+        "--no-read",
+        dest="read",
+        action="store_false",
+        help="leave out the read side (on by default, off in --quick)",
+    )
     args = parser.parse_args(argv)
+    if args.quick and not args.read_only:
+        args.read = False
     if args.quick:
         args.n = min(args.n, 2_000)
         args.rounds = 1
@@ -290,7 +302,11 @@ def measure_outage(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.outage:
+    if args.read_only:
+        data = {"meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"), "mode": "read"}}
+        data["read_side"] = read_side.run(rounds=1 if args.quick else args.rounds, quick=args.quick, say=say)
+        say(read_side.render(data["read_side"]))
+    elif args.outage:
         data: dict[str, Any] = {
             "meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"), "mode": "outage"},
             "outage": measure_outage(args),
@@ -302,11 +318,15 @@ def main(argv: list[str] | None = None) -> int:
         data["summary"] = report.summarise(data["runs"])
         data["targets"] = report.targets(data["summary"], None)
         say(report.render(data["summary"], data["meta"], data["targets"]))
+        if args.read:
+            data["read_side"] = read_side.run(rounds=args.rounds, say=say)
+            say("\n" + read_side.render(data["read_side"]))
     path = args.json
     if path is None:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = RESULTS_DIR / (f"outage-{stamp}.json" if args.outage else f"bench-{stamp}.json")
+        prefix = "outage" if args.outage else "read" if args.read_only else "bench"
+        path = RESULTS_DIR / f"{prefix}-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
     say(f"\nresults: {path}")
