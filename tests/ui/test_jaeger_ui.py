@@ -212,12 +212,13 @@ def test_system_architecture_draws_the_producer_consumer_edges(browser, ui_url, 
     graph = wait_for(browser, "the demo's producer -> consumer edges", drawn)
     services = {s for edge in DEMO_EDGES for s in edge}
     assert services <= set(graph["nodes"])
-    # Every arrow the page draws is one the query API reports.
+    # One arrow per pair, each a pair the query API reports (asked after the page: the store only
+    # grows while other chains arrive).
+    drawn = Counter(tuple(e) for e in graph["edges"])
+    assert max(drawn.values()) == 1, drawn
     status, body = stack._get_json(f"{ui_url}/api/dependencies?endTs={_now_ms()}&lookback=86400000")
     assert status == 200
-    api_edges = {(d["parent"], d["child"]) for d in body["data"]}
-    assert DEMO_EDGES <= api_edges
-    assert Counter(tuple(e) for e in graph["edges"]) == Counter(api_edges)
+    assert set(drawn) <= {(d["parent"], d["child"]) for d in body["data"]}
     screenshot(browser, "system-architecture")
 
 
