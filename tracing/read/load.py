@@ -555,7 +555,9 @@ class _SpanReader:
             service=service,
             start_ns=start,
             end_ns=int(raw.get("endTimeUnixNano") or start),
-            attributes=self.attributes(_otlp_attributes(raw.get("attributes"))),
+            attributes=_otlp_slim_attributes(raw.get("attributes"))
+            if self.slim
+            else _otlp_attributes(raw.get("attributes")),
             events=[]
             if self.slim or not events
             else [
@@ -599,6 +601,15 @@ def _jaeger_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
 
 def _otlp_attributes(items: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
     return {str(item["key"]): _otlp_value(item.get("value") or {}) for item in items or []}
+
+
+def _otlp_slim_attributes(items: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
+    result = {}
+    for item in items or ():
+        key = item["key"]
+        if key.startswith(_SLIM_PREFIXES) or key in _SLIM_KEYS:
+            result[key] = _otlp_value(item.get("value") or {})
+    return result
 
 
 def _otlp_value(value: Mapping[str, Any]) -> Any:

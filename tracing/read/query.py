@@ -148,11 +148,13 @@ def list_chains(spans: Iterable[Span], chain_filter: ChainFilter, limit: int | N
     """
     digests: dict[str, _Digest] = {}
     f = chain_filter
+    topic = f.topic
+    message = None if f.message.empty else f.message
     for span in spans:
         digest = digests.get(span.trace_id)
         if digest is None:
             digest = digests[span.trace_id] = _Digest(span.trace_id)
-        digest.add(span, f)
+        digest.add(span, topic, message)
     kept: list[ChainSummary] = []
     hidden = 0
     for digest in digests.values():
@@ -212,7 +214,7 @@ class _Digest:
         self.topic_seen = False
         self.message_seen = False
 
-    def add(self, span: Span, f: ChainFilter) -> None:
+    def add(self, span: Span, topic: str | None, message: MessageQuery | None) -> None:
         self.start = min(self.start, span.start_ns)
         self.end = max(self.end, span.end_ns)
         self.services.add(span.service)
@@ -232,9 +234,9 @@ class _Digest:
             for target in {span.parent_id, *(link.span_id for link in span.links)}:
                 if target is not None:
                     self.edges.append((target, span.span_id, role == PROCESS))
-        if f.topic and not self.topic_seen and span.topic == f.topic:
+        if topic and not self.topic_seen and span.topic == topic:
             self.topic_seen = True
-        if not self.message_seen and not f.message.empty and f.message.matches(span):
+        if message is not None and not self.message_seen and message.matches(span):
             self.message_seen = True
 
     def summary(self) -> ChainSummary:
