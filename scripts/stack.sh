@@ -7,7 +7,8 @@
 # Usage: scripts/stack.sh up | down [kafka|jaeger]... | status | ui-assets | run -- COMMAND...
 #   up      build/fetch what is missing, start both, wait until they really answer
 #   down    stop what this checkout started (pid files in .stack/run), wait for the ports to close
-#   status  one line per component, and one for the Jaeger UI; exit 0 only when both components are up
+#   status  one line per component (Jaeger's says whether the UI or its placeholder page is served);
+#           exit 0 only when both are up
 #   ui-assets  fetch and unpack the Jaeger UI the next start serves, print its folder; starts nothing
 #   run     start what is not running, run COMMAND, then stop what was started for it (when
 #           the last concurrent `run` in this checkout finishes; a stack started by hand with
@@ -669,32 +670,30 @@ cmd_status() {
             jaeger) detail="OTLP grpc 127.0.0.1:$OTLP_GRPC_PORT http 127.0.0.1:$OTLP_HTTP_PORT, API/UI $JAEGER_QUERY_URL" ;;
         esac
         case $state in
-            up) ;;
+            up) [[ $comp == jaeger ]] && detail="$detail; $(ui_status)" ;;
             starting) detail="$detail; process alive, port $(main_port "$comp") not open yet" ;;
             foreign) detail="$detail; port $(main_port "$comp") answers but was not started from this checkout" ;;
             down) detail="$detail; log $(rel "$(log_of "$comp")")" ;;
         esac
         [[ $state == up ]] || all_up=3
         printf '%-7s %-9s pid %-8s %s\n' "$comp" "$state" "${pid:--}" "$detail"
-        [[ $comp == jaeger && $state != down ]] && ui_status_line
     done
     return "$all_up"
 }
 
-# The UI's line under Jaeger's: whether GET / serves the real UI, and from where.
-ui_status_line() {
-    local state served
+# For Jaeger's status line: whether GET / serves the real UI (and from where) or the placeholder page.
+ui_status() {
+    local state
     state=$(cat "$JAEGER_UI_STATE" 2>/dev/null || true)
-    served=$(served_ui)
-    case $served in
-        ui) printf '%-7s %-9s     %-8s %s\n' ui up "" "Jaeger UI $JAEGER_QUERY_URL/ (assets ${state#dir })" ;;
+    case $(served_ui) in
+        ui) printf 'UI served from %s' "${state#dir }" ;;
         placeholder)
             JAEGER_UI_PROBLEM=${state#missing }
             [[ $state == dir\ * ]] && JAEGER_UI_PROBLEM="Jaeger was given ${state#dir } but does not serve it"
-            printf '%-7s %-9s     %-8s %s\n' ui missing "" \
-                "placeholder page on $JAEGER_QUERY_URL/ (${JAEGER_UI_PROBLEM:-started without UI assets}); $(jaeger_ui_howto)"
+            printf 'UI missing, placeholder page instead (%s); %s' \
+                "${JAEGER_UI_PROBLEM:-started without UI assets}" "$(jaeger_ui_howto)"
             ;;
-        *) printf '%-7s %-9s     %-8s %s\n' ui down "" "$JAEGER_QUERY_URL/ does not answer" ;;
+        *) printf 'UI: no answer on %s/' "$JAEGER_QUERY_URL" ;;
     esac
 }
 

@@ -220,9 +220,10 @@ def test_without_assets_one_line_says_the_ui_is_missing_and_how_to_supply_it(tmp
 
 
 @pytest.mark.stack
-def test_stack_status_shows_the_ui_line(ui_url):
+def test_stack_status_says_the_ui_is_served(ui_url):
     proc = subprocess.run([str(STACK_SH), "status"], capture_output=True, text=True, timeout=60,
                           cwd=stack.REPO_ROOT)
-    ui = [line for line in proc.stdout.splitlines() if line.startswith("ui ")]
-    assert len(ui) == 1, proc.stdout
-    assert re.match(rf"ui\s+up\s+Jaeger UI {re.escape(ui_url)}/ \(assets /\S+\)$", ui[0]), ui[0]
+    (jaeger,) = [line for line in proc.stdout.splitlines() if line.split()[:1] == ["jaeger"]]
+    if jaeger.split()[1] == "foreign" and not stack.in_ci():
+        pytest.skip("the reachable stack was not started from this checkout; status is per checkout")
+    assert re.search(rf"API/UI {re.escape(ui_url)}; UI served from /\S+$", jaeger), proc.stdout
