@@ -423,7 +423,7 @@ resolve_jaeger_ui() {
     fi
     # Offline, but unpacked before (from an override or a download): the same version still serves.
     cached=$(find "$CACHE_ROOT" -maxdepth 2 -path "*/jaeger-ui-$version-*/index.html" -printf '%T@ %h\n' 2>/dev/null |
-        sort -rn | head -n1 | cut -d' ' -f2-)
+        sort -rn | head -n1 | cut -d' ' -f2- || true)
     if [[ -n $cached ]]; then
         say "jaeger-ui: ${JAEGER_UI_PROBLEM:-no download}; serving $version unpacked earlier ($cached)"
         JAEGER_UI_DIR=$cached

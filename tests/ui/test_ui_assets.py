@@ -170,6 +170,12 @@ def test_ui_downloaded_once_into_the_cache_is_what_jaeger_serves(tmp_path, tarba
         assert "downloading" not in again.stdout and "unpacked" not in again.stdout
         assert release.gets == 1
 
+        # Another URL that cannot be had (offline): the same version unpacked before still serves.
+        offline = _ui_assets({**env, "KET_JAEGER_UI_URL": release.url.replace("assets", "gone")})
+        assert offline.returncode == 0, offline.stdout + offline.stderr
+        assert "404" in offline.stdout and "unpacked earlier" in offline.stdout
+        assert re.findall(r"^jaeger-ui: assets in (\S+)$", offline.stdout, re.MULTILINE) == [folder]
+
     # Without a folder Jaeger serves its placeholder page; with the downloaded one, the UI.
     proc, url, log = _start_jaeger(tmp_path, None)
     try:
