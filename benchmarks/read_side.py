@@ -91,7 +91,24 @@ def _fresh(kind: str, path: str) -> dict[str, float]:
 def run(rounds: int = 3, quick: bool = False, say: Any = print) -> dict[str, Any]:
     """Generate the files, measure each command ``rounds`` times (interleaved with json.loads)."""
     with tempfile.TemporaryDirectory(prefix="eventchain-bench-") as folder:
-        files = generate(Path(folder), quick=quick)
+        # Generated in a child: a process's peak RSS carries over to the children it starts (Linux
+        # keeps it across fork and exec), so this one must stay small for the RSS figures to hold.
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.read_side",
+                "--generate",
+                folder,
+                *(["--quick"] if quick else []),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        files = json.loads(out.stdout.strip().splitlines()[-1])
         say(
             f"read side: tree file {files['tree']['spans']:,} spans ({files['tree']['bytes'] / 1e6:.1f} MB), "
             f"list file {files['list']['spans']:,} spans ({files['list']['bytes'] / 1e6:.1f} MB)"
@@ -154,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--measure"]:
         print(json.dumps(measure(args[1], args[2])))
+        return 0
+    if args[:1] == ["--generate"]:
+        print(json.dumps(generate(Path(args[1]), quick="--quick" in args)))
         return 0
     quick = "--quick" in args
     result = run(rounds=1 if quick else 3, quick=quick)

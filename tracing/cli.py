@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from rich.console import Console
@@ -125,8 +125,13 @@ def _tree(args: argparse.Namespace) -> int:
                 "a TRACE_ID is needed when reading from Jaeger (try eventchain list for recent chains)"
             )
         client = _client(args, ref)
-        trace_id = find_trace_in_jaeger(client, ref)
-        spans = client.trace(trace_id)
+        try:
+            trace_id, spans = ref.trace_id, client.trace(ref.trace_id)
+        except TraceNotFound:
+            if ref.prefix is None:
+                raise
+            trace_id = find_trace_in_jaeger(client, ref)  # the digits typed may start a longer id
+            spans = client.trace(trace_id)
         link = f"{client.url}/trace/{trace_id}"
         if args.follow_links:
             spans += linking_candidates(client, spans)
@@ -194,12 +199,15 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_trees(args: argparse.Namespace, found: ChainList, query: MessageQuery, spans: list[Span]) -> int:
+def _find_trees(
+    args: argparse.Namespace, found: ChainList, query: MessageQuery, spans: Iterable[Span]
+) -> int:
     if not found.shown:
         print(f"no event chains found; {_footer(found, args)}", file=sys.stderr)
         return 0
     console = _console(args)
     client = None if args.file else _client(args, None)
+    spans = list(spans)
     for summary in found.shown:
         # Jaeger's search answers whole traces already; the trace is fetched again only to be sure
         # it is complete (a search may have caught it while its spans were still arriving).

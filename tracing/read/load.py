@@ -129,7 +129,7 @@ def parse_trace_ref(text: str) -> TraceRef:
             )
         base = parsed.path[: found.start()]
         query = urllib.parse.parse_qs(parsed.query)
-        span = (query.get("uiFind") or [None])[0]
+        span = (query.get("uiFind") or [""])[0]
         ref = parse_trace_ref(found.group(1))
         span_id = span.lower() if span and _HEX.fullmatch(span) and len(span) <= 16 else None
         return TraceRef(
@@ -232,14 +232,14 @@ def _open_text(path: str | Path) -> Iterator[io.TextIOBase]:
     except OSError as exc:
         raise LoadError(f"{name}: cannot read it ({exc.strerror or exc}; try another file)") from None
     try:
-        buffered = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw  # type: ignore[arg-type]
+        buffered: Any = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[type-var]
         try:
             magic = buffered.peek(2)[:2]
         except IsADirectoryError:
             raise LoadError(f"{name}: is a directory, not a file (try a file in it)") from None
         except OSError as exc:
             raise LoadError(f"{name}: cannot read it ({exc.strerror or exc}; try another file)") from None
-        binary: IO[bytes] = gzip.GzipFile(fileobj=buffered) if magic == b"\x1f\x8b" else buffered
+        binary: Any = gzip.GzipFile(fileobj=buffered) if magic == b"\x1f\x8b" else buffered
         yield io.TextIOWrapper(binary, encoding="utf-8-sig", newline=None)
     finally:
         if close:
@@ -456,7 +456,7 @@ class _SpanReader:
         trace_id = self.share(_hex_id(raw["traceID"], 32))
         span_id = _hex_id(raw["spanID"], 16)
         tags = _jaeger_tags(raw.get("tags"))
-        process = raw.get("process") or processes.get(raw.get("processID"), {})
+        process = raw.get("process") or processes.get(str(raw.get("processID")), {})
         parent_id: str | None = None
         refs = [
             (r.get("refType"), _hex_id(r["traceID"], 32), _hex_id(r["spanID"], 16))
@@ -729,14 +729,6 @@ class JaegerClient:
                 "`eventchain list` for recent chains, or --file PATH"
             )
         return spans
-
-    def has_trace(self, trace_id: str) -> bool:
-        """True if Jaeger holds the trace with this (full) id."""
-        try:
-            self.trace(trace_id)
-        except TraceNotFound:
-            return False
-        return True
 
     def services(self) -> list[str]:
         """The service names Jaeger has seen."""

@@ -294,10 +294,10 @@ def linking_candidates(client: JaegerClient, spans: list[Span]) -> list[Span]:
 def find_trace_in_jaeger(
     client: JaegerClient, ref: TraceRef, now_ns: Callable[[], int] = time.time_ns
 ) -> str:
-    """The full id of the trace ``ref`` names: as typed if Jaeger holds it, else the one recent trace
-    whose id starts with the digits typed (Jaeger has no prefix search: recent traces are scanned).
+    """The full id of the trace ``ref`` names, for digits that are not a trace Jaeger holds: the one
+    recent trace whose id starts with them (Jaeger has no prefix search: recent traces are scanned).
     """
-    if ref.prefix is None or client.has_trace(ref.trace_id):
+    if ref.prefix is None:
         return ref.trace_id
     end = now_ns()
     spans = search_jaeger(client, client.services(), end - PREFIX_WINDOW_NS, end, limit=PREFIX_SCAN_LIMIT)

@@ -18,7 +18,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import IO, Any
 
 from rich.cells import cell_len
 from rich.color import ColorSystem
@@ -373,7 +373,7 @@ def write_lines(console: Console, lines: Iterable[Line]) -> None:
         console.print(text, soft_wrap=True, end="")
         return
     system = _COLOR_SYSTEMS.get(console.color_system or "")
-    file: TextIO = console.file
+    file: IO[str] = console.file
     if system is None:
         _write_plain(file, lines)
     else:
@@ -381,7 +381,7 @@ def write_lines(console: Console, lines: Iterable[Line]) -> None:
     file.flush()
 
 
-def _write_plain(file: TextIO, lines: Iterable[Line]) -> None:
+def _write_plain(file: IO[str], lines: Iterable[Line]) -> None:
     chunk: list[str] = []
     for line in lines:
         chunk.append("".join([part for part, _ in line]).rstrip() + "\n")
@@ -391,7 +391,7 @@ def _write_plain(file: TextIO, lines: Iterable[Line]) -> None:
     file.write("".join(chunk))
 
 
-def _write_styled(file: TextIO, lines: Iterable[Line], system: ColorSystem, no_color: bool) -> None:
+def _write_styled(file: IO[str], lines: Iterable[Line], system: ColorSystem, no_color: bool) -> None:
     codes: dict[str, tuple[str, str]] = {}
     chunk: list[str] = []
     for line in lines:
