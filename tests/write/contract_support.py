@@ -191,6 +191,7 @@ INJECT = "propagator-inject-raises"
 EXTRACT = "propagator-extract-raises"
 METER = "meter-instruments-raise"
 DELIVERY_FAILS = "delivery-fails"
+CALLBACK_RAISES = "app-delivery-callback-raises"
 HANDLER_RAISES = "handler-raises"
 HANDLER_RAISES_KAFKA = "handler-raises-KafkaException"
 

@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 import tracing
 import tracing.aio
 from tests.write.contract_support import (
+    CALLBACK_RAISES,
     CLEAN,
     DELIVERY_FAILS,
     EXTRACT,
@@ -139,7 +140,7 @@ def _aiokafka_send(wait: bool) -> Callable[[dict, str, Instrumentation], Sent]:
             failing = bootstrap_conf.get("fail_after_start")
             client = AIOKafkaProducer(
                 bootstrap_servers=bootstrap_conf["bootstrap.servers"],
-                request_timeout_ms=1000 if failing else 40000,
+                request_timeout_ms=500 if failing else 40000,
             )
             producer = tracing.aio.TracedAIOKafkaProducer(client, **inst.client_kwargs())
             await producer.start()
@@ -194,7 +195,7 @@ SENDERS: dict[str, tuple[Callable[[dict, str, Instrumentation], Sent], bool]] = 
     "aiokafka-send": (_aiokafka_send(wait=False), True),
     "aiokafka-send_and_wait": (_aiokafka_send(wait=True), True),
 }
-SEND_SCENARIOS = [CLEAN, ON_START, ON_START_SOMETIMES, ON_END, INJECT, METER, DELIVERY_FAILS]
+SEND_SCENARIOS = [CLEAN, ON_START, ON_START_SOMETIMES, ON_END, INJECT, METER, DELIVERY_FAILS, CALLBACK_RAISES]
 
 
 def _send_cases() -> list[Any]:
@@ -203,6 +204,8 @@ def _send_cases() -> list[Any]:
         for scenario in SEND_SCENARIOS:
             if scenario == METER and not metrics:
                 continue  # a broken meter turns the metrics on: the metrics-on entry covers it
+            if scenario == CALLBACK_RAISES and not entry.startswith("sync"):
+                continue  # only confluent-kafka's Producer takes a delivery callback to compare with
             cases.append(pytest.param(entry, scenario, id=f"{entry}-{scenario}"))
     return cases
 
@@ -239,10 +242,44 @@ def private_cluster() -> Any:
     owner.clear()
 
 
+def callback_raises(producer: Any, topic: str) -> tuple[list[Any], list[Any], int]:
+    """The app's delivery callback raises for its second message: the reports it got, what
+    its produce() and flush() calls raised, and what the last flush() returned."""
+    error = LookupError("the app's delivery callback")
+    reports: list[Any] = []
+    raised: list[Any] = []
+
+    def on_delivery(err: Any, msg: Message) -> None:
+        reports.append((err, msg.value(), msg.key()))
+        if len(reports) == 2:
+            raise error
+
+    try:
+        for i in range(N):
+            value, key = payload(i)
+            assert producer.produce(topic, value, key, partition=0, on_delivery=on_delivery) is None
+        deadline = time.monotonic() + WAIT
+        while len(reports) < N and time.monotonic() < deadline:
+            try:
+                producer.flush(WAIT)
+            except LookupError as exc:
+                raised.append("the app's error" if exc is error else repr(exc))
+    except Exception as exc:  # anything else the app would see
+        raised.append(repr(exc))
+    return reports, raised, producer.flush(WAIT)
+
+
 @pytest.mark.parametrize(("entry", "scenario"), _send_cases())
 def test_send_contract(entry, scenario, mock_cluster, topic, request):
     send, metrics = SENDERS[entry]
     inst = Instrumentation(scenario, metrics)
+    if scenario == CALLBACK_RAISES:  # compared with the plain client, step by step
+        conf = {"bootstrap.servers": mock_cluster, "log_level": 0}
+        without = callback_raises(Producer(conf), f"{topic}-plain")
+        assert callback_raises(tracing.TracedProducer(conf, **inst.client_kwargs()), topic) == without
+        inst.assert_every_started_span_ended()
+        inst.assert_failures_named_alike("send ", SEND_DURATION, "send")
+        return
     if scenario != DELIVERY_FAILS:
         conf: dict[str, Any] = {"bootstrap.servers": mock_cluster}
     elif entry.startswith("aiokafka"):
