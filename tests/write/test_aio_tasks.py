@@ -194,29 +194,26 @@ def test_messages_skips_partition_eof_and_yields_records(spans, mock_cluster, to
 MANY = 20_000
 
 
-async def max_loop_lag(work, tick: float = 0.005) -> tuple[float, int]:
-    """Run ``work`` while a ticker measures how late the event loop wakes it (max lag, ticks)."""
-    loop = asyncio.get_running_loop()
-    lag = 0.0
-    ticks = 0
-    stop = asyncio.Event()
+class Turns:
+    """Another task that takes every turn the event loop gives it, counting them."""
 
-    async def ticker():
-        nonlocal lag, ticks
-        while not stop.is_set():
-            before = loop.time()
-            await asyncio.sleep(tick)
-            lag = max(lag, loop.time() - before - tick)
-            ticks += 1
+    def __init__(self) -> None:
+        self.count = 0
+        self._stop = False
 
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(2 * tick)  # the ticker is waiting on the loop before the work starts
-    try:
-        await work()
-    finally:
-        stop.set()
-        await task
-    return lag, ticks
+    async def _spin(self) -> None:
+        while not self._stop:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    async def during(self, work):
+        task = asyncio.create_task(self._spin())
+        await asyncio.sleep(0)  # the spinner is on the loop before the work starts
+        try:
+            return await work()
+        finally:
+            self._stop = True
+            await task
 
 
 def test_waiting_for_messages_and_deliveries_never_blocks_the_loop(spans, mock_cluster, topic):
@@ -224,25 +221,36 @@ def test_waiting_for_messages_and_deliveries_never_blocks_the_loop(spans, mock_c
         consumer = TracedAIOConsumer(consumer_conf(mock_cluster), tracer_provider=spans.provider)
         await consumer.assign([TopicPartition(topic + "-empty", 0, 0)])
         producer = TracedAIOProducer({"bootstrap.servers": mock_cluster}, tracer_provider=spans.provider)
+        idle = Turns()
 
         async def idle_poll():
             assert await consumer.poll(1.0) is None
 
+        await idle.during(idle_poll)
+        busy = Turns()
+        seen_at: list[int] = []  # the other task's turn count at each produce
+
         async def produce_many():
             # A tight produce loop, as a batch job writes: other tasks must still run.
-            futures = [await producer.produce(topic, b"x" * 100, b"k%d" % (i % 64)) for i in range(MANY)]
+            futures = []
+            for i in range(MANY):
+                seen_at.append(busy.count)
+                futures.append(await producer.produce(topic, b"x" * 100, b"k%d" % (i % 64)))
             delivered = await asyncio.gather(*futures)
             assert len(delivered) == MANY
 
-        idle = await max_loop_lag(idle_poll)
-        busy = await max_loop_lag(produce_many)
+        await busy.during(produce_many)
         await producer.close()
         await consumer.close()
-        return idle, busy
+        return idle.count, seen_at
 
-    (idle_lag, idle_ticks), (busy_lag, busy_ticks) = asyncio.run(scenario())
-    # A one-second poll runs off the loop: the ticker kept ticking through it.
-    assert idle_ticks >= 20 and idle_lag < 0.5
-    # Traced sends cost tens of µs each: without yielding, 20,000 would hold the loop ~1 s.
-    assert busy_ticks >= 10 and busy_lag < 0.25
+    idle_turns, seen_at = asyncio.run(scenario())
+    # A one-second poll runs off the loop: the other task kept getting turns through it.
+    assert idle_turns > 100
+    # The longest run of sends with no turn for anyone else: at most YIELD_EVERY.
+    longest = run = 1
+    for before, after in zip(seen_at, seen_at[1:], strict=False):
+        run = run + 1 if after == before else 1
+        longest = max(longest, run)
+    assert longest <= TracedAIOProducer.YIELD_EVERY
     assert len(spans.named(f"send {topic}")) == MANY
