@@ -20,6 +20,7 @@ from tracing.read.model import EventChain, Span
 from tracing.read.render import ASCII, UNICODE, Glyphs, render_text
 
 WIDTHS = (40, 60, 80, 120, 200)
+NARROW = (1, 10, 20, 30)  # laid out for at least 20 columns
 SHAPES = {
     "deep-10": lambda: deep_chain(10),
     "deep-15": lambda: deep_chain(15),
@@ -58,8 +59,9 @@ def node_line(glyphs: Glyphs) -> re.Pattern[str]:
 def accounted_spans(text: str, glyphs: Glyphs) -> tuple[int, int, int]:
     """(node lines, spans counted in "+N spans", spans counted in fold markers)."""
     nodes = node_line(glyphs)
-    *tree, legend = text.splitlines()
-    assert legend.startswith(f"{glyphs.critical} critical path")
+    lines = text.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith(f"{glyphs.critical} critical path"))
+    tree = lines[:start]  # the legend (one line, or two when narrow) is not part of the tree
     shown = sum(1 for line in tree if nodes.match(line))
     plumbing = sum(int(n.replace(",", "")) for n in re.findall(r"\+(\d[\d,]*) spans?\b", text))
     folded = sum(int(n.replace(",", "")) for n in re.findall(r"\((\d[\d,]*) spans?\)", text))
@@ -119,3 +121,12 @@ def test_deep_chains_keep_every_label_within_half_the_width() -> None:
         body = line.lstrip("│├└─ ")
         assert len(line) - len(body) <= 40 + 4  # the guides never take more than half
     assert "hop-00199" in text
+
+
+@pytest.mark.parametrize("width", NARROW)
+@pytest.mark.parametrize("shape", ["deep-200", "fan-out-5000", "mixed"])
+def test_very_narrow_consoles_still_account_for_every_span(shape: str, width: int) -> None:
+    text = render(chain_of(shape), width, False, UNICODE)
+    shown, plumbing, folded = accounted_spans(text, UNICODE)
+    assert shown + plumbing + folded == len(spans_of(shape))
+    assert max(len(line) for line in text.splitlines()) <= max(width, 20)

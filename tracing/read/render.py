@@ -72,6 +72,7 @@ ASCII = Glyphs("*", "o", "x", "!", "->", "...", "<-", ">>", "|-- ", "`-- ", "|  
 CRITICAL = UNICODE.critical
 OTHER = UNICODE.other
 INDENT = 4  # columns per tree level
+MIN_WIDTH = 20  # narrower consoles get lines laid out for this many columns (the terminal wraps them)
 WRAP_INDENT = "  "  # a label's continuation lines
 
 
@@ -129,12 +130,15 @@ def header(
     return lines
 
 
-def legend(glyphs: Glyphs = UNICODE, matched: bool = False) -> Line:
-    """The line under the tree that explains the markers."""
-    text = f"{glyphs.critical} critical path  {glyphs.other} other span"
+def legend(glyphs: Glyphs = UNICODE, matched: bool = False, width: int = 10**6) -> list[Line]:
+    """The lines under the tree that explain the markers."""
+    items = [
+        [(f"{glyphs.critical} critical path", "bright_black")],
+        [(f"{glyphs.other} other span", "bright_black")],
+    ]
     if matched:
-        text += f"  {glyphs.match} matched"
-    return [(text, "bright_black")]
+        items.append([(f"{glyphs.match} matched", "bright_black")])
+    return _flow(items, [], width)
 
 
 def chain_lines(chain: EventChain, width: int, glyphs: Glyphs = UNICODE) -> Iterator[Line]:
@@ -428,13 +432,13 @@ def render_text(
     Jaeger UI) ends the header line.
     """
     g = glyphs or glyphs_for(console.encoding)
-    width = console.width
+    width = max(console.width, MIN_WIDTH)
     matched = any(h.matched for h in chain.hops())
 
     def lines() -> Iterator[Line]:
         yield from header(summary, width, g, link)
         yield from chain_lines(chain, width, g)
-        yield legend(g, matched)
+        yield from legend(g, matched, width)
 
     write_lines(console, lines())
 
