@@ -366,27 +366,35 @@ ui_unpack() {
     JAEGER_UI_DIR=$dest
 }
 
-# Downloads URL to FILE (python, so no curl is needed); fails with JAEGER_UI_PROBLEM set.
+# Downloads URL to FILE (python, so no curl is needed), with a progress line every 10 s; fails with
+# JAEGER_UI_PROBLEM set.
 ui_download() {
-    local url=$1 file=$2 err
+    local url=$1 file=$2
     mkdir -p "$(dirname "$file")"
-    if err=$("$PY" - "$url" "$file.part" <<'PYEOF' 2>&1
-import sys, urllib.request
+    if "$PY" - "$url" "$file.part" 2>"$file.err" <<'PYEOF'; then
+import sys, time, urllib.request
 url, dest = sys.argv[1], sys.argv[2]
 try:
     with urllib.request.urlopen(url, timeout=20) as resp, open(dest, "wb") as out:
+        size, got, start = resp.headers.get("Content-Length"), 0, time.monotonic()
+        report = start + 10
         while chunk := resp.read(1 << 16):
             out.write(chunk)
+            got += len(chunk)
+            if time.monotonic() >= report:
+                of = f" of {int(size) / 1e6:.1f}" if size else ""
+                print(f"  ... jaeger-ui: {got / 1e6:.1f}{of} MB, {time.monotonic() - start:.0f}s", flush=True)
+                report += 10
 except Exception as exc:
     print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
     sys.exit(1)
 PYEOF
-    ); then
         mv -f "$file.part" "$file"
+        rm -f "$file.err"
         return 0
     fi
-    rm -f "$file.part"
-    JAEGER_UI_PROBLEM="downloading $url failed ($(printf '%s' "$err" | tail -n1 | cut -c1-160))"
+    JAEGER_UI_PROBLEM="downloading $url failed ($(tail -n1 "$file.err" | cut -c1-160))"
+    rm -f "$file.part" "$file.err"
     return 1
 }
 
