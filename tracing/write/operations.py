@@ -31,7 +31,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, TracerProvider
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Tracer, TracerProvider
 
 from tracing.write import otel
 from tracing.write.metrics import CHAIN_HEADER, CHAIN_KEY, FlowMetrics, Instruments
@@ -45,6 +45,9 @@ _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
 PARENT = "parent"
 LINK = "link"
+# What a send records and carries: the tracer (None: no SDK), the flow metrics' instruments
+# (None: off), and without either, the current span context to carry on.
+Plan = tuple[Tracer | None, Instruments | None, SpanContext | None]
 
 
 # ----------------------------------------------------------------------------
@@ -71,74 +74,71 @@ class SendOperation:
         self._meter_given = meter_provider is not None
         self._str_headers = provider.header_value("-") == "-"  # the client takes str values
 
-    def _instruments(self) -> Instruments | None:
-        flow = self.flow
-        if flow.resolved:
-            return flow.resolved_instruments
-        if self._meter_given or otel.meter_provider_may_be_set():
-            return flow.instruments()
-        return None  # no MeterProvider anywhere: not even a call to find out
-
-    def quiet(self, ctx: Context) -> bool:
-        """Mode off: nothing to record and no context to carry; the client's own call will do."""
+    def prepare(self, ctx: Context) -> Plan | None:
+        """What a send made now records and carries; None in mode off (nothing to record,
+        no context to carry: the client's own call will do)."""
         try:
             telemetry = self.telemetry
             tracer = telemetry.resolved_tracer if telemetry.resolved else telemetry.tracer()
-            if tracer is not None or self._instruments() is not None:
-                return False
-            return not _get_current_span(ctx).get_span_context().is_valid
+            flow = self.flow
+            if flow.resolved:
+                instruments = flow.resolved_instruments
+            elif self._meter_given or otel.meter_provider_may_be_set():
+                instruments = flow.instruments()
+            else:
+                instruments = None  # no MeterProvider anywhere: not even a call to find out
+            if tracer is None and instruments is None:
+                current = _get_current_span(ctx).get_span_context()
+                return (None, None, current) if current.is_valid else None
+            return (tracer, instruments, None)
         except Exception:
             report_internal_error("could not read the tracing configuration")
-            return True
+            return None
 
     def start(
         self,
+        plan: Plan,
         destination: str,
         key: Any,
         partition: int | None,
         tombstone: bool,
         headers: Headers,
         ctx: Context,
-    ) -> Sending | None:
-        """Begin one send. The headers to send are ``sending.headers`` (a new list: the
-        caller's are never modified). None: send as the app asked, nothing to report."""
-        started = _time_ns()
-        try:
-            telemetry = self.telemetry
-            tracer = telemetry.resolved_tracer if telemetry.resolved else telemetry.tracer()
-            instruments = self._instruments()
-        except Exception:
-            report_internal_error("could not read the tracing configuration")
-            return None
-        sending = Sending(self, headers, instruments, destination, started)
+    ) -> tuple[Headers, Sending | None]:
+        """Begin one send: the headers to send (a new list, never the caller's) and the
+        send in flight, to settle with its delivery or refusal (None: nothing to report,
+        no span recorded and no metrics)."""
+        tracer, instruments, carried = plan
+        started = _time_ns() if instruments is not None else 0
         span: Span | None = None
         chain = None
         try:
             if instruments is not None:
                 chain = (CHAIN_HEADER, self.provider.header_value(self.flow.chain_to_send(ctx, destination)))
             if tracer is not None:
+                telemetry = self.telemetry
                 span = telemetry.skipped_send(ctx)
                 if span is None:
                     span = telemetry.start_send(tracer, Send(destination, key, partition, tombstone), ctx)
-                if span.is_recording():  # a skipped or unsampled span is never ended nor reported
-                    sending.span = span
                 carried = span.get_span_context()
-            else:
+                if type(span) is NonRecordingSpan or not span.is_recording():
+                    span = None  # unsampled: nothing to end, nothing to report
+            elif carried is None:
                 carried = _get_current_span(ctx).get_span_context()
         except Exception:
             report_internal_error("could not start a send span")
-            carried = None
+        sent = headers
         try:
             if carried is not None and carried.is_valid:
-                sending.headers = self._inject(headers, carried, ctx, chain)
+                sent = self._inject(headers, carried, ctx, chain)
             elif chain is not None:
-                sending.headers = replace_headers(headers, [chain])
+                sent = replace_headers(headers, [chain])
         except Exception:
             # The span (if any) still ends with the delivery: only the headers are the app's own.
             report_internal_error("could not inject trace context")
-        if sending.span is None and instruments is None and sending.headers is headers:
-            return None
-        return sending
+        if span is None and instruments is None:
+            return sent, None
+        return sent, Sending(self, span, instruments, destination, started)
 
     def _inject(
         self, headers: Headers, carried: SpanContext, ctx: Context, chain: tuple[str, Any] | None
@@ -159,28 +159,22 @@ class Sending:
     app's callback with the same arguments, outside any containment.
     """
 
-    __slots__ = ("op", "headers", "span", "instruments", "destination", "started", "user_callback")
+    __slots__ = ("op", "span", "instruments", "destination", "started", "user_callback")
 
     def __init__(
         self,
         op: SendOperation,
-        headers: Headers,
+        span: Span | None,
         instruments: Instruments | None,
         destination: str,
         started: int,
     ) -> None:
         self.op = op
-        self.headers = headers
-        self.span: Span | None = None
+        self.span = span
         self.instruments = instruments
         self.destination = destination
         self.started = started
         self.user_callback: Callable[..., Any] | None = None
-
-    @property
-    def reports(self) -> bool:
-        """Whether the delivery report must reach :meth:`settle` (a span or metrics)."""
-        return self.span is not None or self.instruments is not None
 
     def __call__(self, *report: Any) -> None:
         if self.span is not None or self.instruments is not None:
@@ -275,16 +269,6 @@ class ProcessOperation:
         self._link_only: bool | None = trust == LINK if isinstance(trust, str) else None
         self._given = tracer_provider is not None or meter_provider is not None
 
-    def _configured(self) -> bool:
-        """Whether a tracer or a meter may be there (else: only the context flows)."""
-        return (
-            self._given
-            or self.telemetry.resolved
-            or self.flow.resolved
-            or otel.tracer_provider_may_be_set()
-            or otel.meter_provider_may_be_set()
-        )
-
     def open(self, msg: Any, owner: Any, polled: bool) -> Processing | None:
         """Begin processing ``msg``: its span, its context made current in the caller,
         its metrics. None when there is nothing to record and no context to carry.
@@ -308,7 +292,9 @@ class ProcessOperation:
         link_only = self._link_only
         if link_only is None:
             link_only = self._trust(provider.destination(msg))
-        if not self._configured():
+        if not (
+            self._given or self.telemetry.resolved or self.flow.resolved or otel.any_provider_may_be_set()
+        ):
             # No SDK at all: no span, no metric; only the incoming context flows on.
             if link_only:
                 return None

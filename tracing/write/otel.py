@@ -58,6 +58,16 @@ def meter_provider_may_be_set() -> bool:
     return provider is not None or METER_PROVIDER_FROM_ENV
 
 
+def any_provider_may_be_set() -> bool:
+    """Either of the two, in one call: asked for every polled message of a service without an SDK."""
+    return (
+        getattr(_trace_api, "_TRACER_PROVIDER", _MISSING) is not None
+        or getattr(_metrics_internal, "_METER_PROVIDER", _MISSING) is not None
+        or TRACER_PROVIDER_FROM_ENV
+        or METER_PROVIDER_FROM_ENV
+    )
+
+
 _PROXY_METER_PROVIDER: Any = getattr(_metrics_internal, "_ProxyMeterProvider", None)
 _PROXY_METER_TYPE: type = _PROXY_METER_PROVIDER if isinstance(_PROXY_METER_PROVIDER, type) else type(None)
 
@@ -101,7 +111,7 @@ def detach(token: object) -> None:
     if type(token) is contextvars.Token:
         try:
             token.var.reset(token)
-        except ValueError:
+        except (ValueError, RuntimeError):  # another context's token, or one already used
             pass
     else:  # a custom OTEL_PYTHON_CONTEXT runtime
         context_api.detach(token)  # type: ignore[arg-type]

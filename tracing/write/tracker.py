@@ -85,9 +85,16 @@ class OpenProcessing:
     # -- the poll side ------------------------------------------------------------
     def end_own(self, end_time: int | None = None) -> None:
         """End the caller's open processing (sync: the consumer's), at its next poll."""
-        processing = self.open.pop(self._key(), None)
-        if processing is not None:
-            self._release(processing, None, end_time)
+        processing = self.open.pop(_current_task() if self._per_task else None, None)
+        if processing is None:
+            return
+        # _release(), inlined: this runs for every polled message.
+        token = processing.token
+        if token is not None and processing.owner == self.owner():
+            processing.token = None
+            otel.detach(token)
+        if not processing.claimed and (processing.span is not None or processing.instruments is not None):
+            processing.end(None, end_time)
 
     def polled(self, msg: Any) -> None:
         """The client handed ``msg`` to the caller: open its processing there."""
@@ -95,9 +102,11 @@ class OpenProcessing:
         processing = self.operation.open(msg, owner, True)
         if processing is None:
             return
-        key = owner if self._per_task else None
-        self.open[key] = processing
-        if self._per_task and owner is not None and owner not in self._watched:
+        if not self._per_task:
+            self.open[None] = processing
+            return
+        self.open[owner] = processing
+        if owner is not None and owner not in self._watched:
             # A task that ends without polling again ends its processing, failed if it failed.
             try:
                 self._watched.add(owner)
@@ -149,6 +158,12 @@ class OpenProcessing:
     # -- the block side -----------------------------------------------------------
     def claim(self, msg: Any) -> Processing | None:
         """The processing a poll opened for ``msg``, for a block to take over."""
+        if not self._per_task:  # one open processing at most: no search
+            processing = self.open.get(None)
+            if processing is not None and processing.msg is msg and not processing.claimed:
+                processing.claimed = True
+                return processing
+            return None
         for processing in (*self.open.values(), *self.handing_over):
             if processing.msg is msg and not processing.claimed:
                 processing.claimed = True
@@ -195,42 +210,39 @@ class ProcessBlock:
 
     def __enter__(self) -> Span:
         try:
-            return self._enter()
+            spans = self._spans
+            msg = self._msg
+            processing = spans.claim(msg)
+            if processing is not None:  # a poll opened this message's processing: the block takes it over
+                if processing.owner != spans.owner():
+                    # Handed to another thread or task: current here too, for the block.
+                    self._token = otel.attach(processing.ctx)
+            elif not spans.operation.provider.is_message(msg):
+                return trace.get_current_span()  # a timeout's None, an error event: nothing to record
+            else:
+                processing = spans.operation.open(msg, spans.owner(), False)
+                if processing is None:
+                    return trace.get_current_span()
+                processing.claimed = True
+            self._processing = processing
+            return processing.current_span
         except Exception:
             report_internal_error("could not start a process span")
             return trace.get_current_span()
 
-    def _enter(self) -> Span:
-        spans = self._spans
-        msg = self._msg
-        if not spans.operation.provider.is_message(msg):
-            return trace.get_current_span()
-        processing = spans.claim(msg)
-        if processing is not None:  # a poll opened this message's processing: the block takes it over
-            if processing.owner != spans.owner():
-                # Handed to another thread or task: current here too, for the block.
-                self._token = otel.attach(processing.ctx)
-        else:
-            processing = spans.operation.open(msg, spans.owner(), False)
-            if processing is None:
-                return trace.get_current_span()
-            processing.claimed = True
-        self._processing = processing
-        return processing.current_span
-
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        processing, self._processing = self._processing, None
+        processing = self._processing
+        if processing is None:
+            return
+        self._processing = None
         token, self._token = self._token, None
-        try:
-            if token is not None:
-                otel.detach(token)
-            elif processing is not None and processing.owner == self._spans.owner():
-                processing.detach()
-        except Exception:
-            report_internal_error("could not restore the context")
-        if processing is not None:
+        if token is not None:
+            otel.detach(token)
+        elif processing.token is not None and processing.owner == self._spans.owner():
+            processing.detach()
+        if processing.span is not None or processing.instruments is not None:
             processing.end(exc)
 
     async def __aenter__(self) -> Span:

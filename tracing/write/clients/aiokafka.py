@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -89,11 +89,17 @@ class TracedAIOKafkaProducer:
         key: Any = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
-        headers: Iterable[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]:
         """As ``AIOKafkaProducer.send``: a future of the message's ``RecordMetadata``, traced."""
-        sending = self._sends.start(topic, key, partition, value is None, headers, _get_current())  # type: ignore[arg-type]
-        sent_headers = sending.headers if sending is not None else headers
+        ctx = _get_current()
+        plan = self._sends.prepare(ctx)
+        sent_headers: Any = headers
+        sending = None
+        if plan is not None:
+            sent_headers, sending = self._sends.start(
+                plan, topic, key, partition, value is None, headers, ctx
+            )
         try:
             delivered: asyncio.Future[Any] = await self._producer.send(
                 topic,
@@ -107,7 +113,7 @@ class TracedAIOKafkaProducer:
             if sending is not None:
                 sending.refused(exc, partition)
             raise
-        if sending is not None and sending.reports:
+        if sending is not None:
             delivered.add_done_callback(sending)
         return delivered
 
@@ -118,7 +124,7 @@ class TracedAIOKafkaProducer:
         key: Any = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
-        headers: Iterable[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> Any:
         """As ``AIOKafkaProducer.send_and_wait``: the ``RecordMetadata``, traced."""
         delivered = await self.send(topic, value, key, partition, timestamp_ms, headers)

@@ -16,7 +16,7 @@ from opentelemetry import context as context_api
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import TracerProvider
 
-from tracing.write.operations import SendOperation
+from tracing.write.operations import Plan, SendOperation
 from tracing.write.providers import confluent
 
 if TYPE_CHECKING:
@@ -121,27 +121,28 @@ class TracedProducer(_ProducerBase):
             if "headers" in kwargs or len(args) == len(self._arg_names):
                 _refuse_keys_that_crash_the_client(kwargs["headers"] if "headers" in kwargs else args[-1])
             ctx = _get_current()
-            if self._sends.quiet(ctx):
+            plan = self._sends.prepare(ctx)
+            if plan is None:
                 return self._produce(topic, *args, **kwargs)
             named = self._named(args, kwargs)
             if named is None:
                 return self._produce(topic, *args, **kwargs)  # let the client raise its TypeError
-            return self._traced_produce(topic, named, ctx)
+            return self._traced_produce(topic, named, plan, ctx)
 
-    def _traced_produce(self, topic: str, named: dict[str, Any], ctx: context_api.Context) -> None:
+    def _traced_produce(
+        self, topic: str, named: dict[str, Any], plan: Plan, ctx: context_api.Context
+    ) -> None:
         partition = named.get("partition")
-        sending = self._sends.start(
-            topic, named.get("key"), partition, named.get("value") is None, named.get("headers"), ctx
+        named["headers"], sending = self._sends.start(
+            plan, topic, named.get("key"), partition, named.get("value") is None, named.get("headers"), ctx
         )
         if sending is None:
             self._produce(topic, **named)
             return
-        named["headers"] = sending.headers
-        if sending.reports:
-            user_callback = named.pop("on_delivery", None)
-            alias = named.pop("callback", None)
-            sending.user_callback = user_callback if user_callback is not None else alias
-            named["on_delivery"] = sending
+        user_callback = named.pop("on_delivery", None)
+        alias = named.pop("callback", None)
+        sending.user_callback = user_callback if user_callback is not None else alias
+        named["on_delivery"] = sending
         try:
             self._produce(topic, **named)
         except BaseException as exc:
