@@ -415,9 +415,17 @@ class _SpanReader:
         self.slim = slim
         self.count = 0
         self._strings: dict[str, str] = {}
+        self._trace_ids: dict[Any, str] = {}
 
     def share(self, text: str) -> str:
         return self._strings.setdefault(text, text)
+
+    def trace_id(self, value: Any) -> str:
+        """A trace id, checked once per distinct value (a trace's spans repeat it) and shared."""
+        known = self._trace_ids.get(value)
+        if known is None:
+            known = self._trace_ids[value] = self.share(_hex_id(value, 32))
+        return known
 
     def attributes(self, attributes: dict[str, Any]) -> dict[str, Any]:
         if not self.slim:
@@ -533,7 +541,7 @@ class _SpanReader:
                 raise LoadError(f"malformed OTLP JSON at resourceSpans[{r_index}] ({_why(exc)})") from None
 
     def _otlp_span(self, raw: Mapping[str, Any], service: str) -> Span:
-        trace_id = self.share(_hex_id(raw["traceId"], 32))
+        trace_id = self.trace_id(raw["traceId"])
         span_id = _hex_id(raw["spanId"], 16)
         status = raw.get("status") or {}
         code = status.get("code", 0)
@@ -570,7 +578,7 @@ class _SpanReader:
             ],
             links=[
                 SpanRef(
-                    self.share(_hex_id(link["traceId"], 32)),
+                    self.trace_id(link["traceId"]),
                     _hex_id(link["spanId"], 16),
                     {} if self.slim else _otlp_attributes(link.get("attributes")),
                 )
@@ -608,7 +616,9 @@ def _otlp_slim_attributes(items: Iterable[Mapping[str, Any]] | None) -> dict[str
     for item in items or ():
         key = item["key"]
         if key.startswith(_SLIM_PREFIXES) or key in _SLIM_KEYS:
-            result[key] = _otlp_value(item.get("value") or {})
+            value = item.get("value") or {}
+            text = value.get("stringValue")
+            result[key] = text if text is not None else _otlp_value(value)
     return result
 
 
