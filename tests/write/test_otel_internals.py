@@ -57,3 +57,10 @@ def test_the_placeholder_meter_provider_is_recognised(placeholder):
     if placeholder and not otel.is_placeholder_meter_provider(provider):
         pytest.skip("a global MeterProvider is set in this process")
     assert otel.is_placeholder_meter_provider(provider) is placeholder
+
+
+def test_the_fast_span_path_installs_on_the_installed_sdk():
+    # Fails when a release changes the SDK span's layout (or the supported versions were
+    # not updated): spans then take the SDK's own, slower path.
+    provider = TracerProvider()
+    assert otel.FastSpans.install(provider, provider.get_tracer("t")) is not None

@@ -14,6 +14,7 @@ import contextvars
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -243,3 +244,190 @@ def is_proxy_tracer_provider(provider: Any) -> bool:
 
 def is_noop_tracer_provider(provider: Any) -> bool:
     return isinstance(provider, trace.NoOpTracerProvider)
+
+
+# -- the fast span path ---------------------------------------------------------
+# The SDK's own span, built without the SDK's per-span validation: our attributes are
+# known to be valid (str, int, bool values; non-empty str keys) and are checked against
+# the provider's span limits; everything else (sampler, ids, flags, span processors'
+# on_start/on_end, the span's own methods) is the SDK's. Taken only on the SDK versions
+# the suite compares it on (tests/write/test_fast_span.py), and never when
+# KET_FAST_SPANS=false.
+_FAST_SPAN_SDK_VERSIONS = ("1.45.",)
+
+
+def _sdk_version() -> str:
+    try:
+        from opentelemetry.sdk.version import __version__ as version
+
+        return str(version)
+    except Exception:
+        return ""
+
+
+def fast_spans_wanted() -> bool:
+    value = os.environ.get("KET_FAST_SPANS", "true").strip().lower()
+    return value not in ("false", "0", "no", "off")
+
+
+class FastSpans:
+    """Starts SDK spans for one SDK tracer, exactly as ``tracer.start_span`` would.
+
+    :meth:`start` returns None when it cannot vouch for the result (a sampler that adds
+    or changes attributes, limits our attributes would hit, a disabled tracer): the
+    caller then takes the SDK's own path for that span.
+    """
+
+    __slots__ = (
+        "_tracer",
+        "_sampler",
+        "_processor",
+        "_new_span_id",
+        "_new_trace_id",
+        "_random_roots",
+        "_limits",
+        "_max_attributes",
+        "_max_length",
+        "_max_link_attributes",
+        "_max_links",
+        "_max_events",
+        "_resource",
+        "_info",
+        "_scope",
+        "_enabled",
+        "_span_class",
+        "_unset",
+        "_bounded",
+        "_bounded_list",
+        "_lock",
+    )
+
+    def __init__(self, tracer: Any) -> None:
+        from opentelemetry.attributes import BoundedAttributes
+        from opentelemetry.sdk.trace import _Span
+        from opentelemetry.sdk.util import BoundedList
+        from opentelemetry.trace import Status, StatusCode
+
+        limits = tracer._span_limits
+        self._tracer = tracer
+        self._sampler = tracer.sampler
+        self._processor = tracer.span_processor
+        self._new_span_id = tracer.id_generator.generate_span_id
+        self._new_trace_id = tracer.id_generator.generate_trace_id
+        self._random_roots = bool(tracer.id_generator.is_trace_id_random())
+        self._limits = limits
+        self._max_attributes = limits.max_span_attributes
+        self._max_length = limits.max_span_attribute_length
+        self._max_link_attributes = limits.max_link_attributes
+        self._max_links = limits.max_links
+        self._max_events = limits.max_events
+        self._resource = tracer.resource
+        self._info = tracer.instrumentation_info
+        self._scope = tracer._instrumentation_scope
+        self._enabled = tracer._is_enabled
+        self._span_class: Any = _Span
+        self._unset = Status(StatusCode.UNSET)
+        self._bounded: Any = BoundedAttributes
+        self._bounded_list = BoundedList
+        self._lock = threading.Lock
+
+    @classmethod
+    def install(cls, provider: Any, tracer: Any) -> FastSpans | None:
+        """For an SDK tracer of a supported SDK version; None otherwise."""
+        if not fast_spans_wanted() or not _sdk_version().startswith(_FAST_SPAN_SDK_VERSIONS):
+            return None
+        try:
+            from opentelemetry.sdk.trace import Tracer as SdkTracer
+            from opentelemetry.sdk.trace import TracerProvider as SdkProvider
+
+            if type(provider) is not SdkProvider or type(tracer) is not SdkTracer:
+                return None
+            if type(tracer._tracer_metrics).__name__ != "NoOpTracerMetrics":
+                return None  # the SDK's own span metrics count each span: let it see them
+            return cls(tracer)
+        except Exception:
+            return None
+
+    def _attributes(self, values: dict[str, Any], maxlen: int | None, immutable: bool) -> Any:
+        bounded = self._bounded.__new__(self._bounded)
+        bounded._dict = values
+        bounded.maxlen = maxlen
+        bounded.dropped = 0
+        bounded.max_value_len = self._max_length if not immutable else self._limits.max_attribute_length
+        bounded._lock = self._lock()
+        bounded._immutable = immutable
+        return bounded
+
+    def _within_limits(self, attributes: dict[str, Any]) -> bool:
+        maxlen = self._max_attributes
+        if maxlen is not None and len(attributes) > maxlen:
+            return False
+        length = self._max_length
+        if length is not None:
+            for value in attributes.values():
+                if type(value) is str and len(value) > length:
+                    return False
+        return True
+
+    def start(
+        self,
+        name: str,
+        context: Context | None,
+        kind: Any,
+        attributes: dict[str, Any],
+        links: Any,
+        start_time: int | None,
+    ) -> Any:
+        if not self._enabled() or not self._within_limits(attributes):
+            return None
+        for link in links:
+            if link.attributes or not link.context.is_valid:
+                return None  # links with attributes: the SDK bounds them itself
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        if parent is None or not parent.is_valid:
+            parent = None
+            trace_id = self._new_trace_id()
+            random_trace_id = self._random_roots
+        else:
+            trace_id = parent.trace_id
+            random_trace_id = parent.trace_flags.random_trace_id
+        result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        decision = result.decision
+        recording = decision.is_recording()
+        if recording and result.attributes != attributes:
+            # The sampler added or changed attributes: the SDK's own path for this span.
+            return self._tracer.start_span(name, context, kind, attributes, links, start_time)
+        flags = 0x01 if decision.is_sampled() else 0x00
+        if random_trace_id:
+            flags |= _RANDOM_TRACE_ID
+        span_context = SpanContext(trace_id, self._new_span_id(), False, _FLAGS[flags], result.trace_state)
+        if not recording:
+            return NonRecordingSpan(span_context)
+        span = self._span_class.__new__(self._span_class)
+        # ReadableSpan's fields, then Span's, as their constructors set them.
+        span._name = name
+        span._context = span_context
+        span._kind = kind
+        span._instrumentation_info = self._info
+        span._instrumentation_scope = self._scope
+        span._parent = parent
+        span._start_time = start_time if start_time is not None else time.time_ns()
+        span._end_time = None
+        span._resource = self._resource
+        span._status = self._unset
+        span._sampler = self._sampler
+        span._trace_config = None
+        span._record_exception = True
+        span._set_status_on_exception = True
+        span._span_processor = self._processor
+        span._limits = self._limits
+        span._lock = self._lock()
+        span._attributes = self._attributes(attributes, self._max_attributes, False)
+        span._events = self._bounded_list(self._max_events)
+        if links:
+            for link in links:
+                link._attributes = self._attributes({}, self._max_link_attributes, True)
+        span._links = self._bounded_list.from_seq(self._max_links, links)
+        span._record_end_metrics = None
+        self._processor.on_start(span, parent_context=context)
+        return span

@@ -124,6 +124,7 @@ class Telemetry:
         self.skip_local_unsampled = False
         self.links_per_span = 128
         self._root_ids: otel.RootIds | None = None  # the root-sampling fast path, when it applies
+        self._fast: otel.FastSpans | None = None  # the fast span path, when it applies
         self._new_span_id: Callable[[], int] = _random_span_id
         self.client = client
         self._common = common_attributes(client)
@@ -154,6 +155,7 @@ class Telemetry:
             self._root_ids = otel.RootIds.install(tracer, sampler)
         # Span ids of skipped children come from the provider's id generator, as the SDK's would.
         self._new_span_id = otel.span_id_generator(provider) or _random_span_id
+        self._fast = otel.FastSpans.install(provider, tracer)  # after RootIds: it reads the id generator
         self.resolved_tracer = tracer
         return tracer
 
@@ -211,6 +213,11 @@ class Telemetry:
             attrs[sc.PARTITION] = str(partition)
         if send.tombstone:
             attrs[sc.KAFKA_TOMBSTONE] = True
+        fast = self._fast
+        if fast is not None:
+            span = fast.start(name, ctx, _PRODUCER, attrs, (), None)
+            if span is not None:
+                return span  # type: ignore[no-any-return]
         # Positional and with the context we hold: the SDK then skips looking it up again.
         return tracer.start_span(name, ctx, _PRODUCER, attrs)
 
@@ -281,7 +288,10 @@ class Telemetry:
             attrs[sc.BODY_SIZE] = received.body_size
         if received.timestamp_ms is not None:
             attrs[sc.QUEUE_TIME_MS] = max(0, now_ns // 1_000_000 - received.timestamp_ms)
-        span = tracer.start_span(name, parent_ctx, _CONSUMER, attrs, links, now_ns)
+        fast = self._fast
+        span = fast.start(name, parent_ctx, _CONSUMER, attrs, links, now_ns) if fast is not None else None
+        if span is None:
+            span = tracer.start_span(name, parent_ctx, _CONSUMER, attrs, links, now_ns)
         return span, with_span(parent_ctx, span)
 
     # -- receive (batches) ----------------------------------------------------
