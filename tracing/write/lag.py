@@ -9,6 +9,10 @@ watermark and the group's committed (and the app's consumed) offset. From those:
   written, estimated from when each high watermark was first seen (interpolated
   between reports); 0 when the consumer is caught up.
 
+A partition revoked or lost in a rebalance stops reporting at once (not at the next
+report), and a report made before the revocation cannot bring it back until it is
+assigned again.
+
 The user's own ``stats_cb`` is still called with every report.
 """
 
@@ -18,7 +22,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from tracing import semconv as sc
@@ -48,6 +52,7 @@ class ConsumerLag:
         # Called with each report until it accepts: the gauges observe registered trackers.
         self._register = register
         self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._revoked: set[tuple[str, int]] = set()  # taken away since their last assignment
         self._lock = threading.Lock()
 
     def _take(self, stats_json: str) -> None:
@@ -86,6 +91,8 @@ class ConsumerLag:
                     if high < 0 or position < 0:
                         continue
                     key = (topic, partition)
+                    if key in self._revoked:
+                        continue  # a report from before the rebalance
                     state = self._partitions.get(key)
                     if state is None:
                         state = self._partitions[key] = _Partition()
@@ -96,6 +103,19 @@ class ConsumerLag:
                     seen.add(key)
             for gone in set(self._partitions) - seen:
                 del self._partitions[gone]  # revoked: no stale series
+
+    def assigned(self, partitions: Iterable[Any]) -> None:
+        """Partitions (``TopicPartition``) given to the consumer: their reports count again."""
+        with self._lock:
+            self._revoked.difference_update((tp.topic, tp.partition) for tp in partitions)
+
+    def revoked(self, partitions: Iterable[Any]) -> None:
+        """Partitions taken away (revoked or lost): they stop reporting now."""
+        with self._lock:
+            for tp in partitions:
+                key = (tp.topic, tp.partition)
+                self._revoked.add(key)
+                self._partitions.pop(key, None)
 
     def clear(self) -> None:
         """Forget every partition (the consumer closed: nothing is assigned)."""

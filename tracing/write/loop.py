@@ -7,11 +7,33 @@ dead-letter topic (original key, value and headers, the trace continued, error
 details in headers) and committed, or the loop stops WITHOUT committing it and
 re-raises the handler's exception, so a restarted consumer gets it again.
 
-A commit the group coordinator cannot take right now (the broker restarting, the
-coordinator moving) does not stop the loop: commits are cumulative per partition, so
-the offset goes with the next message's commit, and is tried again before ``run``
-returns. Until then a restarted consumer would get those messages again: at least
-once, never lost.
+Committing (``commit=``):
+
+- ``"periodic"`` (default): what was handled is committed asynchronously once
+  ``commit_every`` messages were handled since the last commit was sent, or
+  ``commit_interval`` seconds passed since then; when that time comes and the broker has
+  not confirmed the previous asynchronous commit yet (or refused it), this one is made
+  synchronously, so at most one commit is ever unconfirmed. What was handled for a
+  partition is also committed synchronously before the partition is revoked (eager and
+  cooperative rebalances alike, before the user's ``on_revoke``), when the loop stops and
+  so before the consumer closes. A SIGKILL therefore delivers again at most the messages
+  handled since the last confirmed commit: fewer than ``2 * commit_every``. A clean scale-out
+  or scale-in delivers nothing twice.
+- ``"after-success"``: a synchronous commit after every message: nothing is handled twice
+  even after a crash, at the price of one broker round trip per message.
+- None: committing is left to the caller.
+
+Offsets are never committed for a partition no longer owned: a revoked partition's
+offsets are committed in the revoke callback (while the group still waits for this
+member) and then forgotten; a lost partition's are forgotten (its next owner starts from
+the last commit: those messages come again, none is lost). A commit the group coordinator
+cannot take right now (the broker restarting, the coordinator moving) does not stop the
+loop: commits are cumulative per partition, so the offset goes with the next commit, and
+is tried again before ``run`` returns.
+
+Rebalance callbacks run inside ``poll``, between messages: a message being handled
+(retries and their backoff included) finishes, gets its one process span, and is committed
+before its partition goes to another consumer.
 
 SIGTERM and SIGINT stop the loop between messages: the in-flight message finishes
 (and is committed) first. Spans are flushed before ``run`` returns.
@@ -29,6 +51,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from opentelemetry import trace
+
+from tracing.write.rebalance import CommitAnswers
 
 logger = logging.getLogger("tracing.loop")
 
@@ -54,6 +78,7 @@ _DLQ_KEYS = frozenset(
 _MAX_ERROR_MESSAGE = 1024
 _ATTEMPTS = "messaging.process.attempts"  # on a failed process span: how many times it was tried
 _FINAL_COMMIT_S = 10.0  # how long run() keeps trying to commit what is pending when it ends
+_REVOKE_COMMIT_S = 5.0  # how long a revoke waits for the coordinator (the group waits for us meanwhile)
 
 # Commit errors that pass: the coordinator is loading, moving or out of reach.
 _COMMIT_LATER = frozenset(
@@ -145,11 +170,16 @@ def _install_signals(stop: _Stop) -> dict[int, Any]:
     return previous
 
 
+_COMMIT_MODES = ("periodic", "after-success", None)
+
+
 def run(
     consumer: Any,
     handler: Callable[[Any], Any],
     *,
-    commit: str | None = "after-success",
+    commit: str | None = "periodic",
+    commit_interval: float = 1.0,
+    commit_every: int = 1000,
     retries: int = 0,
     backoff: float = 0.2,
     max_backoff: float = 10.0,
@@ -158,7 +188,6 @@ def run(
     stop: Any = None,
     poll_timeout: float = 0.5,
     handle_signals: bool = True,
-    commit_interval: float = 0.0,
 ) -> RunStats:
     """Process messages until stopped; see the module docstring.
 
@@ -167,10 +196,16 @@ def run(
     >>> consumer.run(reserve_stock, retries=2, dead_letter_topic="orders.dlq")
 
     Args:
-        consumer: a ``TracedConsumer`` (subscribed or assigned).
+        consumer: a ``TracedConsumer``, subscribed through it (so that revocations are
+            seen) or assigned.
         handler: called with each message inside its process span.
-        commit: ``"after-success"`` commits each message's offset synchronously once it
-            was handled (or dead-lettered); None leaves committing to you.
+        commit: ``"periodic"`` (default): asynchronous commits every ``commit_every``
+            messages or ``commit_interval`` seconds, synchronous ones before a revoke and
+            at stop; a crash delivers again fewer than ``2 * commit_every`` messages.
+            ``"after-success"``: a synchronous commit after every message (nothing twice
+            after a crash; one broker round trip per message). None: you commit.
+        commit_interval: seconds between periodic commits (at most).
+        commit_every: messages between periodic commits (at most).
         retries: extra attempts after a failure, ``backoff * 2**n`` seconds apart
             (capped at ``max_backoff``); each retry is an event on the span.
         dead_letter_topic: where a message goes when every attempt failed; without
@@ -179,12 +214,11 @@ def run(
             from the consumer's ``bootstrap.servers`` when omitted).
         stop: a ``threading.Event`` or a callable returning True to stop.
         handle_signals: stop cleanly on SIGTERM/SIGINT (main thread only).
-        commit_interval: 0 (default) commits after every message; N > 0 commits what was
-            handled at most every N seconds and when the loop ends — much faster, still
-            at-least-once (after a crash, up to N seconds of messages come again).
     """
-    if commit not in ("after-success", None):
-        raise ValueError(f"commit must be 'after-success' or None, not {commit!r}")
+    if commit not in _COMMIT_MODES:
+        raise ValueError(f"commit must be 'periodic', 'after-success' or None, not {commit!r}")
+    if commit == "periodic" and (commit_every < 1 or commit_interval <= 0):
+        raise ValueError("commit_every must be at least 1 and commit_interval above 0")
     config = _config_of(consumer)
     if commit and str(config.get("enable.auto.commit", "")).lower() in ("true", "1"):
         raise ValueError("run() commits after success: build the consumer with 'enable.auto.commit': False")
@@ -192,20 +226,22 @@ def run(
     previous = _install_signals(stopper) if handle_signals else {}
     stats = RunStats()
     dlq = None
-    pending = _PendingOffsets()
-    last_commit = time.monotonic()
+    committer = _Committer(consumer, stats, commit == "periodic", commit_interval, commit_every)
+    listen = getattr(consumer, "add_partition_listener", None)
+    stop_listening = listen(committer) if commit and listen is not None else None
+    poll = consumer.poll
+    process = consumer.process
     try:
         while not stopper.requested():
-            msg = consumer.poll(poll_timeout)
+            msg = poll(poll_timeout)
             if msg is None:
-                if pending and time.monotonic() - last_commit >= commit_interval:
-                    pending.commit(consumer, stats)
-                    last_commit = time.monotonic()
+                if commit:
+                    committer.idle()
                 continue
             if msg.error() is not None:
                 _on_client_error(msg.error())
                 continue
-            block = consumer.process(msg)
+            block = process(msg)
             with block:
                 ok, error, attempts = _attempts(
                     block, msg, handler, retries, backoff, max_backoff, stopper, stats
@@ -225,20 +261,21 @@ def run(
             else:
                 stats.processed += 1
             if commit:
-                pending.add(msg)
-                if commit_interval <= 0 or time.monotonic() - last_commit >= commit_interval:
-                    pending.commit(consumer, stats)
-                    last_commit = time.monotonic()
+                committer.handled(msg)
         stats.stopped_by = stopper.reason or "stop"
         return stats
     finally:
         for signum, handler_before in previous.items():
             signal.signal(signum, handler_before)
-        if pending:
-            pending.commit_before_leaving(consumer, stats)
-        _flush_spans(consumer)
-        if dlq is not None and dead_letter_producer is None:
-            dlq.flush(10)
+        try:
+            if committer:
+                committer.commit_before_leaving()
+        finally:
+            if stop_listening is not None:
+                stop_listening()
+            _flush_spans(consumer)
+            if dlq is not None and dead_letter_producer is None:
+                dlq.flush(10)
 
 
 def _attempts(
@@ -300,28 +337,122 @@ def _dead_letter(
         )
 
 
-class _PendingOffsets:
-    """Offsets handled but not committed yet, per partition (a commit covers what precedes it)."""
+class _Committer:
+    """Offsets handled and not committed yet, per partition, and when to commit them.
 
-    def __init__(self) -> None:
-        self._next: dict[tuple[str, int], int] = {}
+    ``_pending``: handled since the last commit was sent. ``_unconfirmed``: sent in the
+    last asynchronous commit, which the broker has not confirmed yet. A commit covers what
+    precedes it in its partition, so committing an offset again is harmless.
+    """
+
+    def __init__(self, consumer: Any, stats: RunStats, periodic: bool, interval: float, every: int) -> None:
+        self._consumer = consumer
+        self._stats = stats
+        self._periodic = periodic
+        self._interval = interval
+        self._every = every
+        self._pending: dict[tuple[str, int], int] = {}
+        self._unconfirmed: dict[tuple[str, int], int] = {}
+        self._since = 0  # messages handled since the last commit was sent
+        self._sent_at = time.monotonic()
+        # Without the answers (a client built elsewhere) every periodic commit is synchronous.
+        self._answers: CommitAnswers | None = getattr(consumer, "commit_answers", None)
+        self._answered_before = 0  # answers counted when the last asynchronous commit was sent
         self._deferring = False
 
     def __bool__(self) -> bool:
-        return bool(self._next)
+        return bool(self._pending or self._unconfirmed)
 
-    def add(self, msg: Any) -> None:
-        self._next[(msg.topic(), msg.partition())] = msg.offset() + 1
+    # -- the loop's side ------------------------------------------------------------
+    def handled(self, msg: Any) -> None:
+        self._pending[(msg.topic(), msg.partition())] = msg.offset() + 1
+        if not self._periodic:
+            self._commit_now()
+            return
+        self._since += 1
+        if self._since >= self._every or time.monotonic() - self._sent_at >= self._interval:
+            self._due()
 
-    def commit(self, consumer: Any, stats: RunStats) -> bool:
-        """Commit everything pending; True when nothing is left.
+    def idle(self) -> None:
+        """Nothing arrived: commit what is pending once the interval has passed."""
+        if self._pending and time.monotonic() - self._sent_at >= self._interval:
+            self._due()
+        elif self._unconfirmed and self._confirmed():
+            self._unconfirmed.clear()
+
+    def _due(self) -> None:
+        self._since = 0
+        self._sent_at = time.monotonic()
+        answers = self._answers
+        if answers is None or self._deferring or (self._unconfirmed and not self._confirmed()):
+            self._commit_now()
+            return
+        # The previous asynchronous commit went through: send this one and go on.
+        self._unconfirmed = self._pending
+        self._pending = {}
+        self._answered_before = answers.answered
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._unconfirmed.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException:
+            self._commit_now()  # refused at once (e.g. no coordinator yet): the synchronous path sorts it out
+
+    def _confirmed(self) -> bool:
+        answers = self._answers
+        return answers is not None and answers.answered > self._answered_before and answers.last_ok
+
+    def _commit_now(self) -> bool:
+        """Commit everything handled, synchronously; True when nothing is left."""
+        offsets = {**self._unconfirmed, **self._pending}
+        self._unconfirmed = {}
+        self._pending = offsets
+        return self._commit(offsets)
+
+    # -- rebalances (called inside poll, between messages) ---------------------------
+    def partitions_revoked(self, partitions: list[TopicPartition]) -> None:
+        """Commit what was handled for these partitions while they are still ours."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        offsets = {key: o for key, o in {**self._unconfirmed, **self._pending}.items() if key in gone}
+        if offsets:
+            deadline = time.monotonic() + _REVOKE_COMMIT_S
+            while not self._commit(offsets) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if offsets:
+                logger.warning(
+                    "offsets %s not committed before their partitions were revoked: "
+                    "the next owner gets those messages again",
+                    offsets,
+                )
+        self._forget(gone)
+
+    def partitions_lost(self, partitions: list[TopicPartition]) -> None:
+        """Lost (the group moved on without us): another member may own them, commit nothing."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        dropped = {k: o for k, o in {**self._unconfirmed, **self._pending}.items() if k in gone}
+        if dropped:
+            logger.warning(
+                "partitions lost before offsets %s were committed: "
+                "their next owner gets those messages again",
+                dropped,
+            )
+        self._forget(gone)
+
+    def _forget(self, gone: set[tuple[str, int]]) -> None:
+        for key in gone:
+            self._pending.pop(key, None)
+            self._unconfirmed.pop(key, None)
+
+    # -- committing -------------------------------------------------------------------
+    def _commit(self, next_offsets: dict[tuple[str, int], int]) -> bool:
+        """Commit ``next_offsets`` synchronously, emptying it; True when nothing is left.
 
         A passing coordinator problem keeps the offsets for the next commit; an error
         that will not pass (authorization, a fatal client error) is raised.
         """
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._next.items()]
+        stats = self._stats
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
         try:
-            results = consumer.commit(offsets=offsets, asynchronous=False) or ()
+            results = self._consumer.commit(offsets=offsets, asynchronous=False) or ()
             errors = [(tp, tp.error) for tp in results if tp.error is not None]
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
@@ -339,7 +470,7 @@ class _PendingOffsets:
                     tp.partition,
                     error,
                 )
-                self._next.pop((tp.topic, tp.partition), None)
+                next_offsets.pop((tp.topic, tp.partition), None)
                 continue
             if code in _COMMIT_LATER or (isinstance(error, KafkaError) and error.retriable()):
                 stats.commits_deferred += 1
@@ -351,15 +482,15 @@ class _PendingOffsets:
         if self._deferring:
             logger.info("commits go through again")
         self._deferring = False
-        self._next.clear()
+        next_offsets.clear()
         return True
 
-    def commit_before_leaving(self, consumer: Any, stats: RunStats) -> None:
+    def commit_before_leaving(self) -> None:
         """Keep trying for a few seconds; what stays uncommitted is delivered again later."""
         deadline = time.monotonic() + _FINAL_COMMIT_S
         while True:
             try:
-                if self.commit(consumer, stats):
+                if self._commit_now():
                     return
             except Exception as exc:
                 logger.warning("could not commit before stopping (%s)", exc)
@@ -367,7 +498,7 @@ class _PendingOffsets:
             if time.monotonic() >= deadline:
                 logger.warning(
                     "offsets %s not committed before stopping: those messages will be delivered again",
-                    dict(self._next),
+                    self._pending,
                 )
                 return
             time.sleep(0.5)

@@ -13,16 +13,18 @@ Three consuming styles, exactly ONE ``process {topic}`` span per message in each
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer as _Consumer
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import TracerProvider
 
+from tracing.write.contrib import untraced
 from tracing.write.lag import ConsumerLag, with_lag_statistics
 from tracing.write.operations import PARENT, ProcessOperation
 from tracing.write.providers import confluent
+from tracing.write.rebalance import CommitAnswers, ConsumerCallbacks, PartitionListener, RebalanceCallback
 from tracing.write.tracker import OpenProcessing, ProcessBlock, in_flight
 
 if TYPE_CHECKING:
@@ -85,14 +87,20 @@ class TracedConsumer(_ConsumerBase):
         self.lag: ConsumerLag | None = None
         consumer: Any
         if isinstance(conf_or_consumer, Mapping):
-            # Built here: its statistics can feed the lag gauges.
+            # Built here: its statistics can feed the lag gauges, its commit answers run().
             self.lag = ConsumerLag(config.get("group.id"), register=operation.flow.track_lag)
+            self._callbacks = ConsumerCallbacks(self.lag)
             conf = with_lag_statistics(config, self.lag, enable=operation.flow.instruments() is not None)
-            consumer = (_client_class or _Consumer)(conf)
+            consumer = (_client_class or _Consumer)(self._callbacks.with_commit_answers(conf))
         else:
+            self._callbacks = ConsumerCallbacks(None)
             consumer = conf_or_consumer
+        # A client the OpenTelemetry contrib instrumentation wrapped is traced once, by us.
+        consumer, own = untraced(consumer, ("poll", "consume", "close"), "TracedConsumer")
         self._consumer = consumer
-        self._poll = consumer.poll
+        self._poll = own["poll"]
+        self._consume = own["consume"]
+        self._close = own["close"]
         self.client_config: Mapping[str, Any] = config  # read for span attributes and run()
         self.tracer_provider = tracer_provider
         self._spans = OpenProcessing(operation, per_task=False)
@@ -124,10 +132,36 @@ class TracedConsumer(_ConsumerBase):
         if self._open:
             self._spans.end_own()
         started = _time_ns()
-        messages: list[Any] = self._consumer.consume(num_messages, timeout)
+        messages: list[Any] = self._consume(num_messages, timeout)
         if messages:
             self._spans.operation.received_batch(messages, started)
         return messages
+
+    def subscribe(
+        self,
+        topics: list[str],
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        """As ``Consumer.subscribe``; your callbacks are called as before.
+
+        Partitions revoked or lost stop reporting lag at once, and ``run()`` commits what
+        it handled for a revoked partition before your ``on_revoke`` is called. Without
+        an ``on_lost``, your ``on_revoke`` is called for lost partitions (as librdkafka does).
+        """
+        assigned, revoked, lost = self._callbacks.wrap(on_assign, on_revoke, on_lost)
+        self._consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked, on_lost=lost)
+
+    def add_partition_listener(self, listener: PartitionListener) -> Callable[[], None]:
+        """Tell ``listener`` of revoked and lost partitions (before your own callbacks) until
+        the returned function is called. Needs ``subscribe`` on this wrapper."""
+        return self._callbacks.add_listener(listener)
+
+    @property
+    def commit_answers(self) -> CommitAnswers | None:
+        """Answers to asynchronous commits, when this wrapper built the client (else None)."""
+        return self._callbacks.commit_answers
 
     def process(self, msg: Any) -> ProcessBlock:
         """A context manager: the message's process span, current for the block.
@@ -142,7 +176,7 @@ class TracedConsumer(_ConsumerBase):
         self._spans.end_all(in_flight())
         if self.lag is not None:
             self.lag.clear()
-        self._consumer.close()
+        self._close()
 
     def run(self, handler: Any, **options: Any) -> RunStats:
         """Managed at-least-once loop; see :func:`tracing.write.loop.run`."""
