@@ -5,7 +5,12 @@ Honours the standard variables: ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES
 ``OTEL_EXPORTER_OTLP_PROTOCOL`` (and ``..._TRACES_PROTOCOL``, ``..._METRICS_PROTOCOL``:
 ``grpc`` or ``http/protobuf``), ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG``,
 ``OTEL_BSP_*``, ``OTEL_METRICS_EXPORTER`` (``otlp`` or ``none``),
-``OTEL_METRIC_EXPORT_INTERVAL``; ``OTEL_PROPAGATORS`` is read by the API.
+``OTEL_METRIC_EXPORT_INTERVAL``; ``OTEL_PROPAGATORS`` is read by the API, when
+``configure()`` runs (a propagator it names that is not installed is named, with the
+extra that installs it). ``OTEL_SDK_DISABLED=true``: nothing is exported, and the wrappers
+record and inject nothing (see :mod:`tracing.write.operations`).
+
+The SDK is imported by :func:`configure`, not by ``import tracing``.
 """
 
 from __future__ import annotations
@@ -16,22 +21,33 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+from tracing.write import otel
+from tracing.write.metrics import PreAggregated, preaggregate
+from tracing.write.propagation import report_internal_error
+
+PROTOCOLS = ("grpc", "http/protobuf")
+
 
 def _protocol(protocol: str | None, signal: str = "TRACES") -> str:
-    value = (
-        protocol
-        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "grpc"
-    ).strip()
-    if value not in ("grpc", "http/protobuf"):
-        raise ValueError(f"OTLP protocol must be 'grpc' or 'http/protobuf', not {value!r}")
+    source = "protocol="
+    value = protocol
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        if value:
+            break
+        value, source = os.environ.get(name), name
+    value = (value or "grpc").strip()
+    if value not in PROTOCOLS:
+        # http/json included: the OpenTelemetry Python exporters have no JSON encoding.
+        raise ValueError(
+            f"{source} {value!r} is not an OTLP protocol the exporters support: "
+            f"use {' or '.join(map(repr, PROTOCOLS))}"
+        )
     return value
 
 
@@ -72,6 +88,35 @@ def otlp_metric_exporter(endpoint: str | None = None, protocol: str | None = Non
     return exporter
 
 
+def _preaggregation_wanted() -> bool:
+    return os.environ.get("KET_PREAGGREGATE", "true").strip().lower() not in ("false", "0", "no", "off")
+
+
+class _MergingExporter(MetricExporter):
+    """Exports what the SDK collected plus the flow metrics' histograms aggregated in place."""
+
+    def __init__(self, inner: MetricExporter, aggregated: PreAggregated) -> None:
+        temporality, aggregation = otel.exporter_preferences(inner)
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
+        self._inner = inner
+        self._aggregated = aggregated
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+        try:
+            metrics_data = self._aggregated.merged_into(metrics_data)
+        except Exception:
+            report_internal_error("could not add the flow metrics' histograms to an export")
+        if not any(rm.scope_metrics for rm in metrics_data.resource_metrics):
+            return MetricExportResult.SUCCESS  # nothing at all this time: nothing to send
+        return self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return bool(self._inner.force_flush(timeout_millis=timeout_millis))
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
 def configure_metrics(
     resource: Resource,
     *,
@@ -85,8 +130,19 @@ def configure_metrics(
         if os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "none":
             return None
         exporter = otlp_metric_exporter(endpoint, protocol)
+    # The flow metrics' histograms are aggregated in place and merged into each export
+    # (one SDK record() per message each would cost more than the rest of the message's
+    # tracing); KET_PREAGGREGATE=false, or an exporter that wants them otherwise than
+    # cumulative explicit buckets, records them through the SDK instead.
+    aggregated = None
+    if _preaggregation_wanted() and otel.histograms_are_cumulative(exporter):
+        aggregated = PreAggregated()
+        exporter = _MergingExporter(exporter, aggregated)
     # The export interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
-    provider = MeterProvider(resource=resource, metric_readers=[PeriodicExportingMetricReader(exporter)])
+    reader = PeriodicExportingMetricReader(exporter)
+    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    if aggregated is not None and otel.collect_even_when_empty(reader, resource):
+        preaggregate(provider, aggregated)
     if set_global and isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
         metrics.set_meter_provider(provider)
     return provider
@@ -124,13 +180,25 @@ def configure(
         metric_exporter: use this metric exporter instead of OTLP.
 
     Spans are flushed at interpreter exit. Returns the provider.
+
+    Raises ValueError (one line saying what to change) for an OTLP protocol other than
+    ``grpc`` or ``http/protobuf`` and for a propagator named in ``OTEL_PROPAGATORS`` that
+    is not installed (:class:`~tracing.write.otel.MissingPropagatorError`).
     """
+    from tracing.write import otel
+
+    otel.load_propagators()
     attributes = dict(resource_attributes or {})
     if service_name:
         attributes[SERVICE_NAME] = service_name
     resource = Resource.create(attributes)
     sampler = ParentBased(TraceIdRatioBased(sampler_ratio)) if sampler_ratio is not None else None
     provider = TracerProvider(resource=resource, sampler=sampler)
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":  # as the SDK reads it
+        # Its tracers record nothing; installed anyway, so other instrumentations record nothing either.
+        if set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            trace.set_tracer_provider(provider)
+        return provider  # and nothing to export: no exporter, no metrics
     provider.add_span_processor(BatchSpanProcessor(exporter or otlp_exporter(endpoint, protocol)))
     if set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)

@@ -22,10 +22,12 @@ the newest) and each client reports at most ``max_paths`` distinct paths (then
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -128,9 +130,15 @@ class _Tally:
 
 
 class Instruments:
-    """The instruments of one meter provider (created once: the SDK warns on repeats)."""
+    """The instruments of one meter provider (created once: the SDK warns on repeats).
 
-    def __init__(self, meter: metrics.Meter) -> None:
+    ``local``: for a MeterProvider built by :func:`tracing.configure`, the histograms are
+    aggregated here (:class:`PreAggregated`) and handed to its exporter whole at each
+    export, instead of one SDK ``record()`` per message.
+    """
+
+    def __init__(self, meter: metrics.Meter, local: PreAggregated | None = None) -> None:
+        histogram = meter.create_histogram if local is None else local.histogram
         self.lags: weakref.WeakSet[Any] = weakref.WeakSet()  # ConsumerLag of live consumers
         meter.create_observable_gauge(
             "kafka.consumer.lag",
@@ -160,25 +168,25 @@ class Instruments:
             "{message}",
             "Messages handed to the application.",
         )
-        self.operation = meter.create_histogram(
+        self.operation = histogram(
             "messaging.client.operation.duration",
             "s",
             "Duration of a messaging operation: for send, from produce() to its delivery report.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.process = meter.create_histogram(
+        self.process = histogram(
             "messaging.process.duration",
             "s",
             "Duration of processing one message.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self.queue_time = meter.create_histogram(
+        self.queue_time = histogram(
             "kafka.record.queue_time",
             "s",
             "Time from a record's timestamp to the start of its processing.",
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
         )
-        self.chain = meter.create_histogram(
+        self.chain = histogram(
             "eventchain.chain.duration",
             "s",
             "Time from the start of a message's event chain to the start of its processing.",
@@ -203,8 +211,167 @@ def instruments_of(provider: Any) -> Instruments:
         found = _instruments.get(provider)
         if found is None:
             meter = provider.get_meter(SCOPE, __version__, schema_url=sc.SCHEMA_URL)
-            found = _instruments[provider] = Instruments(meter)
+            found = _instruments[provider] = Instruments(meter, _preaggregated.get(provider))
         return found
+
+
+# ----------------------------------------------------------------------------
+# Histograms aggregated in place, for the MeterProviders configure() builds
+# ----------------------------------------------------------------------------
+_preaggregated: weakref.WeakKeyDictionary[Any, PreAggregated] = weakref.WeakKeyDictionary()
+
+
+class _Series:
+    """One histogram series, kept as the SDK's explicit-bucket aggregation keeps it."""
+
+    __slots__ = ("attributes", "counts", "sum", "min", "max", "total", "total_sum", "total_min", "total_max")
+
+    def __init__(self, attributes: dict[str, Any], buckets: int) -> None:
+        self.attributes = attributes
+        self.counts: list[int] | None = None  # since the last collection
+        self.sum: float = 0
+        self.min = math.inf
+        self.max = -math.inf
+        self.total: list[int] | None = None  # cumulative, folded in at each collection
+        self.total_sum: float = 0
+        self.total_min = math.inf
+        self.total_max = -math.inf
+
+
+class LocalHistogram:
+    """A histogram with the SDK's semantics (explicit buckets, min/max, cumulative),
+    recorded here without an SDK call; its points are read at collection."""
+
+    __slots__ = ("name", "unit", "description", "boundaries", "_series", "_by_id", "_lock", "_start")
+
+    def __init__(
+        self, name: str, unit: str, description: str, boundaries: tuple[float, ...], start: int
+    ) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self.boundaries = tuple(float(b) for b in boundaries)
+        self._series: dict[tuple[Any, ...], _Series] = {}
+        self._by_id: dict[int, tuple[dict[str, Any], _Series]] = {}  # the cached attribute dicts
+        self._lock = threading.Lock()
+        self._start = start
+
+    def record(self, amount: float, attributes: dict[str, Any]) -> None:
+        found = self._by_id.get(id(attributes))
+        if found is None or found[0] is not attributes:
+            found = self._series_of(attributes)
+        series = found[1]
+        with self._lock:
+            counts = series.counts
+            if counts is None:
+                counts = series.counts = [0] * (len(self.boundaries) + 1)
+            series.sum += amount
+            if amount < series.min:
+                series.min = amount
+            if amount > series.max:
+                series.max = amount
+            counts[bisect_left(self.boundaries, amount)] += 1
+
+    def _series_of(self, attributes: dict[str, Any]) -> tuple[dict[str, Any], _Series]:
+        key = tuple(sorted(attributes.items()))
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series(dict(attributes), len(self.boundaries) + 1)
+            found = self._by_id[id(attributes)] = (attributes, series)  # holds the dict: its id stays its own
+        return found
+
+    def collect(self, now: int) -> list[Any]:
+        """Cumulative points, folded exactly as the SDK folds an interval into its totals."""
+        from opentelemetry.sdk.metrics.export import HistogramDataPoint
+
+        points = []
+        with self._lock:
+            for series in self._series.values():
+                counts = series.counts or [0] * (len(self.boundaries) + 1)
+                total = series.total or [0] * (len(self.boundaries) + 1)
+                series.total = [c + t for c, t in zip(counts, total, strict=True)]
+                series.total_min = min(series.min, series.total_min)
+                series.total_max = max(series.max, series.total_max)
+                series.total_sum = series.sum + series.total_sum
+                series.counts, series.sum, series.min, series.max = None, 0, math.inf, -math.inf
+                points.append(
+                    HistogramDataPoint(
+                        attributes=series.attributes,
+                        start_time_unix_nano=self._start,
+                        time_unix_nano=now,
+                        count=sum(series.total),
+                        sum=series.total_sum,
+                        bucket_counts=tuple(series.total),
+                        explicit_bounds=self.boundaries,
+                        min=series.total_min,
+                        max=series.total_max,
+                    )
+                )
+        return points
+
+
+class PreAggregated:
+    """The flow metrics' histograms of one MeterProvider, aggregated in place."""
+
+    def __init__(self) -> None:
+        self.start = _time_ns()
+        self.histograms: list[LocalHistogram] = []
+
+    def histogram(
+        self,
+        name: str,
+        unit: str = "",
+        description: str = "",
+        *,
+        explicit_bucket_boundaries_advisory: tuple[float, ...] = DURATION_BUCKETS,
+    ) -> LocalHistogram:
+        found = LocalHistogram(name, unit, description, explicit_bucket_boundaries_advisory, self.start)
+        self.histograms.append(found)
+        return found
+
+    def merged_into(self, data: Any) -> Any:
+        """``data`` (the SDK's MetricsData of one collection) with these histograms added
+        to this library's scope, as the SDK would have exported them."""
+        from opentelemetry.sdk.metrics.export import (
+            AggregationTemporality,
+            Histogram,
+            Metric,
+            MetricsData,
+            ResourceMetrics,
+            ScopeMetrics,
+        )
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        now = _time_ns()
+        extra = []
+        for histogram in self.histograms:
+            points = histogram.collect(now)
+            if points:
+                data_ = Histogram(
+                    data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE
+                )
+                extra.append(Metric(histogram.name, histogram.description, histogram.unit, data_))
+        if not extra or not data.resource_metrics:
+            return data
+        first, *rest = data.resource_metrics
+        scopes = list(first.scope_metrics)
+        for i, scope_metrics in enumerate(scopes):
+            if scope_metrics.scope.name == SCOPE:
+                scopes[i] = ScopeMetrics(
+                    scope_metrics.scope, [*scope_metrics.metrics, *extra], scope_metrics.schema_url
+                )
+                break
+        else:
+            scope = InstrumentationScope(SCOPE, __version__, sc.SCHEMA_URL)
+            scopes.append(ScopeMetrics(scope, extra, sc.SCHEMA_URL))
+        return MetricsData([ResourceMetrics(first.resource, scopes, first.schema_url), *rest])
+
+
+def preaggregate(provider: Any, aggregated: PreAggregated) -> None:
+    """Have the flow metrics of ``provider`` aggregate their histograms in ``aggregated``
+    (before any client resolves its instruments)."""
+    _preaggregated[provider] = aggregated
 
 
 class FlowMetrics:

@@ -21,7 +21,7 @@ from typing import Any
 import opentelemetry.metrics._internal as _metrics_internal
 import opentelemetry.trace as _trace_api
 from opentelemetry import context as context_api
-from opentelemetry import metrics, propagate, trace
+from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -35,7 +35,7 @@ FOUND: dict[str, bool] = {
     "metrics._METER_PROVIDER": hasattr(_metrics_internal, "_METER_PROVIDER"),
     "metrics._ProxyMeterProvider": isinstance(getattr(_metrics_internal, "_ProxyMeterProvider", None), type),
     "context._RUNTIME_CONTEXT": False,  # set below
-    "propagate._HTTP_TEXT_FORMAT": hasattr(propagate, "_HTTP_TEXT_FORMAT"),
+    "propagate._HTTP_TEXT_FORMAT": False,  # set when the propagators are loaded
     "CompositePropagator._propagators": False,  # set below
 }
 
@@ -119,10 +119,47 @@ def detach(token: object) -> None:
 
 
 # -- propagators ----------------------------------------------------------------
+class MissingPropagatorError(ValueError):
+    """``OTEL_PROPAGATORS`` names a propagator that is not installed."""
+
+
+# Propagators this project's extras install, by their OTEL_PROPAGATORS name.
+_PROPAGATOR_EXTRAS = {"b3": "b3", "b3multi": "b3", "jaeger": "jaeger"}
+_propagate: Any = None  # opentelemetry.propagate, imported on first use
+
+
+def missing_propagator_message() -> str:
+    """One line: which propagator named in ``OTEL_PROPAGATORS`` is missing, and how to get it."""
+    from importlib.metadata import entry_points
+
+    names = [n.strip() for n in os.environ.get("OTEL_PROPAGATORS", "").split(",") if n.strip()]
+    installed = {ep.name for ep in entry_points(group="opentelemetry_propagator")}
+    missing = [n for n in names if n not in installed] or names or ["?"]
+    name = missing[0]
+    extra = _PROPAGATOR_EXTRAS.get(name)
+    fix = f"pip install 'kafka-event-tracing[{extra}]'" if extra else "install the package providing it"
+    return f"OTEL_PROPAGATORS names {name!r}, which is not installed: {fix} (or take it out of the variable)"
+
+
+def load_propagators() -> Any:
+    """``opentelemetry.propagate``, which builds the propagators of ``OTEL_PROPAGATORS``
+    when first imported: done on first use (``configure()``, a wrapper), not at import."""
+    global _propagate
+    if _propagate is None:
+        try:
+            from opentelemetry import propagate
+        except ValueError:  # the API's message names no remedy, and comes with a long traceback
+            raise MissingPropagatorError(missing_propagator_message()) from None
+        FOUND["propagate._HTTP_TEXT_FORMAT"] = hasattr(propagate, "_HTTP_TEXT_FORMAT")
+        _propagate = propagate
+    return _propagate
+
+
 def global_textmap() -> TextMapPropagator:
     """The global propagator, read without a call when possible."""
+    propagate = _propagate if _propagate is not None else load_propagators()
     found = getattr(propagate, "_HTTP_TEXT_FORMAT", None)
-    return found if found is not None else propagate.get_global_textmap()
+    return found if found is not None else propagate.get_global_textmap()  # type: ignore[no-any-return]
 
 
 def propagator_parts(propagator: TextMapPropagator) -> list[Any]:
@@ -431,3 +468,49 @@ class FastSpans:
         span._record_end_metrics = None
         self._processor.on_start(span, parent_context=context)
         return span
+
+
+# -- metric exporters -----------------------------------------------------------
+def exporter_preferences(exporter: Any) -> tuple[Any, Any]:
+    """A MetricExporter's preferred temporality and aggregation, to wrap it faithfully
+    (the SDK's reader reads them from these attributes; no public accessor exists)."""
+    return getattr(exporter, "_preferred_temporality", None), getattr(
+        exporter, "_preferred_aggregation", None
+    )
+
+
+def histograms_are_cumulative(exporter: Any) -> bool:
+    """Whether ``exporter`` wants histograms cumulative (the default; then the flow
+    metrics' histograms can be aggregated in place and merged at export)."""
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    temporality, aggregation = exporter_preferences(exporter)
+    if aggregation and aggregation.get(Histogram) is not None:
+        from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
+
+        if not isinstance(aggregation[Histogram], DefaultAggregation | ExplicitBucketHistogramAggregation):
+            return False
+    return temporality is None or temporality.get(Histogram, AggregationTemporality.CUMULATIVE) is (
+        AggregationTemporality.CUMULATIVE
+    )
+
+
+def collect_even_when_empty(reader: Any, resource: Any) -> bool:
+    """Have a registered MetricReader hand its exporter an empty collection instead of
+    none, so that metrics merged in at export (the flow metrics' histograms) are exported
+    even when the SDK itself collected nothing. False when the reader's layout is not the
+    one known here (then the caller records through the SDK instead)."""
+    collect = getattr(reader, "_collect", None)
+    if collect is None or not callable(collect):
+        return False
+    from opentelemetry.sdk.metrics.export import MetricsData, ResourceMetrics
+
+    def collect_or_empty(reader_: Any, *args: Any, **kwargs: Any) -> Any:
+        found = collect(reader_, *args, **kwargs)
+        if found is None:
+            return MetricsData([ResourceMetrics(resource, [], resource.schema_url)])
+        return found
+
+    reader._collect = collect_or_empty
+    return True

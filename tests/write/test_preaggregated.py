@@ -1,0 +1,131 @@
+"""The flow metrics' histograms aggregated in place (the MeterProviders configure() builds)
+export exactly what the SDK's own histograms export for the same measurements."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+)
+from opentelemetry.sdk.resources import Resource
+
+from tests.write.conftest import assign_all, consumer_conf, poll_n
+from tracing import TracedConsumer, TracedProducer
+from tracing.sdk import configure_metrics
+from tracing.write.metrics import Instruments, PreAggregated, instruments_of
+from tracing.write.recipe import SCOPE
+
+
+class Captured(MetricExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports = []
+
+    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):
+        self.exports.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        pass
+
+
+def _histograms(metrics_data) -> dict:
+    found = {}
+    for resource_metrics in metrics_data.resource_metrics if metrics_data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            if scope_metrics.scope.name != SCOPE:
+                continue
+            for metric in scope_metrics.metrics:
+                if type(metric.data).__name__ != "Histogram":
+                    continue
+                found[metric.name] = (
+                    metric.unit,
+                    metric.description,
+                    type(metric.data.aggregation_temporality).__name__,
+                    metric.data.aggregation_temporality.name,
+                    sorted(
+                        (
+                            sorted(p.attributes.items()),
+                            p.count,
+                            p.sum,
+                            tuple(p.bucket_counts),
+                            tuple(p.explicit_bounds),
+                            p.min,
+                            p.max,
+                        )
+                        for p in metric.data.data_points
+                    ),
+                )
+    return found
+
+
+measurement = st.tuples(
+    st.sampled_from(["operation", "process", "queue_time", "chain"]),
+    st.sampled_from(
+        [{"messaging.destination.name": "orders"}, {"messaging.destination.name": "stock", "x": 1}]
+    ),
+    st.floats(min_value=0, max_value=5000, allow_nan=False),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(measurement, max_size=30), min_size=1, max_size=4))
+def test_aggregated_in_place_exports_what_the_sdk_exports(collections):
+    sdk_reader = InMemoryMetricReader()
+    sdk = Instruments(MeterProvider(metric_readers=[sdk_reader]).get_meter(SCOPE))
+    exporter = Captured()
+    merged_provider = configure_metrics(Resource.create({}), exporter=exporter, set_global=False)
+    local = instruments_of(merged_provider)
+    cached: dict = {}
+    for measurements in collections:
+        for name, attributes, value in measurements:
+            # The same dict object per attribute set, as the clients pass them.
+            attrs = cached.setdefault(tuple(sorted(attributes.items())), dict(attributes))
+            getattr(sdk, name).record(value, attrs)
+            getattr(local, name).record(value, attrs)
+        expected = _histograms(sdk_reader.get_metrics_data())
+        exporter.exports.clear()
+        merged_provider.force_flush()
+        got = _histograms(exporter.exports[-1]) if exporter.exports else {}
+        assert got == expected
+    merged_provider.shutdown()
+
+
+def test_a_configured_provider_aggregates_in_place_and_a_users_provider_through_the_sdk():
+    exporter = Captured()
+    merged = configure_metrics(Resource.create({}), exporter=exporter, set_global=False)
+    assert isinstance(instruments_of(merged).process, type(PreAggregated().histogram("x")))
+    users = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    assert type(instruments_of(users).process).__module__.startswith("opentelemetry")
+    merged.shutdown()
+
+
+def test_flow_metrics_of_real_traffic_reach_the_configured_exporter(mock_cluster, topic):
+    exporter = Captured()
+    provider = configure_metrics(Resource.create({}), exporter=exporter, set_global=False)
+    producer = TracedProducer({"bootstrap.servers": mock_cluster}, meter_provider=provider)
+    for i in range(5):
+        producer.produce(topic, b"order", key=b"k%d" % i, partition=0)
+    assert producer.flush(15) == 0
+    consumer = TracedConsumer(consumer_conf(mock_cluster), meter_provider=provider)
+    assign_all(consumer, topic)
+    for _ in range(5):
+        (msg,) = poll_n(consumer, 1)
+        with consumer.process(msg):  # takes over the span poll() opened
+            pass
+    consumer.close()
+    provider.force_flush()
+    histograms = _histograms(exporter.exports[-1])
+    counts = {name: sum(point[1] for point in found[4]) for name, found in histograms.items()}
+    assert counts["messaging.client.operation.duration"] == 5
+    assert counts["messaging.process.duration"] == 5
+    assert counts["kafka.record.queue_time"] == 5
+    assert counts["eventchain.chain.duration"] == 5
+    provider.shutdown()
