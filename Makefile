@@ -1,4 +1,4 @@
-# Developer entry points. The real stack (Kafka + Jaeger, then the collector and
+# Developer entry points. The real stack (Kafka + RabbitMQ + Jaeger, then the collector and
 # Prometheus) runs as plain local processes; see scripts/stack.sh and
 # scripts/metrics-stack.sh for what they start and where they log.
 
@@ -15,7 +15,8 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make venv          create $(VENV) and install the project (again only when pyproject.toml changes)"
-	@echo "make stack-up      start Kafka (127.0.0.1:19092) and Jaeger (OTLP 4317/4318, UI 16686; UI assets"
+	@echo "make stack-up      start Kafka (127.0.0.1:19092), RabbitMQ (127.0.0.1:5672, Debian's rabbitmq-server)"
+	@echo "                   and Jaeger (OTLP 4317/4318, UI 16686; UI assets"
 	@echo "                   from KET_JAEGER_UI_ASSETS or downloaded, see scripts/stack.sh),"
 	@echo "                   then the collector (OTLP 14317/14318) and Prometheus (19090)"
 	@echo "make stack-down    stop them"

@@ -3,6 +3,8 @@
 #   kafka   Apache Kafka, one combined KRaft node   127.0.0.1:19092 (controller 127.0.0.1:19093)
 #   jaeger  Jaeger v2, in-memory storage            OTLP 127.0.0.1:4317 (gRPC) / 4318 (HTTP),
 #                                                   query API + UI 127.0.0.1:16686, health 127.0.0.1:13133
+#   rabbitmq  RabbitMQ from Debian's rabbitmq-server  AMQP 127.0.0.1:5672 (Erlang distribution 127.0.0.1:25672,
+#             package, data and logs in .stack/rabbitmq  epmd on 4369), user guest/guest
 #
 # Usage: scripts/stack.sh up | down [kafka|jaeger]... | status | ui-assets | run -- COMMAND...
 #   up      build/fetch what is missing, start both, wait until they really answer
@@ -28,10 +30,14 @@
 #   KET_JAEGER_UI_SHA256       if set, a tarball with another checksum is refused
 #                              Tarballs are unpacked once into the cache (jaeger-ui-VERSION-CHECKSUM/);
 #                              without any, Jaeger starts with its placeholder page and says so.
+#   KET_RABBITMQ_START_TIMEOUT seconds (default 60)
+#   KET_RABBITMQ_SBIN          folder with RabbitMQ's rabbitmq-server and rabbitmqctl scripts
+#                              (default: /usr/lib/rabbitmq/bin, Debian's package, which `up` installs
+#                              with apt-get when it is missing; its system service is neither used nor started)
 #   KET_PORT_OFFSET            added to every port above (default 0), so a second checkout can run
 #                              its own stack next to the first; `up` remembers it for status/down,
 #                              and `run` passes the addresses on as KET_KAFKA_BOOTSTRAP,
-#                              KET_JAEGER_URL and KET_OTLP_ENDPOINT / KET_OTLP_HTTP_ENDPOINT
+#                              KET_JAEGER_URL, KET_OTLP_ENDPOINT / KET_OTLP_HTTP_ENDPOINT and KET_RABBITMQ_URL
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,6 +61,10 @@ CACHE_ROOT="${KET_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafka-event-tracing
 KAFKA_HEAP="${KET_KAFKA_HEAP:--Xms256m -Xmx512m}"
 KAFKA_TIMEOUT="${KET_KAFKA_START_TIMEOUT:-120}"
 JAEGER_TIMEOUT="${KET_JAEGER_START_TIMEOUT:-60}"
+RABBITMQ_TIMEOUT="${KET_RABBITMQ_START_TIMEOUT:-60}"
+RABBITMQ_SBIN="${KET_RABBITMQ_SBIN:-/usr/lib/rabbitmq/bin}"
+RABBITMQ_DIR="$STACK/rabbitmq"
+RABBITMQ_NODE="ket@localhost"
 
 # Ports: the defaults below, all shifted by KET_PORT_OFFSET (or by the offset the running
 # stack was started with).
@@ -71,17 +81,22 @@ OTLP_HTTP_PORT=$((4318 + PORT_OFFSET))
 QUERY_HTTP_PORT=$((16686 + PORT_OFFSET))
 QUERY_GRPC_PORT=$((16685 + PORT_OFFSET))
 HEALTH_PORT=$((13133 + PORT_OFFSET))
+RABBITMQ_PORT=$((5672 + PORT_OFFSET))
+RABBITMQ_DIST_PORT=$((25672 + PORT_OFFSET))
+RABBITMQ_URL="amqp://guest:guest@127.0.0.1:$RABBITMQ_PORT/%2F"
 KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 KAFKA_PORTS=("$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT")
 JAEGER_QUERY_URL="http://127.0.0.1:$QUERY_HTTP_PORT"
 JAEGER_PORTS=("$OTLP_GRPC_PORT" "$OTLP_HTTP_PORT" "$QUERY_HTTP_PORT" "$QUERY_GRPC_PORT" "$HEALTH_PORT")
+RABBITMQ_PORTS=("$RABBITMQ_PORT" "$RABBITMQ_DIST_PORT")
+((PORT_OFFSET == 0)) || RABBITMQ_NODE="ket$PORT_OFFSET@localhost"
 # With an offset Jaeger runs from a copy of its config with the ports rewritten.
 if ((PORT_OFFSET == 0)); then
     JAEGER_RUN_CONFIG="$JAEGER_CONFIG"
 else
     JAEGER_RUN_CONFIG="$STACK/jaeger/jaeger.yaml"
 fi
-COMPONENTS=(kafka jaeger)
+COMPONENTS=(kafka jaeger rabbitmq)
 
 SCRIPT_NAME=stack
 # shellcheck source=scripts/lib.sh
@@ -101,6 +116,7 @@ pid_signature() {
     case $1 in
         kafka) printf '%s' "$KAFKA_CONF" ;;
         jaeger) printf '%s' "$JAEGER_BIN" ;;
+        rabbitmq) printf '%s' "$RABBITMQ_DIR/home" ;;  # the Erlang VM's -home argument
     esac
 }
 
@@ -110,6 +126,7 @@ ports_of() {
     case $1 in
         kafka) printf '%s\n' "${KAFKA_PORTS[@]}" ;;
         jaeger) printf '%s\n' "${JAEGER_PORTS[@]}" ;;
+        rabbitmq) printf '%s\n' "${RABBITMQ_PORTS[@]}" ;;
     esac
 }
 
@@ -129,7 +146,7 @@ ports_owned_by() {
 
 kafka_cluster_id() { sed -n 's/^cluster.id=//p' "$KAFKA_DATA/meta.properties" 2>/dev/null | head -n1; }
 
-main_port() { case $1 in kafka) echo "$KAFKA_PORT" ;; jaeger) echo "$QUERY_HTTP_PORT" ;; esac; }
+main_port() { case $1 in kafka) echo "$KAFKA_PORT" ;; jaeger) echo "$QUERY_HTTP_PORT" ;; rabbitmq) echo "$RABBITMQ_PORT" ;; esac; }
 
 log_of() { printf '%s' "$LOG_DIR/$1.log"; }
 
@@ -161,9 +178,9 @@ need_go() {
 }
 
 need_python() {
-    [[ -x $PY ]] || die "python not found at $PY: run 'make venv' first (or set KET_PYTHON to a python with confluent-kafka installed)."
-    "$PY" -c 'import confluent_kafka' 2>/dev/null ||
-        die "$PY cannot import confluent_kafka: run 'make venv' (or set KET_PYTHON)."
+    [[ -x $PY ]] || die "python not found at $PY: run 'make venv' first (or set KET_PYTHON to a python with confluent-kafka and pika installed)."
+    "$PY" -c 'import confluent_kafka, pika' 2>/dev/null ||
+        die "$PY cannot import confluent_kafka and pika: run 'make venv' (or set KET_PYTHON)."
 }
 
 # Returns 1 (and says which) when a port the component needs is taken by a process that is not ours.
@@ -291,6 +308,105 @@ ensure_jaeger_bin() {
         mv -f "$JAEGER_BIN.tmp" "$JAEGER_BIN"
     fi
     cache_store "$JAEGER_BIN" "$cached"
+}
+
+# ------------------------------------------------------------------------------ RabbitMQ
+#
+# Debian's rabbitmq-server package, run as a plain local process: its own data, log and config
+# folders under .stack/rabbitmq, node name ket@localhost, AMQP on 127.0.0.1 only. Run as root (as
+# here), the node runs as the package's `rabbitmq` user, which owns those folders; run as another
+# user, it runs as that user. The package's system service is neither used nor started.
+
+rabbitmq_bin() { printf '%s' "$RABBITMQ_SBIN/$1"; }
+
+ensure_rabbitmq() {
+    [[ -x $(rabbitmq_bin rabbitmq-server) && -x $(rabbitmq_bin rabbitmqctl) ]] && return 0
+    [[ -n ${KET_RABBITMQ_SBIN:-} ]] && die "KET_RABBITMQ_SBIN=$KET_RABBITMQ_SBIN holds no rabbitmq-server and rabbitmqctl"
+    command -v apt-get >/dev/null ||
+        die "RabbitMQ not found ($(rabbitmq_bin rabbitmq-server)) and there is no apt-get here: install RabbitMQ 3.x and set KET_RABBITMQ_SBIN to the folder of its rabbitmq-server script."
+    local sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null || die "RabbitMQ not found: run 'sudo apt-get install -y rabbitmq-server' (needs root)."
+        sudo=(sudo)
+    fi
+    say "rabbitmq: not installed; installing Debian's package (apt-get install -y --no-install-recommends rabbitmq-server, ~30 MB with Erlang; log $(rel "$LOG_DIR/rabbitmq-apt.log"))"
+    if ! ( run_with_progress "apt-get install rabbitmq-server" "$LOG_DIR/rabbitmq-apt.log" \
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server ); then
+        say "rabbitmq: install failed with the current package lists; running apt-get update once and retrying"
+        run_with_progress "apt-get update" "$LOG_DIR/rabbitmq-apt-update.log" "${sudo[@]}" apt-get update
+        run_with_progress "apt-get install rabbitmq-server" "$LOG_DIR/rabbitmq-apt.log" \
+            "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server
+    fi
+    [[ -x $(rabbitmq_bin rabbitmq-server) ]] || die "rabbitmq-server was installed but $(rabbitmq_bin rabbitmq-server) is missing"
+}
+
+# The command line that runs a RabbitMQ script with the node's environment, as the user the node
+# runs as (in RABBITMQ_CMD).
+rabbitmq_cmd() {
+    local script=$1
+    shift
+    RABBITMQ_CMD=()
+    ((EUID == 0)) && RABBITMQ_CMD=(runuser -u rabbitmq --)
+    RABBITMQ_CMD+=(env HOME="$RABBITMQ_DIR/home"
+        RABBITMQ_NODENAME="$RABBITMQ_NODE"
+        RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+        RABBITMQ_NODE_PORT="$RABBITMQ_PORT"
+        RABBITMQ_DIST_PORT="$RABBITMQ_DIST_PORT"
+        RABBITMQ_MNESIA_BASE="$RABBITMQ_DIR/mnesia"
+        RABBITMQ_LOG_BASE="$RABBITMQ_DIR/log"
+        RABBITMQ_CONFIG_FILE="$RABBITMQ_DIR/etc/rabbitmq.conf"
+        RABBITMQ_ENABLED_PLUGINS_FILE="$RABBITMQ_DIR/etc/enabled_plugins"
+        RABBITMQ_FEATURE_FLAGS_FILE="$RABBITMQ_DIR/mnesia/feature_flags"
+        RABBITMQ_PID_FILE="$RABBITMQ_DIR/node.pid"
+        "$(rabbitmq_bin "$script")" "$@")
+}
+
+start_rabbitmq() {
+    local log launcher deadline vm=""
+    log=$(log_of rabbitmq)
+    mkdir -p "$RABBITMQ_DIR"/{mnesia,log,etc,home}
+    printf '%s\n' "# Written by scripts/stack.sh" "listeners.tcp.default = 127.0.0.1:$RABBITMQ_PORT" \
+        "loopback_users = none" "cluster_name = $RABBITMQ_NODE" >"$RABBITMQ_DIR/etc/rabbitmq.conf"
+    [[ -f $RABBITMQ_DIR/etc/enabled_plugins ]] || echo '[].' >"$RABBITMQ_DIR/etc/enabled_plugins"
+    rm -f "$RABBITMQ_DIR/node.pid"
+    if ((EUID == 0)); then
+        # The node runs as the package's user: it must own (and reach) its folders.
+        chown -R rabbitmq:rabbitmq "$RABBITMQ_DIR"
+        runuser -u rabbitmq -- test -w "$RABBITMQ_DIR/mnesia" ||
+            die "the rabbitmq user cannot write $RABBITMQ_DIR (a parent folder it cannot enter?); run the stack from a checkout it can reach"
+    fi
+    rotate_log "$log"
+    say "rabbitmq: starting node $RABBITMQ_NODE on 127.0.0.1:$RABBITMQ_PORT (log $(rel "$log"), node logs $(rel "$RABBITMQ_DIR/log"))"
+    rabbitmq_cmd rabbitmq-server
+    (cd "$RABBITMQ_DIR" && exec setsid "${RABBITMQ_CMD[@]}" </dev/null >"$log" 2>&1) &
+    launcher=$!
+    # The script does not exec the Erlang VM, and stopping it would not stop the VM: the pid
+    # file names the VM, which writes its own pid early in its boot.
+    deadline=$((SECONDS + 30))
+    while ((SECONDS < deadline)); do
+        vm=$(cat "$RABBITMQ_DIR/node.pid" 2>/dev/null || true)
+        [[ $vm =~ ^[0-9]+$ ]] && break
+        pid_alive "$launcher" || break
+        sleep 0.2
+    done
+    if [[ $vm =~ ^[0-9]+$ ]]; then
+        echo "$vm" >"$RUN_DIR/rabbitmq.pid"
+    else
+        echo "$launcher" >"$RUN_DIR/rabbitmq.pid"  # wait_ready reports it exited, with the log
+    fi
+}
+
+# Stops our node (rabbitmqctl stop, then signals to the VM if need be) and the epmd daemon the
+# node started, when no other Erlang node uses it.
+stop_rabbitmq() {
+    local pid=$1
+    rabbitmq_cmd rabbitmqctl -q -t 30 stop
+    (cd "$RABBITMQ_DIR" && "${RABBITMQ_CMD[@]}") >>"$(log_of rabbitmq)" 2>&1 || true
+    stop_pids "$pid"
+    if command -v epmd >/dev/null 2>&1 && epmd -names 2>/dev/null | grep -q 'up and running' &&
+        ! epmd -names 2>/dev/null | grep -q '^name '; then
+        epmd -kill >/dev/null 2>&1 || true
+    fi
 }
 
 # ------------------------------------------------------------------------- the Jaeger UI
@@ -523,6 +639,7 @@ wait_ready() {
         kafka) "$PY" "$READY" kafka "$KAFKA_BOOTSTRAP" "$pid" "$KAFKA_TIMEOUT" "$(kafka_cluster_id)" || rc=$? ;;
         jaeger) "$PY" "$READY" jaeger "$JAEGER_QUERY_URL" "$pid" "$JAEGER_TIMEOUT" \
             "127.0.0.1:$OTLP_GRPC_PORT" "127.0.0.1:$OTLP_HTTP_PORT" || rc=$? ;;
+        rabbitmq) "$PY" "$READY" rabbitmq "$RABBITMQ_URL" "$pid" "$RABBITMQ_TIMEOUT" "$RABBITMQ_NODE" || rc=$? ;;
     esac
     # The probes talk to a port, not a process: make sure the listener is ours.
     if ((rc == 0)) && ! ports_owned_by "$comp" "$pid"; then
@@ -532,7 +649,7 @@ wait_ready() {
         show_log_tail "$(log_of "$comp")"
         if pid_alive "$pid"; then
             warn "stack: stopping the $comp process ($pid) that did not become ready"
-            stop_pids "$pid"
+            if [[ $comp == rabbitmq ]]; then stop_rabbitmq "$pid"; else stop_pids "$pid"; fi
         fi
         rm -f "$RUN_DIR/$comp.pid"
         warn "stack: error: $comp failed to start; see $(log_of "$comp")"
@@ -590,6 +707,9 @@ cmd_up() {
         ensure_jaeger_bin
         resolve_jaeger_ui
     fi
+    if [[ " ${to_start[*]} " == *" rabbitmq "* ]]; then
+        ensure_rabbitmq
+    fi
     # Builds can take minutes: look at the ports again right before starting.
     ports_free_or_die "${to_start[@]}"
     echo "$PORT_OFFSET" >"$OFFSET_FILE"
@@ -610,7 +730,7 @@ cmd_up() {
     # Started (or confirmed) by hand: test runs must not stop it afterwards.
     [[ -n ${KET_STACK_FROM_RUN:-} ]] || rm -f "$RUN_DIR/started-by-run"
     check_served_ui
-    say "stack: up (Kafka $KAFKA_BOOTSTRAP, OTLP 127.0.0.1:$OTLP_GRPC_PORT, Jaeger $JAEGER_QUERY_URL)"
+    say "stack: up (Kafka $KAFKA_BOOTSTRAP, RabbitMQ 127.0.0.1:$RABBITMQ_PORT, OTLP 127.0.0.1:$OTLP_GRPC_PORT, Jaeger $JAEGER_QUERY_URL)"
 }
 
 # After a start: the page on / is the UI, or one line says why not and how to get it.
@@ -631,8 +751,14 @@ cmd_down() {
     local comps=("$@") comp pid pids=() ports=() stopped=() rc=0 port
     ((${#comps[@]})) || comps=("${COMPONENTS[@]}")
     for comp in "${comps[@]}"; do
-        [[ $comp == kafka || $comp == jaeger ]] || die "unknown component '$comp' (kafka or jaeger)"
-        if pid=$(our_pid "$comp"); then
+        [[ $comp == kafka || $comp == jaeger || $comp == rabbitmq ]] ||
+            die "unknown component '$comp' (kafka, jaeger or rabbitmq)"
+        if [[ $comp == rabbitmq ]] && pid=$(our_pid "$comp"); then
+            say "$comp: stopping node $RABBITMQ_NODE (pid $pid)"
+            stop_rabbitmq "$pid"
+            stopped+=("$comp")
+            while read -r port; do ports+=("$port"); done < <(ports_of "$comp")
+        elif pid=$(our_pid "$comp"); then
             say "$comp: stopping (pid $pid)"
             pids+=("$pid")
             stopped+=("$comp")
@@ -643,14 +769,12 @@ cmd_down() {
             say "$comp: not running"
         fi
     done
-    if ((${#pids[@]})); then
-        stop_pids "${pids[@]}"
-        wait_ports_closed "${ports[@]}" || rc=1
-    fi
+    if ((${#pids[@]})); then stop_pids "${pids[@]}"; fi
+    if ((${#ports[@]})); then wait_ports_closed "${ports[@]}" || rc=1; fi
     for comp in "${comps[@]}"; do
         our_pid "$comp" >/dev/null || rm -f "$RUN_DIR/$comp.pid"
     done
-    if ! our_pid kafka >/dev/null && ! our_pid jaeger >/dev/null; then
+    if ! our_pid kafka >/dev/null && ! our_pid jaeger >/dev/null && ! our_pid rabbitmq >/dev/null; then
         rm -f "$RUN_DIR/started-by-run" "$OFFSET_FILE"
     fi
     if ((rc == 0 && ${#stopped[@]})); then say "stack: stopped ${stopped[*]}"; fi
@@ -676,6 +800,7 @@ cmd_status() {
         case $comp in
             kafka) detail="bootstrap $KAFKA_BOOTSTRAP (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)" ;;
             jaeger) detail="OTLP grpc 127.0.0.1:$OTLP_GRPC_PORT http 127.0.0.1:$OTLP_HTTP_PORT, API/UI $JAEGER_QUERY_URL" ;;
+            rabbitmq) detail="AMQP 127.0.0.1:$RABBITMQ_PORT, node $RABBITMQ_NODE" ;;
         esac
         case $state in
             up) [[ $comp == jaeger ]] && detail="$detail; $(ui_status)" ;;
@@ -684,7 +809,7 @@ cmd_status() {
             down) detail="$detail; log $(rel "$(log_of "$comp")")" ;;
         esac
         [[ $state == up ]] || all_up=3
-        printf '%-7s %-9s pid %-8s %s\n' "$comp" "$state" "${pid:--}" "$detail"
+        printf '%-8s %-9s pid %-8s %s\n' "$comp" "$state" "${pid:--}" "$detail"
     done
     return "$all_up"
 }
@@ -778,7 +903,8 @@ cmd_run() {
     KET_STACK_FROM_RUN=1 cmd_up
     unlock_stack
     export KET_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" KET_JAEGER_URL="$JAEGER_QUERY_URL" \
-        KET_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC_PORT" KET_OTLP_HTTP_ENDPOINT="http://127.0.0.1:$OTLP_HTTP_PORT"
+        KET_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_GRPC_PORT" KET_OTLP_HTTP_ENDPOINT="http://127.0.0.1:$OTLP_HTTP_PORT" \
+        KET_RABBITMQ_URL="$RABBITMQ_URL"
     set +e
     "$@"
     rc=$?

@@ -2,13 +2,15 @@
 
     stack_ready.py kafka  BOOTSTRAP PID TIMEOUT_S [CLUSTER_ID]
     stack_ready.py jaeger QUERY_URL PID TIMEOUT_S OTLP_HOST:PORT...
+    stack_ready.py rabbitmq AMQP_URL PID TIMEOUT_S [NODE_NAME]
 
 Exit codes: 0 ready, 1 timed out, 2 the process exited while we waited.
 Kafka counts as ready when a real metadata request (AdminClient.list_topics)
 returns a broker and, when CLUSTER_ID is given, that broker belongs to our
 cluster (a broker started elsewhere on the same port does not count). Jaeger
 counts as ready when GET /api/services answers 200 with JSON and the OTLP
-ports accept connections.
+ports accept connections. RabbitMQ counts as ready when a real AMQP connection (pika) logs in
+and opens a channel and, when NODE_NAME is given, the broker's cluster name is that node's.
 """
 
 from __future__ import annotations
@@ -120,14 +122,48 @@ def _jaeger_probe(query_url: str, otlp: list[str]) -> Callable[[], str | None]:
     return probe
 
 
+def _rabbitmq_probe(url: str, node: str | None) -> Callable[[], str | None]:
+    import pika
+
+    params = pika.URLParameters(url)
+    params.socket_timeout = 2
+    params.blocked_connection_timeout = 2
+    params.connection_attempts = 1
+
+    def probe() -> str | None:
+        try:
+            connection = pika.BlockingConnection(params)
+        except Exception as exc:  # AMQPConnectionError while the node boots
+            return f"AMQP connection failed: {type(exc).__name__} {exc}".strip()
+        try:
+            connection.channel().close()
+            name = connection._impl.server_properties.get("cluster_name")
+            if isinstance(name, bytes):
+                name = name.decode("utf-8", "replace")
+        except Exception as exc:
+            return f"AMQP channel failed: {type(exc).__name__} {exc}".strip()
+        finally:
+            try:
+                connection.close()
+            except Exception:
+                pass
+        if node and name and name != node:
+            return f"the broker answering is {name}, ours is {node}"
+        return None
+
+    return probe
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 4 or argv[0] not in ("kafka", "jaeger"):
+    if len(argv) < 4 or argv[0] not in ("kafka", "jaeger", "rabbitmq"):
         print(__doc__, file=sys.stderr)
         return 64
     what, target, pid, timeout_s = argv[0], argv[1], int(argv[2]), float(argv[3])
     if what == "kafka":
         cluster_id = argv[4] if len(argv) > 4 else None
         return _wait("kafka", pid, timeout_s, _kafka_probe(target, cluster_id))
+    if what == "rabbitmq":
+        return _wait("rabbitmq", pid, timeout_s, _rabbitmq_probe(target, argv[4] if len(argv) > 4 else None))
     return _wait("jaeger", pid, timeout_s, _jaeger_probe(target, argv[4:]))
 
 

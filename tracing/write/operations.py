@@ -38,7 +38,7 @@ from tracing.write.metrics import CHAIN_HEADER, CHAIN_KEY, FlowMetrics, Instrume
 from tracing.write.propagation import SPAN_KEY, Extracted, Propagation, replace_headers, report_internal_error
 from tracing.write.providers import Provider
 from tracing.write.recipe import Telemetry, describe, mark_failed
-from tracing.write.records import ClientInfo, Delivery, Headers, Received, Send
+from tracing.write.records import ClientInfo, Delivery, Extra, Headers, Received, Send
 
 _get_current = context_api.get_current
 _get_current_span = trace.get_current_span
@@ -104,6 +104,7 @@ class SendOperation:
         tombstone: bool,
         headers: Headers,
         ctx: Context,
+        extra: Extra = (),
     ) -> tuple[Headers, Sending | None]:
         """Begin one send: the headers to send (a new list, never the caller's) and the
         send in flight, to settle with its delivery or refusal (None: nothing to report,
@@ -119,7 +120,8 @@ class SendOperation:
                 telemetry = self.telemetry
                 span = telemetry.skipped_send(ctx)
                 if span is None:
-                    span = telemetry.start_send(tracer, Send(destination, key, partition, tombstone), ctx)
+                    send = Send(destination, key, partition, tombstone, extra)
+                    span = telemetry.start_send(tracer, send, ctx)
                 carried = span.get_span_context()
                 if type(span) is NonRecordingSpan or not span.is_recording():
                     span = None  # unsampled: nothing to end, nothing to report

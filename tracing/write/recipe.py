@@ -213,6 +213,8 @@ class Telemetry:
             attrs[sc.PARTITION] = str(partition)
         if send.tombstone:
             attrs[sc.KAFKA_TOMBSTONE] = True
+        if send.extra:  # system-specific attributes (RabbitMQ's routing key, ...), added last
+            attrs.update(send.extra)
         fast = self._fast
         if fast is not None:
             span = fast.start(name, ctx, _PRODUCER, attrs, (), None)
@@ -232,6 +234,8 @@ class Telemetry:
         offset = delivery.offset
         if offset is not None and offset >= 0:
             span.set_attribute(sc.KAFKA_OFFSET, offset)
+        if delivery.extra:
+            span.set_attributes(dict(delivery.extra))
         if delivery.error is not None:
             mark_failed(span, delivery.error, delivery.message or delivery.error)
         span.end()
@@ -288,6 +292,8 @@ class Telemetry:
             attrs[sc.BODY_SIZE] = received.body_size
         if received.timestamp_ms is not None:
             attrs[sc.QUEUE_TIME_MS] = max(0, now_ns // 1_000_000 - received.timestamp_ms)
+        if received.extra:  # system-specific attributes (RabbitMQ's delivery tag, queue, ...)
+            attrs.update(received.extra)
         fast = self._fast
         span = fast.start(name, parent_ctx, _CONSUMER, attrs, links, now_ns) if fast is not None else None
         if span is None:

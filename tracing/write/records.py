@@ -17,6 +17,10 @@ from typing import Any, NamedTuple
 # Message headers as the clients hand them over: a list of (key, value) pairs (a key
 # may repeat), a mapping, or None.
 Headers = Sequence[tuple[str, Any]] | Mapping[str, Any] | None
+# System-specific span attributes a provider fills (RabbitMQ's routing key, delivery tag,
+# queue, redelivered flag), as (name, value) pairs the recipe adds last (so they may
+# override a generic one); empty for Kafka, whose attributes have fields of their own.
+Extra = tuple[tuple[str, Any], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,7 @@ class Send(NamedTuple):
     key: Any = None  # the key as given: bytes, str, a number, or an object for a serializer
     partition: int | None = None
     tombstone: bool = False
+    extra: Extra = ()
 
 
 class Received(NamedTuple):
@@ -49,6 +54,7 @@ class Received(NamedTuple):
     body_size: int | None  # None when the body is an object (already deserialized)
     tombstone: bool
     timestamp_ms: int | None  # when the broker or producer stamped it; None if unknown
+    extra: Extra = ()
 
 
 class Delivery(NamedTuple):
@@ -59,6 +65,7 @@ class Delivery(NamedTuple):
     error: str | None  # error.type, named by the provider; None when delivered
     message: str | None = None  # the error's description
     settled: bool = True  # False: the outcome is unknown (the app stopped waiting)
+    extra: Extra = ()  # e.g. a publisher confirm
 
 
 NOT_SETTLED = Delivery(None, None, None, None, False)

@@ -1,0 +1,151 @@
+"""RabbitMQ's objects as records, for pika (blocking) and aio-pika: deliveries, publishes, confirms.
+
+Per the conventions ``messaging.destination.name`` is the exchange, empty for the default
+exchange; the span names and the flow metrics, which need a name, call that one
+``amq.default`` (as the broker does). The routing key, the queue (subscription), the
+delivery tag and the redelivered flag are the records' ``extra`` attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from tracing import semconv as sc
+from tracing.write.records import ClientInfo, Delivery, Extra, Headers, Received
+
+SYSTEM = "rabbitmq"
+DEFAULT_EXCHANGE = "amq.default"
+ACK = ((sc.RABBITMQ_CONFIRM, "ack"),)
+
+
+def client_info(host: Any = None, port: Any = None) -> ClientInfo:
+    return ClientInfo(
+        SYSTEM,
+        host if isinstance(host, str) and host else None,
+        port if isinstance(port, int) and not isinstance(port, bool) else None,
+    )
+
+
+def destination_of(exchange: Any) -> str:
+    """The name spans and metrics use for an exchange."""
+    return exchange if isinstance(exchange, str) and exchange else DEFAULT_EXCHANGE
+
+
+def send_extra(exchange: Any, routing_key: Any, message_id: Any, body: Any) -> Extra:
+    extra: list[tuple[str, Any]] = [(sc.RABBITMQ_ROUTING_KEY, str(routing_key))] if routing_key else []
+    if not exchange:
+        extra.append((sc.DESTINATION_NAME, ""))
+    if isinstance(message_id, str) and message_id:
+        extra.append((sc.MESSAGE_ID, message_id))
+    if isinstance(body, bytes | bytearray):
+        extra.append((sc.BODY_SIZE, len(body)))
+    return tuple(extra)
+
+
+class PikaDelivery(NamedTuple):
+    """One message pika handed over: ``(method, properties, body)`` and the queue it came from."""
+
+    queue: str | None
+    method: Any  # Basic.Deliver or Basic.GetOk
+    properties: Any  # BasicProperties
+    body: Any
+
+
+def _received(
+    exchange: Any, routing_key: Any, tag: Any, redelivered: Any, queue: Any, body: Any, ts: Any, mid: Any
+) -> Received:
+    extra: list[tuple[str, Any]] = []
+    if routing_key:
+        extra.append((sc.RABBITMQ_ROUTING_KEY, str(routing_key)))
+    if not exchange:
+        extra.append((sc.DESTINATION_NAME, ""))
+    if isinstance(tag, int):
+        extra.append((sc.RABBITMQ_DELIVERY_TAG, tag))
+    if isinstance(queue, str) and queue:
+        extra.append((sc.SUBSCRIPTION_NAME, queue))
+    if redelivered:
+        extra.append((sc.RABBITMQ_REDELIVERED, True))
+    if isinstance(mid, str) and mid:
+        extra.append((sc.MESSAGE_ID, mid))
+    size = len(body) if isinstance(body, bytes | bytearray) else None
+    if hasattr(ts, "timestamp"):  # aio-pika decodes it to a datetime
+        ts = ts.timestamp()
+    stamped = int(ts * 1000) if isinstance(ts, int | float) and ts > 0 else None
+    return Received(destination_of(exchange), None, None, None, size, False, stamped, tuple(extra))
+
+
+class _Common:
+    SYSTEM = SYSTEM
+
+    def client_info(self, config: Mapping[str, Any] | None) -> ClientInfo:
+        config = config or {}
+        return client_info(config.get("host"), config.get("port"))
+
+    def delivery(self, *report: Any) -> Delivery:
+        """A publish's outcome: ``(confirmed,)``; a refusal comes as an exception instead."""
+        return Delivery(None, None, None, None, True, ACK if report and report[0] else ())
+
+    def error_type(self, error: Any) -> str:
+        return type(error).__qualname__  # NackError, UnroutableError, DeliveryError, ...
+
+    def header_value(self, value: str) -> Any:
+        return value  # AMQP tables take str values
+
+
+class _Pika(_Common):
+    def is_message(self, msg: Any) -> bool:
+        return isinstance(msg, PikaDelivery) and msg.method is not None
+
+    def received(self, msg: Any) -> Received:
+        method, props = msg.method, msg.properties
+        return _received(
+            method.exchange,
+            method.routing_key,
+            method.delivery_tag,
+            method.redelivered,
+            msg.queue,
+            msg.body,
+            getattr(props, "timestamp", None),
+            getattr(props, "message_id", None),
+        )
+
+    def destination(self, msg: Any) -> str:
+        return destination_of(msg.method.exchange)
+
+    def headers(self, msg: Any) -> Headers:
+        found = getattr(msg.properties, "headers", None)
+        return found if isinstance(found, Mapping) else None
+
+
+class _AioPika(_Common):
+    """aio-pika's ``IncomingMessage`` knows no queue: one provider per traced queue names it."""
+
+    def __init__(self, queue: str | None = None) -> None:
+        self.queue = queue
+
+    def is_message(self, msg: Any) -> bool:
+        return msg is not None and hasattr(msg, "delivery_tag")
+
+    def received(self, msg: Any) -> Received:
+        return _received(
+            msg.exchange,
+            msg.routing_key,
+            msg.delivery_tag,
+            msg.redelivered,
+            self.queue,
+            msg.body,
+            msg.timestamp,
+            msg.message_id,
+        )
+
+    def destination(self, msg: Any) -> str:
+        return destination_of(msg.exchange)
+
+    def headers(self, msg: Any) -> Headers:
+        found = msg.headers
+        return found if isinstance(found, Mapping) else None
+
+
+PIKA = _Pika()
+AIO_PIKA = _AioPika()
