@@ -11,7 +11,9 @@ Reading API (small on purpose; every reader of the store goes through it)::
             ...
         store.stats()                                        # StoreStats(traces, spans, ...)
 
-- :meth:`SpanStore.trace_ids` (optionally ``prefix=`` hex digits, ``since_ns=``, ``limit=``),
+- :meth:`SpanStore.resolve` (what a user typed, as :func:`~tracing.read.load.parse_trace_ref` reads
+  it, to one trace id), :meth:`SpanStore.trace_ids` (optionally ``prefix=`` hex digits, ``since_ns=``,
+  ``limit=``),
   :meth:`SpanStore.trace`, :meth:`SpanStore.spans` (``slim=True`` keeps only the attributes lists and
   searches read), :meth:`SpanStore.linking_traces` (traces whose spans link into a trace),
   :meth:`SpanStore.stats`. All return :class:`~tracing.read.model.Span` records or plain values.
@@ -38,7 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from tracing import semconv as sc
-from tracing.read.load import LoadError
+from tracing.read.load import LoadError, TraceRef, resolve
 from tracing.read.model import Span, SpanEvent, SpanRef
 
 __all__ = ["PruneResult", "SpanStore", "StoreStats", "default_store_path"]
@@ -213,9 +215,15 @@ class SpanStore:
     def linking_traces(self, trace_id: str) -> list[str]:
         """Traces that hold a span linking into ``trace_id`` (batch consumers, link-only consumers)."""
         return [
-            row[0]
-            for row in self._read("SELECT trace_id FROM links WHERE linked_trace_id = ?", [trace_id])
+            row[0] for row in self._read("SELECT trace_id FROM links WHERE linked_trace_id = ?", [trace_id])
         ]
+
+    def resolve(self, ref: TraceRef) -> str:
+        """The one trace that ``ref`` (a typed id, prefix or traceparent) names; TraceNotFound otherwise."""
+        ids = self.trace_ids(prefix=ref.prefix) if ref.prefix else []
+        if self._read("SELECT 1 FROM traces WHERE trace_id = ?", [ref.trace_id]).fetchone():
+            ids.append(ref.trace_id)
+        return resolve(ref, ids, f"the span store {self.path}")
 
     def stats(self) -> StoreStats:
         """How many traces and spans the store holds, and when the oldest and newest arrived."""
