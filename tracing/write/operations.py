@@ -19,10 +19,16 @@ refusal -> span ended with the outcome -> metrics. Order of a process: extract -
 -> context made current -> (the app handles) -> outcome -> span ended -> metrics.
 Either way the outcome is named once (``error.type``, by the client's provider) for
 the span and the metric alike.
+
+The environment can switch the wrappers down, read when a client is built
+(:func:`switched_by_environment`): ``OTEL_SDK_DISABLED=true`` turns them off (no span, no
+metric, no header written, no context made current); ``KET_PROPAGATION_ONLY=true`` keeps
+only propagation (trace context in and out, nothing recorded, no ``eventchain`` header).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -48,6 +54,20 @@ LINK = "link"
 # What a send records and carries: the tracer (None: no SDK), the flow metrics' instruments
 # (None: off), and without either, the current span context to carry on.
 Plan = tuple[Tracer | None, Instruments | None, SpanContext | None]
+OFF = "off"
+PROPAGATION_ONLY = "propagation only"
+
+
+def _true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() == "true"
+
+
+def switched_by_environment() -> str | None:
+    """``PROPAGATION_ONLY`` when ``KET_PROPAGATION_ONLY=true``, else ``OFF`` when
+    ``OTEL_SDK_DISABLED=true``, else None (the configured SDK and meters decide)."""
+    if _true("KET_PROPAGATION_ONLY"):
+        return PROPAGATION_ONLY
+    return OFF if _true("OTEL_SDK_DISABLED") else None
 
 
 # ----------------------------------------------------------------------------
@@ -56,7 +76,7 @@ Plan = tuple[Tracer | None, Instruments | None, SpanContext | None]
 class SendOperation:
     """The send lifecycle of one producer."""
 
-    __slots__ = ("provider", "telemetry", "flow", "propagation", "_meter_given", "_str_headers")
+    __slots__ = ("provider", "telemetry", "flow", "propagation", "_meter_given", "_str_headers", "_switched")
 
     def __init__(
         self,
@@ -72,12 +92,18 @@ class SendOperation:
         self.flow = FlowMetrics(client, meter_provider)
         self.propagation = Propagation(propagator)
         self._meter_given = meter_provider is not None
+        self._switched = switched_by_environment()
         self._str_headers = provider.header_value("-") == "-"  # the client takes str values
 
     def prepare(self, ctx: Context) -> Plan | None:
         """What a send made now records and carries; None in mode off (nothing to record,
         no context to carry: the client's own call will do)."""
         try:
+            if self._switched is not None:  # nothing recorded; in propagation only, the context flows
+                if self._switched == OFF:
+                    return None
+                current = _get_current_span(ctx).get_span_context()
+                return (None, None, current) if current.is_valid else None
             telemetry = self.telemetry
             tracer = telemetry.resolved_tracer if telemetry.resolved else telemetry.tracer()
             flow = self.flow
@@ -249,7 +275,16 @@ def trust_policy(trust: str | Mapping[str, str]) -> Callable[[str], bool]:
 class ProcessOperation:
     """The process lifecycle (and the batch receive) of one consumer."""
 
-    __slots__ = ("provider", "telemetry", "flow", "propagation", "_trust", "_link_only", "_given")
+    __slots__ = (
+        "provider",
+        "telemetry",
+        "flow",
+        "propagation",
+        "_trust",
+        "_link_only",
+        "_given",
+        "_switched",
+    )
 
     def __init__(
         self,
@@ -270,6 +305,7 @@ class ProcessOperation:
         # The same answer for every destination: no per-message lookup.
         self._link_only: bool | None = trust == LINK if isinstance(trust, str) else None
         self._given = tracer_provider is not None or meter_provider is not None
+        self._switched = switched_by_environment()
 
     def open(self, msg: Any, owner: Any, polled: bool) -> Processing | None:
         """Begin processing ``msg``: its span, its context made current in the caller,
@@ -294,7 +330,10 @@ class ProcessOperation:
         link_only = self._link_only
         if link_only is None:
             link_only = self._trust(provider.destination(msg))
-        if not (
+        switched = self._switched
+        if switched is not None and (switched == OFF or link_only):
+            return None  # switched off by the environment, or propagation only from an untrusted topic
+        if switched is not None or not (
             self._given or self.telemetry.resolved or self.flow.resolved or otel.any_provider_may_be_set()
         ):
             # No SDK at all: no span, no metric; only the incoming context flows on.
@@ -376,6 +415,8 @@ class ProcessOperation:
     def received_batch(self, messages: Sequence[Any] | Iterable[Any], started_ns: int) -> None:
         """A batch receive returned ``messages``: count them, record one receive span
         linking to each message that carries a context."""
+        if self._switched is not None:
+            return  # nothing recorded
         try:
             provider = self.provider
             delivered = [m for m in messages if provider.is_message(m)]

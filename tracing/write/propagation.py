@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry import baggage as baggage_api
 from opentelemetry import context as context_api
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -312,6 +312,10 @@ class Propagation:
         *,
         baggage_keys: Iterable[str] | None = None,
     ) -> None:
+        if propagator is None:
+            # Loads OTEL_PROPAGATORS now: a propagator that is not installed is named when
+            # the client is built (MissingPropagatorError), not on every message.
+            otel.load_propagators()
         self._explicit = propagator
         self._seen: TextMapPropagator | None = None
         self._fast = False
@@ -322,7 +326,7 @@ class Propagation:
 
     @property
     def propagator(self) -> TextMapPropagator:
-        p = self._explicit if self._explicit is not None else propagate.get_global_textmap()
+        p = self._explicit if self._explicit is not None else otel.global_textmap()
         if p is not self._seen:
             self._seen = p
             fast, with_baggage = _is_w3c(p)
