@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from rich.console import Console
 
@@ -49,6 +50,7 @@ from tracing.read.query import (
     search_jaeger,
 )
 from tracing.read.render import ASCII, Glyphs, render_list, render_text, summary_json, to_json
+from tracing.read.store import SpanStore, default_store_path
 
 DEFAULT_JAEGER = "http://localhost:16686"
 DEFAULT_TIMEOUT_S = 10.0
@@ -128,6 +130,17 @@ def _tree(args: argparse.Namespace) -> int:
             trace_id = ids[0]
         else:
             trace_id = resolve(ref, ids, str(args.file))
+    elif args.store:
+        store = SpanStore.open(args.store)
+        if ref is None:
+            raise LoadError(
+                f"a TRACE_ID is needed when reading a store (try eventchain list --store {store.path})"
+            )
+        trace_id = store.resolve(ref)
+        spans = store.trace(trace_id)
+        if args.follow_links:
+            for other in store.linking_traces(trace_id):
+                spans += store.trace(other)
     else:
         if ref is None:
             raise LoadError(
@@ -173,13 +186,15 @@ def _list(args: argparse.Namespace) -> int:
         service=args.service,
         topic=args.topic,
         errors=args.errors,
-        since_ns=time.time_ns() - args.lookback if args.file and args.lookback else None,
+        since_ns=time.time_ns() - args.lookback if _local(args) and args.lookback else None,
         message=query,
         include_all=args.all or args.command == "find",
     )
     trees = args.command == "find" and args.tree
     if args.file:
         spans = read_file(args.file, warn=_warn) if trees else iter_file(args.file, warn=_warn, slim=True)
+    elif args.store:
+        spans = SpanStore.open(args.store).spans(slim=not trees)
     else:
         client = _client(args, None)
         end = time.time_ns()
@@ -215,7 +230,7 @@ def _find_trees(
         print(f"no event chains found; {_footer(found, args)}", file=sys.stderr)
         return 0
     console = _console(args)
-    client = None if args.file else _client(args, None)
+    client = None if _local(args) else _client(args, None)
     spans = list(spans)
     for summary in found.shown:
         # Jaeger's search answers whole traces already; the trace is fetched again only to be sure
@@ -256,6 +271,37 @@ def _message_query(args: argparse.Namespace, ref: TraceRef | None) -> MessageQue
         group=group,
         span_id=ref.span_id if ref is not None else None,
     )
+
+
+def _local(args: argparse.Namespace) -> bool:
+    """True when the spans come from a file or a span store, not from Jaeger."""
+    return bool(args.file or args.store)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from tracing.read.serve import ServeOptions, serve
+
+    options = ServeOptions(
+        store=Path(args.store) if args.store else default_store_path(),
+        http=args.http,
+        grpc=args.grpc,
+        max_spans=args.max_spans or None,
+        max_age_ns=args.max_age or None,
+        live=args.live,
+        settle_s=args.settle,
+        console=_console(args) if args.live else None,
+        glyphs=_glyphs(args),
+    )
+    return serve(options)
+
+
+def _address(text: str) -> tuple[str, int]:
+    from tracing.read.serve import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _client(args: argparse.Namespace, ref: TraceRef | None) -> JaegerClient:
@@ -402,6 +448,14 @@ def _parser() -> argparse.ArgumentParser:
             metavar="PATH",
             help="Jaeger JSON or OTLP JSON (lines) file, plain or .gz; - reads stdin",
         )
+        source.add_argument(
+            "--store",
+            metavar="PATH",
+            nargs="?",
+            const=str(default_store_path()),
+            help="the span store eventchain serve writes (PATH left out: $EVENTCHAIN_STORE or "
+            f"{default_store_path()})",
+        )
         sub.add_argument(
             "--timeout",
             type=_seconds,
@@ -480,6 +534,63 @@ def _parser() -> argparse.ArgumentParser:
     find.add_argument("--tree", action="store_true", help="print each chain's tree, the message marked")
     find.add_argument("--unfold", action="store_true", help="with --tree: do not fold runs of like siblings")
     find.set_defaults(run=_find, all=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="receive OTLP from your services, store the spans, print each chain as it settles",
+        description="An OTLP receiver: OTLP/HTTP (protobuf or JSON) on /v1/traces, OTLP/gRPC with --grpc; "
+        "spans go to a SQLite store the other commands read with --store. Metrics and logs are "
+        "accepted and dropped. Stops on Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument(
+        "--http",
+        type=_address,
+        default=("127.0.0.1", 4318),
+        metavar="HOST:PORT",
+        help="OTLP/HTTP address (default 127.0.0.1:4318; the local stack's Jaeger holds it while it runs)",
+    )
+    serve.add_argument(
+        "--grpc",
+        type=_address,
+        nargs="?",
+        const=("127.0.0.1", 4317),
+        metavar="HOST:PORT",
+        help="also OTLP/gRPC (default address 127.0.0.1:4317)",
+    )
+    serve.add_argument(
+        "--store",
+        metavar="PATH",
+        help=f"the SQLite span store (default $EVENTCHAIN_STORE or {default_store_path()})",
+    )
+    serve.add_argument(
+        "--max-spans",
+        type=_natural,
+        default=1_000_000,
+        metavar="N",
+        help="keep at most N spans, dropping whole traces, least recently received first "
+        "(default 1000000; 0: no limit)",
+    )
+    serve.add_argument(
+        "--max-age",
+        type=_lookback,
+        default=_lookback("7d"),
+        metavar="DURATION",
+        help="drop traces last received longer ago than this, e.g. 30m, 12h (default 7d)",
+    )
+    serve.add_argument("--live", action="store_true", help="print each chain's tree when it settles")
+    serve.add_argument(
+        "--settle",
+        type=_seconds,
+        default=3.0,
+        metavar="S",
+        help="with --live: a chain has settled when no span came for S seconds (default 3)",
+    )
+    serve.add_argument("--width", type=_positive, metavar="N", help="render at this many columns")
+    serve.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto", help="colour: auto, always, never"
+    )
+    serve.add_argument("--ascii", action="store_true", help="ASCII only")
+    serve.set_defaults(run=_serve)
     return parser
 
 
