@@ -10,6 +10,7 @@ Jaeger at the URL; 1 a bug of ours (one line; ``EVENTCHAIN_DEBUG=1`` shows the t
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import io
 import json
@@ -26,6 +27,17 @@ from rich.console import Console
 from tracing import semconv as sc
 from tracing.read import make_chain
 from tracing.read.analyse import processors, summarise
+from tracing.read.audit import (
+    DEFAULT_DLQ,
+    DEFAULT_GRACE_S,
+    DEFAULT_RETRY,
+    FINDING_KINDS,
+    AuditOptions,
+    audit,
+    parse_saga,
+)
+from tracing.read.audit import failing as audit_failing
+from tracing.read.audit_render import audit_json, render_audit
 from tracing.read.chain import trace_ids
 from tracing.read.load import (
     JaegerClient,
@@ -48,6 +60,7 @@ from tracing.read.query import (
     list_chains,
     mark_matches,
     search_jaeger,
+    search_window,
 )
 from tracing.read.render import ASCII, Glyphs, render_list, render_text, summary_json, to_json
 from tracing.read.store import SpanStore, default_store_path
@@ -535,6 +548,42 @@ def _parser() -> argparse.ArgumentParser:
     find.add_argument("--unfold", action="store_true", help="with --tree: do not fold runs of like siblings")
     find.set_defaults(run=_find, all=True)
 
+    checks = commands.add_parser(
+        "audit", help="ordering, duplicates, unconsumed events, failures, stuck sagas and path latency"
+    )
+    common(checks)
+    checks.add_argument("--since", metavar="T", help="from T: a duration ago (15m, 2h) or an ISO time "
+                        "(default 1h ago from Jaeger; everything in a file or store)")
+    checks.add_argument("--until", metavar="T", help="up to T: a duration ago or an ISO time (default now)")
+    checks.add_argument(
+        "--grace",
+        type=_seconds,
+        default=DEFAULT_GRACE_S,
+        metavar="SECONDS",
+        help=f"how long a send may wait for processing, and a saga for its end (default {DEFAULT_GRACE_S:g})",
+    )
+    checks.add_argument(
+        "--saga",
+        action="append",
+        type=_saga,
+        metavar="START:END[:COMPENSATION]",
+        help="a saga rule: each step a topic, an event type or TOPIC/TYPE (repeatable)",
+    )
+    checks.add_argument("--dlq", action="append", metavar="PATTERN",
+                        help="dead-letter topics (glob, repeatable; default *.dlq and *.DLT)")
+    checks.add_argument("--retry", action="append", metavar="PATTERN",
+                        help="retry topics (glob, repeatable; default *retry*)")
+    checks.add_argument("--topic", action="append", metavar="PATTERN",
+                        help="only messaging spans on these topics (glob, repeatable)")
+    checks.add_argument("--fail-on", type=_kinds, default=[], metavar="KINDS",
+                        help="exit 1 when any of these has findings: " + ",".join(FINDING_KINDS))
+    checks.add_argument("--max-duplicate-rate", type=_rate, metavar="R",
+                        help="exit 1 when duplicates exceed this share of processings (0.01 or 1%%)")
+    checks.add_argument("--limit", type=_positive, default=_MAX_SCAN, metavar="N",
+                        help=f"traces per service asked from Jaeger (default {_MAX_SCAN})")
+    checks.add_argument("--json", action="store_true", help="print the findings as one JSON document")
+    checks.set_defaults(run=_audit)
+
     serve = commands.add_parser(
         "serve",
         help="receive OTLP from your services, store the spans, print each chain as it settles",
@@ -592,6 +641,93 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ascii", action="store_true", help="ASCII only")
     serve.set_defaults(run=_serve)
     return parser
+
+
+def _audit(args: argparse.Namespace) -> int:
+    now = time.time_ns()
+    since = _moment(args.since, "--since", now) if args.since else None
+    until = _moment(args.until, "--until", now) if args.until else None
+    store_path = args.store
+    if since is None and not (args.file or store_path):
+        since = now - _UNITS_NS["h"]  # Jaeger: the last hour unless told otherwise
+    options = AuditOptions(
+        since_ns=since,
+        until_ns=until,
+        # Judged as of now when reading the live backend; a file or a store as of its latest span.
+        horizon_ns=until if until is not None else (None if args.file or store_path else now),
+        grace_s=args.grace,
+        sagas=tuple(args.saga or ()),
+        dlq=tuple(args.dlq or DEFAULT_DLQ),
+        retry=tuple(args.retry or DEFAULT_RETRY),
+        topics=tuple(args.topic or ()),
+    )
+    if args.file:
+        report = audit(iter_file(args.file, warn=_warn), options)
+    elif store_path:
+        with SpanStore.open(store_path) as store:
+            report = audit(store.spans(since_ns=since), options)
+    else:
+        client = _client(args, None)
+        spans, full = search_window(client, since or 0, until or now, limit=args.limit)
+        for service in full:
+            _warn(
+                f"Jaeger answered the limit of {args.limit:,} traces for {service}: its older traces in the "
+                "window were not read (try a shorter --since/--until window or a higher --limit)"
+            )
+        report = audit(spans, options)
+    if args.json:
+        print(json.dumps(audit_json(report), indent=2))
+    else:
+        render_audit(report, _console(args), _glyphs(args))
+    reasons = audit_failing(report, args.fail_on, args.max_duplicate_rate)
+    if reasons:
+        print(f"eventchain: audit failed: {', '.join(reasons)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _moment(text: str, option: str, now_ns: int) -> int:
+    """A time as ``--since``/``--until`` take it: a duration ago (15m, 2h), or an ISO 8601 time."""
+    try:
+        return now_ns - _lookback(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise LoadError(
+            f"{option} {text!r} is neither a duration nor a time: try 15m, 2h or 2025-11-27T06:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1e9)
+
+
+def _saga(text: str) -> object:
+    try:
+        return parse_saga(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _kinds(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in FINDING_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of {','.join(FINDING_KINDS)} (comma-separated)"
+        )
+    return kinds
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate between 0 and 1 (or 0% and 100%)")
+    return value
 
 
 def _find(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "list_chains",
     "mark_matches",
     "search_jaeger",
+    "search_window",
 ]
 
 # With --follow-links from Jaeger: how long after the chain ends a linked trace may start, and how
@@ -282,6 +283,30 @@ def search_jaeger(
     with ThreadPoolExecutor(max_workers=min(SEARCH_CONCURRENCY, len(services))) as pool:
         found = pool.map(lambda s: client.search(s, start_ns, end_ns, limit=limit, tags=tags), services)
         return [span for spans in found for span in spans]
+
+
+def search_window(
+    client: JaegerClient, start_ns: int, end_ns: int, limit: int
+) -> tuple[list[Span], list[str]]:
+    """Every trace any service has in the window, each trace once (a trace crossing five services is
+    in five services' answers), and the services whose answer held ``limit`` traces: their older
+    traces in the window were not returned.
+    """
+    services = client.services()
+    if not services:
+        return [], []
+    with ThreadPoolExecutor(max_workers=min(SEARCH_CONCURRENCY, len(services))) as pool:
+        answers = list(pool.map(lambda s: client.search(s, start_ns, end_ns, limit=limit), services))
+    seen: set[str] = set()
+    spans: list[Span] = []
+    full: list[str] = []
+    for service, answer in zip(services, answers, strict=True):
+        fresh = {s.trace_id for s in answer} - seen
+        if len({s.trace_id for s in answer}) >= limit:
+            full.append(service)
+        spans.extend(s for s in answer if s.trace_id in fresh)
+        seen |= fresh
+    return spans, full
 
 
 def linking_candidates(client: JaegerClient, spans: list[Span]) -> list[Span]:
