@@ -110,4 +110,11 @@ except Exception as exc:  # reported, the test fails on it
     error = f"{type(exc).__name__}: {exc}"
 consumer.close()
 checker.close()
-say({"event": "closed", "stats": vars(stats) if stats else None, "error": error, "owned_after_close": sorted(owned)})
+say(
+    {
+        "event": "closed",
+        "stats": vars(stats) if stats else None,
+        "error": error,
+        "owned_after_close": sorted(owned),
+    }
+)

@@ -178,7 +178,9 @@ def check_revocations(member: Member) -> None:
 
 @pytest.fixture
 def topic(real_stack):
-    return stack.create_topic(real_stack.kafka_bootstrap, stack.unique_topic("rebalance"), partitions=PARTITIONS)
+    return stack.create_topic(
+        real_stack.kafka_bootstrap, stack.unique_topic("rebalance"), partitions=PARTITIONS
+    )
 
 
 @pytest.mark.parametrize(("protocol", "assignor"), GROUPS)

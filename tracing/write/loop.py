@@ -55,6 +55,7 @@ from opentelemetry import trace
 from tracing.write.rebalance import CommitAnswers
 
 logger = logging.getLogger("tracing.loop")
+_monotonic = time.monotonic
 
 # Headers added to a dead-lettered message (the original headers are kept).
 DLQ_ORIGINAL_TOPIC = "dlq.original.topic"
@@ -131,23 +132,25 @@ class _Stop:
 
     def __init__(self, stop: Any) -> None:
         self._event = threading.Event()
-        self._user = stop
+        self._hit = False  # read once per message: a plain attribute
+        self._check: Callable[[], Any] | None = (
+            None if stop is None else stop.is_set if hasattr(stop, "is_set") else stop
+        )
         self.reason = ""
 
     def set(self, reason: str) -> None:
         self.reason = self.reason or reason
+        self._hit = True
         self._event.set()
 
     def requested(self) -> bool:
-        if self._event.is_set():
+        if self._hit:
             return True
-        user = self._user
-        if user is None:
+        check = self._check
+        if check is None or not check():
             return False
-        hit = user.is_set() if hasattr(user, "is_set") else bool(user())
-        if hit:
-            self.set("stop")
-        return hit
+        self.set("stop")
+        return True
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if a stop was requested meanwhile."""
@@ -243,9 +246,13 @@ def run(
                 continue
             block = process(msg)
             with block:
-                ok, error, attempts = _attempts(
-                    block, msg, handler, retries, backoff, max_backoff, stopper, stats
-                )
+                try:
+                    handler(msg)
+                    ok = True
+                except Exception as first:
+                    ok, error, attempts = _retry(
+                        block, msg, handler, first, retries, backoff, max_backoff, stopper, stats
+                    )
                 if not ok and dead_letter_topic is not None:
                     if dlq is None:
                         dlq = dead_letter_producer or _producer_for(consumer, config)
@@ -278,23 +285,26 @@ def run(
                 dlq.flush(10)
 
 
-def _attempts(
+def _retry(
     block: Any,
     msg: Any,
     handler: Callable[[Any], Any],
+    first: Exception,
     retries: int,
     backoff: float,
     max_backoff: float,
     stopper: _Stop,
     stats: RunStats,
 ) -> tuple[bool, BaseException | None, int]:
-    """Run the handler, retrying with backoff; (succeeded, last error, attempts)."""
+    """The handler failed once with ``first``: retry with backoff; (succeeded, last error, attempts)."""
     attempt = 0
     while True:
         attempt += 1
         try:
-            handler(msg)
-            return True, None, attempt
+            if attempt > 1:
+                handler(msg)
+                return True, None, attempt
+            raise first
         except Exception as exc:
             if attempt > retries or stopper.requested():
                 block.fail(exc, **{_ATTEMPTS: attempt})
@@ -366,12 +376,12 @@ class _Committer:
     # -- the loop's side ------------------------------------------------------------
     def handled(self, msg: Any) -> None:
         self._pending[(msg.topic(), msg.partition())] = msg.offset() + 1
-        if not self._periodic:
+        if self._periodic:
+            self._since += 1
+            if self._since >= self._every or _monotonic() - self._sent_at >= self._interval:
+                self._due()
+        else:
             self._commit_now()
-            return
-        self._since += 1
-        if self._since >= self._every or time.monotonic() - self._sent_at >= self._interval:
-            self._due()
 
     def idle(self) -> None:
         """Nothing arrived: commit what is pending once the interval has passed."""
