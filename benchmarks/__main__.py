@@ -10,6 +10,7 @@ them, the best any instrumentation could do.
     python -m benchmarks --outage             # 1 M sends with the OTLP endpoint unreachable
     python -m benchmarks --api async          # only the asyncio clients (confluent_kafka.aio)
     python -m benchmarks --read-only          # only eventchain (tree, list) on big generated files
+    python -m benchmarks --loop-only          # only run() vs a plain poll loop (real broker)
 
 The OTLP variant sends up to ~100,000 traces per measurement into the local Jaeger, whose
 in-memory store keeps 100,000: it evicts what tests running at the same time look for.
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import contrib_env, read_side, report, stack
+from benchmarks import contrib_env, managed_loop, read_side, report, stack
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -86,6 +87,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--read-only", action="store_true", help="only the read side: eventchain tree and list on big files"
     )
+    parser.add_argument(
+        "--loop-only", action="store_true", help="only the managed loop: run() against a plain poll loop"
+    )
+    parser.add_argument("--loop-n", type=int, default=200_000, help="messages for the managed loop")
     parser.add_argument(
         "--no-read",
         dest="read",
@@ -299,10 +304,33 @@ def measure_outage(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+# ----------------------------------------------------------------------------- managed loop
+def _managed_loop(args: argparse.Namespace) -> dict[str, Any]:
+    """run() against the plain loop on the real broker (skipped, and said so, without it)."""
+    problem = stack.kafka_problem(args.bootstrap)
+    if problem:
+        say(f"skipped: managed loop: real broker: {problem} (start it with `make stack-up`)")
+        return {"skipped": problem}
+    python = None if args.no_contrib else contrib_env.ensure(create=not args.quick, say=say)
+    n = min(args.loop_n, 20_000) if args.quick else args.loop_n
+    result = managed_loop.run(
+        bootstrap=args.bootstrap,
+        rounds=args.rounds,
+        n=n,
+        contrib=str(python) if python else None,
+        say=say,
+    )
+    say("\n" + managed_loop.render(result))
+    return result
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.read_only:
+    if args.loop_only:
+        data = {"meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"), "mode": "loop"}}
+        data["managed_loop"] = _managed_loop(args)
+    elif args.read_only:
         data = {"meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"), "mode": "read"}}
         data["read_side"] = read_side.run(rounds=1 if args.quick else args.rounds, quick=args.quick, say=say)
         say(read_side.render(data["read_side"]))
@@ -321,11 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.read:
             data["read_side"] = read_side.run(rounds=args.rounds, say=say)
             say("\n" + read_side.render(data["read_side"]))
+        if args.broker in ("real", "both"):
+            data["managed_loop"] = _managed_loop(args)
     path = args.json
     if path is None:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        prefix = "outage" if args.outage else "read" if args.read_only else "bench"
+        modes = ((args.outage, "outage"), (args.read_only, "read"), (args.loop_only, "loop"))
+        prefix = next((name for on, name in modes if on), "bench")
         path = RESULTS_DIR / f"{prefix}-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
