@@ -105,7 +105,7 @@ def instrument(
     meter_provider: Any = None,
     **consumer_options: Any,
 ) -> None:
-    """Trace every confluent-kafka client built from now on. Idempotent.
+    """Trace every confluent-kafka client (and pika channel) built from now on. Idempotent.
 
     >>> import tracing; tracing.instrument()
     >>> from confluent_kafka import Producer   # now a traced producer
@@ -132,6 +132,12 @@ def instrument(
                 built[original] = _patched(original, wrapper, options)
             _originals[(module, name)] = original
             setattr(module, name, built[original])
+        from tracing.write.clients import rabbitmq_instrument  # pika's channels, when pika is installed
+
+        common = {"tracer_provider": tracer_provider, "propagator": propagator}
+        _originals.update(
+            rabbitmq_instrument.instrument({**common, "meter_provider": meter_provider, **consumer_options})
+        )
 
 
 def uninstrument() -> None:

@@ -607,3 +607,355 @@ def test_process_contract(entry, scenario, mock_cluster, topic):
     if error is not None and inst.reader is not None and entry not in DROP_IN:
         # A handler that failed inside process() / run(): its failure is on the metric.
         assert sum(inst.metric_error_types(PROCESS_DURATION).values()) == 1
+
+
+# ==========================================================================================
+# RabbitMQ: the same scenarios over pika's blocking channel and aio-pika, on the real broker
+# ==========================================================================================
+#
+# Send side: ``TracedBlockingChannel.basic_publish`` (publisher confirms on; a failed delivery
+# is an unroutable mandatory message, which pika raises), ``TracedExchange.publish``.
+# Process side: pika's ``basic_consume`` callbacks, the ``consume()`` generator, ``basic_get``;
+# aio-pika's ``queue.consume(callback)``, ``queue.iterator()`` + ``message.process()``, ``queue.get()``.
+
+import os  # noqa: E402
+import uuid  # noqa: E402
+
+AMQP_URL = os.environ.get("KET_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(request: Any) -> str:
+    """The stack's RabbitMQ; skipped when it does not answer (failed in CI or with --require-stack)."""
+    pika = pytest.importorskip("pika")
+    try:
+        pika.BlockingConnection(pika.URLParameters(AMQP_URL)).close()
+    except Exception as exc:
+        message = f"RabbitMQ not reachable at {AMQP_URL} ({type(exc).__name__}); run `make stack-up`"
+        if os.environ.get("CI", "").lower() == "true" or request.config.getoption("--require-stack"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return AMQP_URL
+
+
+def _amqp_expected(n: int = N) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """As :func:`expected`, headers sorted: an AMQP table is a map, its order not kept."""
+    return [(value, key, sorted(headers)) for value, key, headers in expected(n)]
+
+
+def _amqp_own(headers: Any) -> list[tuple[str, bytes]]:
+    return sorted(
+        (k, v.encode() if isinstance(v, str) else bytes(v))
+        for k, v in (headers or {}).items()
+        if k in ("tenant", "seq")
+    )
+
+
+def _amqp_queue(url: str) -> str:
+    import pika
+
+    name = f"contract-{uuid.uuid4().hex[:10]}"
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    connection.channel().queue_declare(name, auto_delete=False, arguments={"x-expires": 120_000})
+    connection.close()
+    return name
+
+
+def _amqp_read_back(url: str, queue: str, n: int) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    got = []
+    deadline = time.monotonic() + WAIT
+    while len(got) < n and time.monotonic() < deadline:
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            time.sleep(0.05)
+            continue
+        got.append((body, properties.message_id.encode(), _amqp_own(properties.headers)))
+    connection.close()
+    return got
+
+
+def pika_publish(url: str, queue: str, inst: Instrumentation, fail: bool) -> Sent:
+    import pika
+    from pika.exceptions import UnroutableError
+
+    sent = Sent()
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = tracing.rabbitmq.TracedBlockingChannel(connection.channel(), **inst.client_kwargs())
+    channel.confirm_delivery()
+    try:
+        for i in range(N):
+            value, key = payload(i)
+            headers = dict(app_headers(i))
+            properties = pika.BasicProperties(headers=headers, message_id=key.decode())
+            try:
+                target = f"{queue}-nowhere" if fail else queue
+                channel.basic_publish("", target, value, properties, mandatory=True)
+            except UnroutableError as exc:
+                sent.failures.append(exc)
+            else:
+                sent.delivered.append((value, key))
+            assert properties.headers is headers and headers == dict(app_headers(i))  # untouched
+    except Exception as exc:
+        sent.raised.append(exc)
+    finally:
+        connection.close()
+    return sent
+
+
+def aio_pika_publish(url: str, queue: str, inst: Instrumentation, fail: bool) -> Sent:
+    import aio_pika
+
+    async def scenario() -> Sent:
+        sent = Sent()
+        connection = await aio_pika.connect(url)
+        try:
+            channel = tracing.rabbitmq.aio.TracedChannel(await connection.channel(), **inst.client_kwargs())
+            exchange = channel.default_exchange
+            for i in range(N):
+                value, key = payload(i)
+                headers = {k: v.decode() for k, v in app_headers(i)}  # aio-pika refuses bytes values
+                message = aio_pika.Message(value, headers=headers, message_id=key.decode())
+                await exchange.publish(message, queue)
+                assert message.headers == {k: v.decode() for k, v in app_headers(i)}  # untouched
+                sent.delivered.append((value, key))
+        except Exception as exc:
+            sent.raised.append(exc)
+        finally:
+            await connection.close()
+        return sent
+
+    return asyncio.run(scenario())
+
+
+AMQP_SENDERS = {"pika-basic_publish": pika_publish, "aio-pika-publish": aio_pika_publish}
+AMQP_SEND_SCENARIOS = [CLEAN, ON_START, ON_START_SOMETIMES, ON_END, INJECT, METER, DELIVERY_FAILS]
+
+
+def _amqp_send_cases() -> list[Any]:
+    return [
+        pytest.param(entry, scenario, id=f"{entry}-{scenario}")
+        for entry in AMQP_SENDERS
+        for scenario in AMQP_SEND_SCENARIOS
+        if not (scenario == DELIVERY_FAILS and entry != "pika-basic_publish")
+    ]
+
+
+@pytest.mark.parametrize(("entry", "scenario"), _amqp_send_cases())
+def test_rabbitmq_send_contract(entry, scenario, rabbitmq_url):
+    import tracing.rabbitmq
+    import tracing.rabbitmq.aio  # noqa: F401
+
+    inst = Instrumentation(scenario, True)
+    queue = _amqp_queue(rabbitmq_url)
+    sent = AMQP_SENDERS[entry](rabbitmq_url, queue, inst, scenario == DELIVERY_FAILS)
+
+    assert sent.raised == [], f"the app saw exceptions of the instrumentation: {sent.raised!r}"
+    if scenario == DELIVERY_FAILS:
+        assert sent.delivered == [] and len(sent.failures) == N
+        assert sum(inst.metric_error_types(SEND_DURATION, "send").values()) == N
+    else:
+        assert sent.failures == []
+        assert sent.delivered == [(value, key) for value, key, _ in expected()]
+        assert _amqp_read_back(rabbitmq_url, queue, N) == _amqp_expected()
+    inst.assert_every_started_span_ended()
+    inst.assert_failures_named_alike("send ", SEND_DURATION, "send")
+    if scenario == CLEAN:
+        spans = inst.ledger.spans("send amq.default")
+        assert len(spans) == N
+        assert all(s.attributes["messaging.rabbitmq.destination.routing_key"] == queue for s in spans)
+        assert sum(p.count for p in inst.points(SEND_DURATION)) == N
+
+
+def _amqp_seed(url: str) -> str:
+    import pika
+
+    queue = _amqp_queue(url)
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    for i in range(N):
+        value, key = payload(i)
+        headers = {**dict(app_headers(i)), "traceparent": TRACEPARENT.decode()}
+        properties = pika.BasicProperties(headers=headers, message_id=key.decode())
+        channel.basic_publish("", queue, value, properties)
+    connection.close()
+    return queue
+
+
+class _AmqpSeen(Seen):
+    def handle(self, msg: Any) -> None:  # (body, properties) of pika, or an aio-pika message
+        body, properties = msg if isinstance(msg, tuple) else (msg.body, msg)
+        self.messages.append((body, properties.message_id.encode(), _amqp_own(properties.headers)))
+        if self.raise_at is not None and len(self.messages) == self.raise_at + 1:
+            assert self.error is not None
+            raise self.error
+        if len(self.messages) >= self.n:
+            self.done.set()
+
+
+def _pika(loop: Callable[..., None]) -> Callable[..., None]:
+    def consume(url: str, queue: str, inst: Instrumentation, seen: Seen) -> None:
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        channel = tracing.rabbitmq.TracedBlockingChannel(connection.channel(), **inst.client_kwargs())
+        try:
+            loop(channel, queue, seen)
+        except BaseException as exc:
+            seen.raised.append(exc)
+        finally:
+            channel.close()
+            connection.close()
+
+    return consume
+
+
+@_pika
+def pika_basic_consume(channel: Any, queue: str, seen: Seen) -> None:
+    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        seen.handle((body, properties))
+        ch.basic_ack(method.delivery_tag)
+        if seen.done.is_set():
+            ch.stop_consuming()
+
+    channel.basic_consume(queue, on_message)
+    channel.connection.call_later(WAIT, channel.stop_consuming)
+    channel.start_consuming()
+
+
+@_pika
+def pika_consume(channel: Any, queue: str, seen: Seen) -> None:
+    for method, properties, body in channel.consume(queue, inactivity_timeout=0.2):
+        if method is not None:
+            seen.handle((body, properties))  # drop-in: current until the next one
+            channel.basic_ack(method.delivery_tag)
+        if seen.done.is_set():
+            break
+    channel.cancel()
+
+
+@_pika
+def pika_basic_get(channel: Any, queue: str, seen: Seen) -> None:
+    deadline = time.monotonic() + WAIT
+    while seen.more(deadline):
+        method, properties, body = channel.basic_get(queue)
+        if method is None:
+            time.sleep(0.05)
+            continue
+        seen.handle((body, properties))
+        channel.basic_ack(method.delivery_tag)
+
+
+def _aio_amqp(loop: Callable[..., Any]) -> Callable[..., None]:
+    def consume(url: str, queue: str, inst: Instrumentation, seen: Seen) -> None:
+        import aio_pika
+
+        async def scenario() -> None:
+            connection = await aio_pika.connect(url)
+            channel = tracing.rabbitmq.aio.TracedChannel(await connection.channel(), **inst.client_kwargs())
+            traced = await channel.get_queue(queue)
+            try:
+                async with asyncio.timeout(WAIT):
+                    await loop(traced, seen)
+            except BaseException as exc:
+                seen.raised.append(exc)
+            finally:
+                traced.close_spans()
+                await connection.close()
+
+        asyncio.run(scenario())
+
+    return consume
+
+
+@_aio_amqp
+async def aio_pika_consume(queue: Any, seen: Seen) -> None:
+    async def on_message(message: Any) -> None:
+        async with message.process(requeue=False):
+            seen.handle(message)
+
+    await queue.consume(on_message)
+    while not seen.done.is_set():
+        await asyncio.sleep(0.05)
+
+
+@_aio_amqp
+async def aio_pika_iterator(queue: Any, seen: Seen) -> None:
+    async with queue.iterator() as messages:
+        async for message in messages:
+            async with message.process():
+                seen.handle(message)
+            if seen.done.is_set():
+                return
+
+
+@_aio_amqp
+async def aio_pika_get(queue: Any, seen: Seen) -> None:
+    while not seen.done.is_set():
+        message = await queue.get(fail=False)
+        if message is None:
+            await asyncio.sleep(0.05)
+            continue
+        seen.handle(message)  # drop-in: current in this task until its next get
+        await message.ack()
+
+
+AMQP_CONSUMERS = {
+    "pika-basic_consume": pika_basic_consume,
+    "pika-consume": pika_consume,
+    "pika-basic_get": pika_basic_get,
+    "aio-pika-consume": aio_pika_consume,
+    "aio-pika-iterator+process": aio_pika_iterator,
+    "aio-pika-get": aio_pika_get,
+}
+AMQP_DROP_IN = {"pika-consume", "pika-basic_get", "aio-pika-get"}
+
+
+def _amqp_process_cases() -> list[Any]:
+    return [
+        pytest.param(entry, scenario, id=f"{entry}-{scenario}")
+        for entry in AMQP_CONSUMERS
+        for scenario in [CLEAN, ON_START, ON_START_SOMETIMES, ON_END, EXTRACT, METER, HANDLER_RAISES]
+        # aio-pika logs a consume callback's exception itself: the app never sees it
+        if not (scenario == HANDLER_RAISES and entry == "aio-pika-consume")
+    ]
+
+
+@pytest.mark.parametrize(("entry", "scenario"), _amqp_process_cases())
+def test_rabbitmq_process_contract(entry, scenario, rabbitmq_url):
+    import tracing.rabbitmq
+    import tracing.rabbitmq.aio  # noqa: F401
+
+    inst = Instrumentation(scenario, True)
+    error = _app_error(scenario)
+    raise_at = 1 if error is not None else None
+    queue = _amqp_seed(rabbitmq_url)
+    seen = _AmqpSeen(N, raise_at, error)
+
+    AMQP_CONSUMERS[entry](rabbitmq_url, queue, inst, seen)
+
+    if error is None:
+        assert seen.raised == [], f"the app saw exceptions of the instrumentation: {seen.raised!r}"
+        assert seen.messages == _amqp_expected()
+    else:
+        assert len(seen.raised) == 1 and seen.raised[0] is error, seen.raised
+        assert seen.messages == _amqp_expected(raise_at + 1)
+    inst.assert_every_started_span_ended()
+    inst.assert_failures_named_alike("process ", PROCESS_DURATION)
+    if scenario == CLEAN:
+        spans = inst.ledger.spans("process amq.default")
+        assert len(spans) == N
+        for span in spans:
+            assert span.parent is not None and span.parent.trace_id == int(TRACEPARENT[3:35], 16)
+            assert span.attributes["messaging.destination.subscription.name"] == queue
+            assert span.attributes["messaging.destination.name"] == ""
+            assert isinstance(span.attributes["messaging.rabbitmq.message.delivery_tag"], int)
+        # ack / nack / reject are events on the process span (message.process() acks through ack())
+        events = [[e.name for e in s.events] for s in spans]
+        assert all("ack" in names for names in events), events
+        assert sum(p.count for p in inst.points(PROCESS_DURATION)) == N
+    if error is not None and entry not in AMQP_DROP_IN:
+        assert sum(inst.metric_error_types(PROCESS_DURATION).values()) == 1

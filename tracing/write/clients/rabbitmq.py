@@ -35,11 +35,6 @@ from tracing.write.providers import rabbitmq as provider
 from tracing.write.providers.rabbitmq import PikaDelivery
 from tracing.write.tracker import OpenProcessing, ProcessBlock, in_flight
 
-if TYPE_CHECKING:
-    from pika.adapters.blocking_connection import BlockingChannel as _ChannelBase
-else:
-    _ChannelBase = object
-
 _get_current = context_api.get_current
 _time_ns = time.time_ns
 
@@ -72,7 +67,7 @@ def _server(channel: Any) -> dict[str, Any]:
         return {}
 
 
-class TracedBlockingChannel(_ChannelBase):
+class TracedBlockingChannel:
     """Wraps a pika ``BlockingChannel``.
 
     >>> channel = TracedBlockingChannel(pika.BlockingConnection().channel())
@@ -125,9 +120,7 @@ class TracedBlockingChannel(_ChannelBase):
         sending = None
         sent_properties = properties
         try:
-            extra = provider.send_extra(
-                exchange, routing_key, getattr(properties, "message_id", None), body
-            )
+            extra = provider.send_extra(exchange, routing_key, getattr(properties, "message_id", None), body)
             headers, sending = self._sends.start(
                 plan,
                 provider.destination_of(exchange),

@@ -75,8 +75,6 @@ def _record_settlements() -> None:
         patch("reject", "reject", ("requeue",))
 
 
-
-
 class TracedExchange:
     """Wraps an ``aio_pika.Exchange``; every published message carries its send span's context."""
 
@@ -340,3 +338,13 @@ class TracedChannel:
 
     def __repr__(self) -> str:
         return f"TracedChannel({self._channel!r})"
+
+
+try:  # aio-pika's own checks (``queue.bind(exchange)``, isinstance) take the traced ones as theirs
+    from aio_pika.abc import AbstractExchange, AbstractQueue
+
+    for _abstract, _traced in ((AbstractExchange, TracedExchange), (AbstractQueue, TracedQueue)):
+        if hasattr(_abstract, "register"):  # an ABC (not a Protocol) in this aio-pika version
+            _abstract.register(_traced)
+except ImportError:  # pragma: no cover - aio-pika not installed
+    pass

@@ -1,0 +1,140 @@
+"""RabbitMQ wrappers without a broker: hostile headers never break a consumer (fuzzed, as for
+Kafka), every delivery gets exactly one process span, ``instrument()`` patches pika.
+
+The same wrappers against the real broker: the RabbitMQ part of tests/write/test_contract.py.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("pika")
+pytest.importorskip("aio_pika")
+
+from tracing.rabbitmq import TracedBlockingChannel  # noqa: E402
+from tracing.rabbitmq.aio import TracedQueue  # noqa: E402
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=80),
+    st.binary(max_size=80),
+    st.builds(Decimal, st.integers()),
+    st.just(TRACEPARENT),
+    st.just(TRACEPARENT.encode()),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_keys = st.one_of(
+    st.sampled_from(["traceparent", "tracestate", "baggage", "eventchain", "x"]), st.text(max_size=12)
+)
+hostile_headers = st.one_of(
+    st.none(),
+    st.dictionaries(_keys, _values, max_size=6),
+    st.lists(st.tuples(_keys, _values), max_size=3),  # not a table at all
+    st.integers(),
+)
+
+
+def _pika_delivery(headers: Any) -> tuple[Any, Any, bytes]:
+    method = SimpleNamespace(exchange="orders", routing_key="order.created", delivery_tag=7, redelivered=True)
+    properties = SimpleNamespace(headers=headers, timestamp=1_700_000_000, message_id="m-1")
+    return method, properties, b'{"id": 1}'
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(headers=hostile_headers)
+def test_hostile_headers_never_break_a_pika_consumer(headers, spans):
+    channel = TracedBlockingChannel(SimpleNamespace(), tracer_provider=spans.provider)
+    handled = []
+    with channel.process(*_pika_delivery(headers), queue="notifications"):
+        handled.append(1)
+    assert handled == [1]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(headers=hostile_headers)
+def test_hostile_headers_never_break_an_aio_pika_consumer(headers, spans):
+    queue = TracedQueue(SimpleNamespace(name="notifications"), tracer_provider=spans.provider)
+    message = SimpleNamespace(
+        exchange="",
+        routing_key="notifications",
+        delivery_tag=3,
+        redelivered=False,
+        body=b"x",
+        timestamp=None,
+        message_id=None,
+        headers=headers,
+    )
+    handled = []
+    with queue.process(message):
+        handled.append(1)
+    assert handled == [1]
+
+
+def test_one_process_span_per_delivery_with_the_rabbitmq_attributes(spans):
+    channel = TracedBlockingChannel(
+        SimpleNamespace(basic_ack=lambda *a: None), tracer_provider=spans.provider
+    )
+    method, properties, body = _pika_delivery({"traceparent": TRACEPARENT, "tenant": "acme"})
+    with channel.process(method, properties, body, queue="notifications"):
+        channel.basic_ack(method.delivery_tag)
+    span = spans.one("process orders")
+    assert span.parent.trace_id == int(TRACEPARENT[3:35], 16) and len(span.links) == 1
+    attrs = span.attributes
+    assert attrs["messaging.system"] == "rabbitmq"
+    assert attrs["messaging.destination.name"] == "orders"
+    assert attrs["messaging.destination.subscription.name"] == "notifications"
+    assert attrs["messaging.rabbitmq.destination.routing_key"] == "order.created"
+    assert attrs["messaging.rabbitmq.message.delivery_tag"] == 7
+    assert attrs["rabbitmq.message.redelivered"] is True
+    assert attrs["messaging.message.body.size"] == len(body)
+    assert [(e.name, dict(e.attributes)) for e in span.events] == [
+        ("ack", {"messaging.rabbitmq.message.delivery_tag": 7})
+    ]
+
+
+def test_publish_never_touches_the_callers_properties(spans):
+    import pika
+
+    published = []
+    raw = SimpleNamespace(basic_publish=lambda *args: published.append(args), _delivery_confirmation=False)
+    channel = TracedBlockingChannel(raw, tracer_provider=spans.provider)
+    headers = {"traceparent": "stale", "tenant": "acme"}
+    properties = pika.BasicProperties(headers=headers, message_id="m-1")
+    channel.basic_publish("", "notifications", b"x", properties)
+    assert properties.headers is headers and headers == {"traceparent": "stale", "tenant": "acme"}
+    sent = published[0][3]
+    assert sent is not properties and sent.message_id == "m-1"
+    assert sent.headers["tenant"] == "acme" and sent.headers["traceparent"] != "stale"
+    span = spans.one("send amq.default")
+    assert span.attributes["messaging.destination.name"] == ""
+    assert span.attributes["messaging.rabbitmq.destination.routing_key"] == "notifications"
+    assert "rabbitmq.publish.confirm" not in span.attributes  # confirms off: no answer to record
+
+
+def test_instrument_traces_pika_channels_and_uninstrument_restores():
+    from pika.adapters.blocking_connection import BlockingConnection
+
+    import tracing
+
+    original = BlockingConnection.channel
+    tracing.instrument()
+    try:
+        assert BlockingConnection.channel is not original
+        assert BlockingConnection.channel._kafka_event_tracing_original is original
+    finally:
+        tracing.uninstrument()
+    assert BlockingConnection.channel is original
