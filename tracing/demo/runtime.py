@@ -4,7 +4,8 @@ A service is a :class:`Service` subclass: a handler per event type, the topics i
 (for the two services people call) HTTP routes. The same object runs in two ways:
 
 - as its own process (``python -m tracing.demo.services.inventory``): :func:`run` configures
-  tracing from the ``OTEL_*`` variables, builds the traced clients and loops until SIGTERM;
+  tracing from the ``OTEL_*`` variables, builds the traced clients and handles messages in the
+  managed loop (``TracedConsumer.run``) until SIGTERM;
 - inside the embedded demo (:mod:`tracing.demo.embedded`), which builds the clients itself and
   drives every service's :class:`Worker` from one thread.
 """
@@ -130,12 +131,14 @@ def event_attributes(event: Event) -> dict[str, Any]:
 
 
 class Worker:
-    """One service's consumer loop.
+    """One service's message handling.
 
-    Each message is handled inside ``consumer.process(msg)`` — its process span covers the handler
-    and the flush of what the handler published — and its offset is stored for the next commit
-    only afterwards (at-least-once). A handler's exception marks the span ERROR and is logged; the
-    offset still advances: a handler that wants another try publishes a retry itself.
+    In the embedded demo each message is handled inside ``consumer.process(msg)`` (:meth:`handle`)
+    and its offset stored for the next commit only afterwards (at-least-once); as its own process
+    a service hands :meth:`handle_in_loop` to the managed loop, which opens the process span and
+    commits. Either way the span covers the handler and the flush of what it published. A
+    handler's exception marks the span ERROR and is logged; the offset still advances: a handler
+    that wants another try publishes a retry itself.
 
     ``redeliver_once``: the first event of this type is handled, then delivered again, as when a
     consumer restarts or loses its partitions before committing (the demo uses it to show a
@@ -161,43 +164,62 @@ class Worker:
         return True
 
     def handle(self, msg: Any) -> None:
-        service = self.service
+        """Handle one message in its own process block, then store its offset (embedded demo)."""
         redeliver = False
         try:
             with self.consumer.process(msg) as span:
-                event = Event.decode(msg.value())
-                span.set_attributes(event_attributes(event))
-                try:
-                    service.handle(event)
-                finally:
-                    service.producer.flush(FLUSH_TIMEOUT_S)
-                if self.redeliver_once is not None and event.type == self.redeliver_once:
-                    self.redeliver_once = None
-                    redeliver = True
-                    span.add_event("offset not committed: the message will be delivered again")
-                    service.log.info(
-                        "%s: offset %s not committed (simulated): it will be delivered again",
-                        event.type,
-                        msg.offset(),
-                    )
+                redeliver = self._handle(msg, span)
         except Exception as exc:
-            service.log.warning(
-                "%s[%s]@%s failed: %s: %s",
-                msg.topic(),
-                msg.partition(),
-                msg.offset(),
-                type(exc).__name__,
-                exc,
-            )
+            self._failed(msg, exc)
         if redeliver:
             self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
         else:
             self.consumer.store_offsets(message=msg)
 
-    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
-        """Poll until ``stop`` is set."""
-        while not stop.is_set():
-            self.poll_once(poll_timeout)
+    def handle_in_loop(self, msg: Any) -> None:
+        """The handler given to ``consumer.run()``: its process span is current, it commits."""
+        span = trace.get_current_span()
+        try:
+            redeliver = self._handle(msg, span)
+        except Exception as exc:
+            # Marked here, not raised: the loop would stop (the demo's handlers publish their retries).
+            span.record_exception(exc)
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            self._failed(msg, exc)
+            return
+        if redeliver:
+            self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+
+    def _handle(self, msg: Any, span: Span) -> bool:
+        """Decode and dispatch; True when this message is to be delivered again (``redeliver_once``)."""
+        service = self.service
+        event = Event.decode(msg.value())
+        span.set_attributes(event_attributes(event))
+        try:
+            service.handle(event)
+        finally:
+            service.producer.flush(FLUSH_TIMEOUT_S)
+        if self.redeliver_once is not None and event.type == self.redeliver_once:
+            self.redeliver_once = None
+            span.add_event("offset not committed: the message will be delivered again")
+            service.log.info(
+                "%s: offset %s not committed (simulated): it will be delivered again",
+                event.type,
+                msg.offset(),
+            )
+            return True
+        return False
+
+    def _failed(self, msg: Any, exc: Exception) -> None:
+        self.service.log.warning(
+            "%s[%s]@%s failed: %s: %s",
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            type(exc).__name__,
+            exc,
+        )
 
 
 # -- clients ----------------------------------------------------------------------------------------
@@ -391,7 +413,10 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
     consumer = worker = None
     if service.consumes:
         group = args.prefix + (service.group or service.name)
-        consumer = tracing.TracedConsumer(consumer_config(args.bootstrap, group, service.name))
+        # The managed loop commits (periodically, before a revoke and at stop): no auto-commit.
+        consumer = tracing.TracedConsumer(
+            consumer_config(args.bootstrap, group, service.name, **{"enable.auto.commit": False})
+        )
 
         def on_assign(_consumer: Any, partitions: list[TopicPartition]) -> None:
             if not ready["assigned"]:
@@ -403,8 +428,9 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
     else:
         announce()
     try:
-        if worker is not None:
-            worker.run(stop)
+        if worker is not None and consumer is not None:
+            # SIGTERM/SIGINT set `stop`; the loop finishes the message in hand and commits.
+            consumer.run(worker.handle_in_loop, stop=stop, handle_signals=False)
         else:
             stop.wait()
     finally:
@@ -412,18 +438,8 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
         if front is not None:
             front.stop()
         if consumer is not None:
-            _commit(consumer, log)
             consumer.close()
         producer.flush(FLUSH_TIMEOUT_S)
         provider.shutdown()
         log.info("stopped")
     return 0
-
-
-def _commit(consumer: Any, log: logging.Logger) -> None:
-    """Commit what was handled before leaving the group, so that the next run starts after it."""
-    try:
-        consumer.commit(asynchronous=False)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError._NO_OFFSET:  # nothing handled since the last commit
-            log.warning("could not commit the offsets handled: %s", exc.args[0].str())
