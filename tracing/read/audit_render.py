@@ -9,6 +9,7 @@ back to ASCII where the output cannot carry them, as in the tree.
 from __future__ import annotations
 
 import datetime as _dt
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,7 +127,7 @@ def audit_lines(report: Audit, width: int, glyphs: Glyphs) -> list[Line]:
     ) -> None:
         lines.append([])
         style = "bold red" if count else "bold green"
-        lines.append([(f"{title}: {count:,}", style), (f"  {detail}" if detail else "", "")])
+        lines.extend(_titled(f"{title}: {count:,}", style, detail, width))
         if rows:
             lines.extend(_table(columns, rows[:ROWS_SHOWN], width, g, set(right)))
             if len(rows) > ROWS_SHOWN:
@@ -191,11 +192,13 @@ def audit_lines(report: Audit, width: int, glyphs: Glyphs) -> list[Line]:
             [[s.trace_id] for s in stuck],
         )
     lines.append([])
-    lines.append(
-        [
-            (f"paths: {len(r.paths):,}", "bold"),
-            ("  chain start to processing, and the wait in each topic (p50 / p95)", ""),
-        ]
+    lines.extend(
+        _titled(
+            f"paths: {len(r.paths):,}",
+            "bold",
+            "chain start to processing, and the wait in each topic (p50 / p95)",
+            width,
+        )
     )
     if r.paths:
         rows = [
@@ -219,7 +222,9 @@ def audit_lines(report: Audit, width: int, glyphs: Glyphs) -> list[Line]:
     if r.notes:
         lines.append([])
         lines.append([("not checked:", "bold")])
-        lines.extend([[(f"  {note}", "bright_black")] for note in r.notes])
+        for note in r.notes:
+            wrapped = textwrap.wrap(note, max(width - 2, 10))
+            lines.extend([[(f"  {part}", "bright_black")] for part in wrapped])
     return lines
 
 
@@ -227,6 +232,15 @@ def render_audit(report: Audit, console: Console, glyphs: Glyphs | None = None) 
     """Print the audit at the console's width."""
     g = glyphs or glyphs_for(console.encoding)
     write_lines(console, audit_lines(report, max(console.width, 20), g))
+
+
+def _titled(title: str, style: str, detail: str, width: int) -> list[Line]:
+    """A section's title, its explanation beside it when it fits, else wrapped under it."""
+    if not detail:
+        return [[(title, style)]]
+    if cell_len(title) + 2 + cell_len(detail) <= width:
+        return [[(title, style), (f"  {detail}", "")]]
+    return [[(title, style)], *([(f"  {part}", "")] for part in textwrap.wrap(detail, max(width - 2, 10)))]
 
 
 def _heading(report: Audit) -> Line:
@@ -243,7 +257,9 @@ def _table(
     total = indent + sum(sizes) + gap * (len(sizes) - 1)
     # Cut the widest cells that are not trace ids until the table fits (never below 8 columns).
     while total > width:
-        candidates = [i for i, c in enumerate(columns) if not c.endswith(_TRACE) and sizes[i] > 8]
+        candidates = [
+            i for i, c in enumerate(columns) if not c.endswith(_TRACE) and c not in right and sizes[i] > 8
+        ]
         if not candidates:
             break
         widest = max(candidates, key=lambda i: sizes[i])
