@@ -127,9 +127,11 @@ def configure_metrics(
 ) -> MeterProvider | None:
     """The MeterProvider of :func:`configure`; None when ``OTEL_METRICS_EXPORTER=none``."""
     if exporter is None:
-        if os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "none":
+        from tracing import exporters  # OTEL_METRICS_EXPORTER: otlp, console, otlp_file, none
+
+        exporter = exporters.metric_exporter(lambda: otlp_metric_exporter(endpoint, protocol))
+        if exporter is None:
             return None
-        exporter = otlp_metric_exporter(endpoint, protocol)
     # The flow metrics' histograms are aggregated in place and merged into each export
     # (one SDK record() per message each would cost more than the rest of the message's
     # tracing); KET_PREAGGREGATE=false, or an exporter that wants them otherwise than
@@ -159,6 +161,7 @@ def configure(
     set_global: bool = True,
     metrics_endpoint: str | None = None,
     metric_exporter: MetricExporter | None = None,
+    traces_file: str | None = None,
 ) -> TracerProvider:
     """Set up a service: resource, sampler, BatchSpanProcessor + OTLP exporter, and a
     MeterProvider exporting the flow metrics over OTLP.
@@ -178,6 +181,8 @@ def configure(
             ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``, else ``endpoint``, else
             ``OTEL_EXPORTER_OTLP_ENDPOINT``. ``OTEL_METRICS_EXPORTER=none``: no metrics.
         metric_exporter: use this metric exporter instead of OTLP.
+        traces_file: the file ``OTEL_TRACES_EXPORTER=otlp_file`` appends OTLP JSON lines to
+            (default ``KET_TRACES_FILE``); see :mod:`tracing.exporters` for every value.
 
     Spans are flushed at interpreter exit. Returns the provider.
 
@@ -199,10 +204,19 @@ def configure(
         if set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             trace.set_tracer_provider(provider)
         return provider  # and nothing to export: no exporter, no metrics
-    provider.add_span_processor(BatchSpanProcessor(exporter or otlp_exporter(endpoint, protocol)))
+    from tracing import exporters  # OTEL_TRACES_EXPORTER: otlp, console, otlp_file, none
+
+    chosen = (
+        [exporter]
+        if exporter
+        else exporters.span_exporters(lambda: otlp_exporter(endpoint, protocol), traces_file)
+    )
+    for span_exporter in chosen:
+        provider.add_span_processor(BatchSpanProcessor(span_exporter))
     if set_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
     if not set_global:
+        exporters.register_exit_probe()
         return provider  # wrappers find a MeterProvider only globally or when given one
     if metrics_endpoint is None and not os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         metrics_endpoint = endpoint  # one endpoint for both signals, as OTEL_EXPORTER_OTLP_ENDPOINT
@@ -213,4 +227,5 @@ def configure(
         exporter=metric_exporter,
         set_global=set_global,
     )
+    exporters.register_exit_probe()  # after the providers: at exit it runs before their flush
     return provider
