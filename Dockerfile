@@ -7,7 +7,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml LICENSE kafka_event_tracing.py ./
+COPY docs/PYPI.md ./docs/
 COPY tracing ./tracing
 RUN pip install .
 

@@ -71,21 +71,37 @@ def ensure(*, create: bool = True, say=print) -> Path | None:
         return python
     if not create:
         return None
-    ck_version = _ours()["confluent-kafka"]
-    say(f"contrib venv: creating {VENV_DIR.relative_to(ROOT)} (one time; later runs reuse it)")
-    VENV_DIR.parent.mkdir(parents=True, exist_ok=True)
-    # The same base interpreter as ours, so both variants run on the same Python.
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--clear", str(VENV_DIR)], check=True)
-    if not python.exists():  # a Python without ensurepip in its venv module
-        venv.EnvBuilder(clear=True, with_pip=True).create(VENV_DIR)
     packages = [
         CONTRIB_SPEC,
-        f"confluent-kafka=={ck_version}",
+        f"confluent-kafka=={_ours()['confluent-kafka']}",
         "opentelemetry-sdk",
         "opentelemetry-exporter-otlp-proto-grpc",
     ]
-    say("contrib venv: installing " + ", ".join(packages))
+    if build_venv(VENV_DIR, packages, say=say, label="contrib venv") is None:
+        say("contrib venv: the contrib variant is skipped")
+        return None
+    theirs = installed_versions(python)
+    say("contrib venv: " + ", ".join(f"{k} {v}" for k, v in theirs.items()))
+    for problem in check_same_line(theirs):
+        say(f"contrib venv: WARNING not on our release line: {problem}")
+    STAMP.write_text(json.dumps(theirs) + "\n")
+    return python
+
+
+def build_venv(venv_dir: Path, packages: list[str], *, say=print, label: str = "venv") -> Path | None:
+    """Create ``venv_dir`` afresh with ``packages`` installed by pip; its python, or None if pip failed.
+
+    Also used by the tests that run this project beside contrib (tests/e2e/test_contrib_coexistence.py).
+    """
+    python = venv_dir / "bin" / "python"
+    say(f"{label}: creating {venv_dir.relative_to(ROOT)} (one time; later runs reuse it)")
+    venv_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The same base interpreter as ours, so both variants run on the same Python.
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--clear", str(venv_dir)], check=True)
+    if not python.exists():  # a Python without ensurepip in its venv module
+        venv.EnvBuilder(clear=True, with_pip=True).create(venv_dir)
+    say(f"{label}: installing " + ", ".join(packages))
     # No global --pre: the contrib specifier names a pre-release, which lets pip take
     # pre-releases of that package (and its exact pins) only; --pre would also pull
     # release candidates of protobuf and grpcio into the comparison.
@@ -95,13 +111,8 @@ def ensure(*, create: bool = True, say=print) -> Path | None:
     for line in proc.stdout:
         line = line.rstrip()
         if line.startswith(("Collecting", "Successfully installed", "ERROR")):
-            say("contrib venv:   " + line)
+            say(f"{label}:   " + line)
     if proc.wait() != 0:
-        say("contrib venv: pip failed; the contrib variant is skipped")
+        say(f"{label}: pip failed")
         return None
-    theirs = installed_versions(python)
-    say("contrib venv: " + ", ".join(f"{k} {v}" for k, v in theirs.items()))
-    for problem in check_same_line(theirs):
-        say(f"contrib venv: WARNING not on our release line: {problem}")
-    STAMP.write_text(json.dumps(theirs) + "\n")
     return python

@@ -7,7 +7,8 @@ that define the serializing clients are left alone: their classes refer to thems
 by module name.) Code that imported the classes
 before ``instrument()`` ran keeps the originals, as with every patching instrumentation:
 call it first, or run the app under ``opentelemetry-instrument`` (entry point
-``kafka_event_tracing``).
+``kafka_event_tracing``). The OpenTelemetry contrib instrumentation of confluent-kafka,
+when active too, is switched off (see ``tracing.write.contrib``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import confluent_kafka
 
 from tracing.write.clients.consumer import TracedConsumer
 from tracing.write.clients.producer import TracedProducer
+from tracing.write.contrib import switch_off_contrib
 
 _lock = threading.Lock()
 _originals: dict[tuple[Any, str], Any] = {}
@@ -114,6 +116,10 @@ def instrument(
     ``consumer_options`` (``trust``, ``baggage_keys``) go to every traced consumer.
     """
     with _lock:
+        # contrib's instrumentation of the same clients would trace every message twice;
+        # switched off first, so that its uninstrument() cannot put back the raw classes
+        # over ours.
+        switch_off_contrib()
         if _originals:
             return
         built: dict[Any, type] = {}

@@ -16,6 +16,7 @@ from opentelemetry import context as context_api
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import TracerProvider
 
+from tracing.write.contrib import untraced
 from tracing.write.operations import Plan, SendOperation
 from tracing.write.providers import confluent
 
@@ -84,8 +85,10 @@ class TracedProducer(_ProducerBase):
         else:
             config = client_config
             producer = conf_or_producer
+        # A client the OpenTelemetry contrib instrumentation wrapped is traced once, by us.
+        producer, own = untraced(producer, ("produce",), "TracedProducer")
         self._producer = producer
-        self._produce = producer.produce
+        self._produce = own["produce"]
         self._arg_names = _SERIALIZING_ARGS if isinstance(producer, _SerializingProducer) else _PRODUCER_ARGS
         self._sends = SendOperation(
             confluent,
