@@ -27,21 +27,41 @@ class Traffic:
     def __init__(self) -> None:
         self.spans: list[Span] = []
 
-    def send(self, topic: str, key: str | None, partition: int, offset: int | None, at_ms: float,
-             parent: Span | None = None) -> Span:
-        attrs: dict[str, object] = {sc.OPERATION_TYPE: "send", sc.DESTINATION_NAME: topic,
-                                    sc.PARTITION: str(partition)}
+    def send(
+        self,
+        topic: str,
+        key: str | None,
+        partition: int,
+        offset: int | None,
+        at_ms: float,
+        parent: Span | None = None,
+    ) -> Span:
+        attrs: dict[str, object] = {
+            sc.OPERATION_TYPE: "send",
+            sc.DESTINATION_NAME: topic,
+            sc.PARTITION: str(partition),
+        }
         if offset is not None:
             attrs[sc.KAFKA_OFFSET] = offset
         if key is not None:
             attrs[sc.KAFKA_KEY] = key
-        span = Span(parent.trace_id if parent else _id(32), _id(16), parent.span_id if parent else None,
-                    f"send {topic}", "producer", "producer-svc", _ns(at_ms), _ns(at_ms + 1), attrs)
+        span = Span(
+            parent.trace_id if parent else _id(32),
+            _id(16),
+            parent.span_id if parent else None,
+            f"send {topic}",
+            "producer",
+            "producer-svc",
+            _ns(at_ms),
+            _ns(at_ms + 1),
+            attrs,
+        )
         self.spans.append(span)
         return span
 
-    def process(self, send: Span, group: str, at_ms: float, *, error: str | None = None,
-                event_type: str | None = None) -> Span:
+    def process(
+        self, send: Span, group: str, at_ms: float, *, error: str | None = None, event_type: str | None = None
+    ) -> Span:
         attrs = {k: v for k, v in send.attributes.items() if k != sc.OPERATION_TYPE}
         attrs[sc.OPERATION_TYPE] = "process"
         attrs[sc.CONSUMER_GROUP] = group
@@ -51,8 +71,19 @@ class Traffic:
         if error:
             attrs[sc.ERROR_TYPE] = error
             events.append(SpanEvent("exception", _ns(at_ms), {sc.EXCEPTION_TYPE: error}))
-        span = Span(send.trace_id, _id(16), send.span_id, f"process {send.topic}", "consumer",
-                    f"{group}-svc", _ns(at_ms), _ns(at_ms + 2), attrs, events, status_error=error is not None)
+        span = Span(
+            send.trace_id,
+            _id(16),
+            send.span_id,
+            f"process {send.topic}",
+            "consumer",
+            f"{group}-svc",
+            _ns(at_ms),
+            _ns(at_ms + 2),
+            attrs,
+            events,
+            status_error=error is not None,
+        )
         self.spans.append(span)
         return span
 
@@ -77,8 +108,9 @@ def test_an_event_sent_to_a_retry_topic_and_processed_after_a_later_event_of_its
     t.process(second, "billing", at_ms=20)
     t.process(retry, "billing", at_ms=30)
     report = run(t)
-    assert [(v.group, v.topic, v.key, v.first_trace_id, v.second_trace_id)
-            for v in report.ordering_violations] == [("billing", "orders", "k-1", first.trace_id, second.trace_id)]
+    assert [
+        (v.group, v.topic, v.key, v.first_trace_id, v.second_trace_id) for v in report.ordering_violations
+    ] == [("billing", "orders", "k-1", first.trace_id, second.trace_id)]
     assert [(f.group, f.topic, f.error_type, f.count, f.retried) for f in report.failures] == [
         ("billing", "orders", "Timeout", 1, 1)
     ]
@@ -139,7 +171,10 @@ def test_duplicates_are_counted_per_group_and_message_with_their_rate():
     t.process(sends[1], "billing", at_ms=21)
     t.process(sends[2], "shipping", at_ms=22)
     report = run(t)
-    assert [(d.group, d.offset, d.times) for d in report.duplicates] == [("billing", 1, 3), ("shipping", 2, 2)]
+    assert [(d.group, d.offset, d.times) for d in report.duplicates] == [
+        ("billing", 1, 3),
+        ("shipping", 2, 2),
+    ]
     assert report.processings == 11
     assert report.duplicate_rate == pytest.approx(3 / 11)
 
@@ -168,12 +203,15 @@ def test_failures_are_grouped_by_group_topic_and_error_type_with_dead_letters_na
     ok = t.send("orders", "k1", 0, 0, at_ms=0)
     t.process(ok, "billing", at_ms=1)
     for offset in (1, 2):
-        bad = t.process(t.send("orders", f"k{offset}", 0, offset, at_ms=offset), "billing", at_ms=5,
-                        error="ValueError")
+        bad = t.process(
+            t.send("orders", f"k{offset}", 0, offset, at_ms=offset), "billing", at_ms=5, error="ValueError"
+        )
         t.send("orders.dlq", f"k{offset}", 0, offset, at_ms=6, parent=bad)
     t.process(t.send("orders", "k3", 0, 3, at_ms=3), "billing", at_ms=7, error="KeyError")
     report = run(t)
-    assert [(f.group, f.topic, f.error_type, f.count, f.retried, f.dead_lettered) for f in report.failures] == [
+    assert [
+        (f.group, f.topic, f.error_type, f.count, f.retried, f.dead_lettered) for f in report.failures
+    ] == [
         ("billing", "orders", "ValueError", 2, 0, 2),
         ("billing", "orders", "KeyError", 1, 0, 0),
     ]
@@ -203,7 +241,13 @@ def test_sagas_that_neither_finished_nor_compensated_within_grace_are_stuck():
     chain(0, "user.registered")  # never started
     report = run(t, sagas=(rule,), horizon_ns=_ns(120_000), grace_s=60)
     (outcome,) = report.sagas
-    assert (outcome.started, outcome.finished, outcome.compensated, outcome.stuck, outcome.pending) == (4, 1, 1, 1, 1)
+    assert (outcome.started, outcome.finished, outcome.compensated, outcome.stuck, outcome.pending) == (
+        4,
+        1,
+        1,
+        1,
+        1,
+    )
     assert [(s.rule, s.trace_id) for s in report.stuck_sagas] == [(rule.text, stuck.trace_id)]
 
 
@@ -267,13 +311,21 @@ def _otlp_file(tmp_path: Path, spans: list[Span]) -> Path:
 
     lines = []
     for s in spans:
-        raw = {"traceId": s.trace_id, "spanId": s.span_id, "parentSpanId": s.parent_id or "",
-               "name": s.name, "kind": 4 if s.kind == "producer" else 5,
-               "startTimeUnixNano": str(s.start_ns), "endTimeUnixNano": str(s.end_ns),
-               "attributes": [{"key": k, "value": value(v)} for k, v in s.attributes.items()],
-               "status": {"code": 2 if s.status_error else 0}}
+        raw = {
+            "traceId": s.trace_id,
+            "spanId": s.span_id,
+            "parentSpanId": s.parent_id or "",
+            "name": s.name,
+            "kind": 4 if s.kind == "producer" else 5,
+            "startTimeUnixNano": str(s.start_ns),
+            "endTimeUnixNano": str(s.end_ns),
+            "attributes": [{"key": k, "value": value(v)} for k, v in s.attributes.items()],
+            "status": {"code": 2 if s.status_error else 0},
+        }
         resource = {"attributes": [{"key": "service.name", "value": {"stringValue": s.service}}]}
-        lines.append(json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [raw]}]}]}))
+        lines.append(
+            json.dumps({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [raw]}]}]})
+        )
     path = tmp_path / "spans.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -290,8 +342,16 @@ def test_cli_json_document_and_fail_on_exit_codes(cli, tmp_path):
     result = cli("audit", "--file", path, "--json")
     assert result.code == 0, result.err
     doc = result.json()
-    assert set(doc) >= {"window", "ordering_violations", "duplicates", "unconsumed", "failures",
-                        "dead_lettered", "stuck_sagas", "paths"}
+    assert set(doc) >= {
+        "window",
+        "ordering_violations",
+        "duplicates",
+        "unconsumed",
+        "failures",
+        "dead_lettered",
+        "stuck_sagas",
+        "paths",
+    }
     assert doc["window"]["spans"] == len(t.spans) and doc["window"]["traces"] == 22
     assert [(d["group"], d["offset"], d["times"]) for d in doc["duplicates"]] == [("billing", 99, 2)]
     assert [(u["group"], u["offset"]) for u in doc["unconsumed"]] == [("shipping", 99)]
@@ -309,8 +369,12 @@ def test_cli_json_document_and_fail_on_exit_codes(cli, tmp_path):
 
 def test_cli_bad_arguments_are_one_line_with_what_to_try(cli, tmp_path):
     path = _otlp_file(tmp_path, clean_traffic().spans)
-    for args in (["--fail-on", "typos"], ["--saga", "orders"], ["--max-duplicate-rate", "2"],
-                 ["--since", "yesterday"]):
+    for args in (
+        ["--fail-on", "typos"],
+        ["--saga", "orders"],
+        ["--max-duplicate-rate", "2"],
+        ["--since", "yesterday"],
+    ):
         result = cli("audit", "--file", path, *args)
         assert result.code == 2, args
         assert "Traceback" not in result.err
