@@ -47,3 +47,15 @@ def test_make_demo_shows_the_duplicate_and_the_failed_sms(demo):
     assert "⚠ duplicate: already processed" in proc.stdout
     assert "✗ SmsFailed" in proc.stdout
     assert "process notifications.retry" in proc.stdout
+
+
+def test_make_demo_ends_with_the_audit_of_its_own_run(demo):
+    proc, _ = demo
+    audit = proc.stdout[proc.stdout.index("the audit of this run"):]
+    assert re.search(r"^duplicates: 1 ", audit, re.MULTILINE)
+    assert re.search(r"^\s+points\s+orders\s+\d+\s+\d+\s+2\s+[0-9a-f]{32}$", audit, re.MULTILINE)
+    assert re.search(r"^\s+notification\s+orders\s+SmsFailed\s+1\s+1\s+0$", audit, re.MULTILINE)
+    assert "2 started, 1 finished, 1 compensated (50%)" in audit
+    saga = "saga order.created:stock.reserved:order.cancelled: stuck"
+    for kind in ("ordering violations", "unconsumed", saga):
+        assert re.search(rf"^{re.escape(kind)}: 0\b", audit, re.MULTILINE), kind

@@ -28,7 +28,9 @@ from tracing.demo.services.order import OrderService
 from tracing.demo.services.points import PointsService
 from tracing.demo.services.recommendation import RecommendationService
 from tracing.demo.services.user import UserService
-from tracing.read import render_chain
+from tracing.read import from_readable_spans, render_chain
+from tracing.read.audit import AuditOptions, audit, parse_saga
+from tracing.read.audit_render import render_audit
 
 SETTLE_LIMIT_S = 30.0
 # Consumers take about half a second to start fetching; events published before that would show
@@ -182,6 +184,10 @@ def run(console: Console | None = None) -> int:
             console.print()
             console.rule(f"[bold]chain {number}: {chain.step.title}[/] — {demo.outcome(chain.subject)}")
             render_chain(spans, console, trace_id=chain.trace_id)
+        console.print()
+        console.rule(f"[bold]the audit of this run[/] — eventchain audit --saga {scenario.ORDER_SAGA}")
+        options = AuditOptions(sagas=(parse_saga(scenario.ORDER_SAGA),))
+        render_audit(audit(from_readable_spans(spans), options), console)
         services = sorted({s.resource.attributes.get("service.name") for s in spans})
         console.print()
         console.print(

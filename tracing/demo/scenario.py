@@ -24,6 +24,9 @@ REGISTRATION = {"name": "Grace", "phone": "+44 7700 900103"}
 FLAKY_NUMBER: str = str(ORDER_OUT_OF_STOCK["phone"])
 # points-service sees the first event of this type twice.
 REDELIVERED_EVENT = "order.created"
+# The order saga, as `eventchain audit --saga` takes it: an order is created, then either its stock is
+# reserved or it is cancelled (the compensation).
+ORDER_SAGA = "order.created:stock.reserved:order.cancelled"
 
 
 @dataclass(frozen=True)
