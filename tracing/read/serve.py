@@ -452,12 +452,14 @@ class LiveChains:
                 return
             self.updated += 1
             self._console.print(
-                f"updated {trace_id}: +{own - shown:,} spans since printed; now {line}", highlight=False
+                f"updated {trace_id}: +{own - shown:,} spans since printed; now {line}",
+                highlight=False,
+                soft_wrap=True,
             )
             return
         self.printed += 1
         render_text(fold_repeats(chain), self._console, summarise(chain), self._options.glyphs)
-        self._console.print(f"settled {trace_id}: {line}", highlight=False)
+        self._console.print(f"settled {trace_id}: {line}", highlight=False, soft_wrap=True)
         self._console.file.flush()
 
 
