@@ -276,8 +276,9 @@ def test_unsampled_demo_order_flow_is_counted_in_full(real_stack: Stack, metrics
         problems = demo_live.stop_all(procs)
     assert not problems, problems
 
-    # Stopped services have flushed every span they held; give Jaeger's batching a moment.
-    time.sleep(3)
+    # Stopped services have flushed every span they held. A sampled marker span sent to the same
+    # Jaeger afterwards must arrive first: then whatever the services sent has been ingested too.
+    _send_marker_and_wait(real_stack)
     kept = [a["trace_id"] for a in answers if live.jaeger_has_trace(real_stack.jaeger_url, a["trace_id"])]
     assert not kept, f"sampled at 0 %, yet Jaeger has traces {kept}"
     status, known = live.get_json(f"{real_stack.jaeger_url}/api/services")
@@ -290,6 +291,28 @@ def test_unsampled_demo_order_flow_is_counted_in_full(real_stack: Stack, metrics
             {"service": service, "tags": json.dumps({"messaging.destination.name": topics.orders})},
         )
         assert not found, f"{service} sent spans of this run to Jaeger: {[t['traceID'] for t in found]}"
+
+
+def _send_marker_and_wait(real_stack: Stack) -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tracing.sdk import otlp_exporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "flow-metrics-marker"}))
+    provider.add_span_processor(SimpleSpanProcessor(otlp_exporter(real_stack.otlp_endpoint, "grpc")))
+    try:
+        span = provider.get_tracer("tests").start_span("marker")
+        span.end()
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+    finally:
+        provider.shutdown()
+    live.wait_until(
+        lambda: live.jaeger_has_trace(real_stack.jaeger_url, trace_id),
+        timeout=60,
+        what=f"the marker trace {trace_id} in Jaeger",
+    )
 
 
 # ------------------------------------------------------------------------ two tiers, live

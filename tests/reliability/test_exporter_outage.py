@@ -8,7 +8,10 @@ process lives its whole life with Jaeger down.
 
 Throughput is compared sample by sample: each outage sample against the normal samples just
 before and just after it (so a machine that gets busier or quieter during the run does not count
-as an effect of the outage), and the median of those ratios is the figure.
+as an effect of the outage), and the median of those ratios is recorded as a figure, not asserted:
+speed belongs to ``make bench``. What is asserted is behaviour: every sample, outage or not,
+handled all its messages (none lost, none out of order, no exception), the memory stayed bounded,
+and spans made after the restart arrived.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ CYCLES = 3  # outage samples, each between two normal samples
 
 
 @pytest.mark.outage
-def test_an_exporter_outage_costs_no_message_no_exception_and_little_throughput(real_stack):
+def test_an_exporter_outage_costs_no_message_no_exception_and_no_unbounded_memory(real_stack):
     topic = stack.create_topic(real_stack.kafka_bootstrap, stack.unique_topic("exporter-outage"))
     run_id = uuid.uuid4().hex[:8]
     worker = Worker(WORKER, topic, f"reliability-exporter-{run_id}")
@@ -105,10 +108,11 @@ def test_an_exporter_outage_costs_no_message_no_exception_and_little_throughput(
         record_figures("exporter_outage", figures)
         for phase in (*normal, *during, longer, late_run):
             assert phase["error"] is None, phase["error"]
+            # The app kept going through every outage: each sample sent and handled all it tried.
+            assert phase["messages"] >= MIN_MESSAGES and phase["lost"] == 0, phase
         assert figures["exceptions"] == 0
         assert figures["messages_lost"] == 0 and figures["out_of_order"] == 0
         assert arrived == sorted(expected), f"spans of trace {marker} in Jaeger after the restart: {arrived}"
-        assert figures["throughput_ratio"] >= 0.8, figures
         # The span queue is bounded: dropping spans does not pile up memory.
         assert figures["rss_growth_during_outage_mb"] < 64, figures
         assert figures["rss_growth_last_third_of_long_outage_mb"] < 16, figures

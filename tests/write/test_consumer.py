@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from opentelemetry import baggage, context, trace
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 
@@ -185,11 +185,20 @@ def test_link_only_trust_starts_a_new_trace_linked_to_the_producer(spans, mock_c
 
 
 def test_trust_can_be_set_per_topic(spans, mock_cluster, topic):
+    partner = topic + "-partner"  # not named: the "*" fallback applies to it
     produce(spans, mock_cluster, topic, b"a")
+    produce(spans, mock_cluster, partner, b"b")
     consumer = consumer_for(spans, mock_cluster, topic, trust={topic: "parent", "*": "link"})
-    poll_n(consumer, 1)
+    consumer.assign([TopicPartition(t, p, 0) for t in (topic, partner) for p in range(4)])
+    poll_n(consumer, 2)
     consumer.close()
-    assert spans.one(f"process {topic}").parent is not None
+    trusted_send, trusted = spans.one(f"send {topic}"), spans.one(f"process {topic}")
+    assert trusted.parent.span_id == trusted_send.context.span_id
+    assert trusted.context.trace_id == trusted_send.context.trace_id
+    partner_send, linked = spans.one(f"send {partner}"), spans.one(f"process {partner}")
+    assert linked.parent is None  # the fallback: a new trace, only linked to the producer
+    assert linked.context.trace_id != partner_send.context.trace_id
+    assert [link.context.span_id for link in linked.links] == [partner_send.context.span_id]
     with pytest.raises(ValueError):
         TracedConsumer(consumer_conf(mock_cluster), trust="sometimes")
 

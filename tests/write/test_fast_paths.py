@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry import baggage, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -45,11 +45,11 @@ traceparents = st.one_of(
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(version_00, st.booleans())
 def test_the_fast_traceparent_parse_agrees_with_the_opentelemetry_propagator(text, as_bytes):
+    # The API's propagator trims surrounding blanks, the W3C format has none: not compared.
+    assume(text.strip() == text)
     ours = parse_traceparent(text.encode() if as_bytes else text)
     theirs = trace.get_current_span(TraceContextTextMapPropagator().extract({"traceparent": text}))
     expected = theirs.get_span_context()
-    if text.strip() != text:
-        return  # the API's propagator trims surrounding blanks, the W3C format has none
     if not expected.is_valid:
         assert ours is None
     else:
