@@ -90,6 +90,9 @@ operations = st.lists(
             st.just("status"), st.sampled_from([StatusCode.OK, StatusCode.ERROR, StatusCode.UNSET]), st.text()
         ),
         st.tuples(st.just("exception"), st.text(max_size=20), st.none()),
+        st.tuples(
+            st.just("known"), st.sampled_from(KEYS), st.one_of(st.integers(0, 2**40), st.text(max_size=40))
+        ),
     ),
     max_size=5,
 )
@@ -128,7 +131,7 @@ def test_the_fast_path_exports_the_span_the_sdk_exports(
             parent_context = SpanContext(0xABC, 0xDEF, parent != "local_sampled", TraceFlags(flags))
             ctx = trace.set_span_in_context(NonRecordingSpan(parent_context), Context())
         links = (Link(SpanContext(0x123, 0x456, True, TraceFlags(1))),) if linked else ()
-        started = None
+        started = paths = None
         if fast:
             paths = otel.FastSpans.install(provider, tracer)
             assert paths is not None  # this SDK version is one the fast path supports
@@ -140,6 +143,11 @@ def test_the_fast_path_exports_the_span_the_sdk_exports(
         for op, a, b in ops:
             if op == "attribute":
                 span.set_attribute(a, b)
+            elif op == "known":  # what the library sets on its own spans (partition, offset)
+                if paths is not None:
+                    paths.set_known(span, a, b)
+                else:
+                    span.set_attribute(a, b)
             elif op == "event":
                 span.add_event(a, b, timestamp=2_000)
             elif op == "status":

@@ -222,7 +222,7 @@ class Sending:
         if span is not None:
             try:
                 if delivery.settled:
-                    Telemetry.end_send(span, delivery)
+                    self.op.telemetry.end_send(span, delivery)
                 else:
                     span.end()  # the outcome is unknown: no error claimed
             except Exception:

@@ -469,6 +469,29 @@ class FastSpans:
         self._processor.on_start(span, parent_context=context)
         return span
 
+    def set_known(self, span: Any, key: str, value: int | str) -> None:
+        """``span.set_attribute(key, value)`` for a value known to be valid (an int, or a
+        str): the SDK's own result without its validation. Anything the SDK would warn
+        about or drop (an ended span, a full or zero-size attribute dict, a str over the
+        length limit) goes through ``set_attribute`` itself."""
+        attributes = getattr(span, "_attributes", None)
+        if (
+            type(attributes) is not self._bounded
+            or span._end_time is not None
+            or attributes._immutable
+            or (type(value) is str and self._max_length is not None and len(value) > self._max_length)
+        ):
+            span.set_attribute(key, value)
+            return
+        values = attributes._dict
+        maxlen = attributes.maxlen
+        if key in values:
+            del values[key]
+        elif maxlen is not None and len(values) >= maxlen:
+            span.set_attribute(key, value)
+            return
+        values[key] = value
+
 
 # -- metric exporters -----------------------------------------------------------
 def exporter_preferences(exporter: Any) -> tuple[Any, Any]:

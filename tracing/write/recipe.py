@@ -223,17 +223,21 @@ class Telemetry:
         # Positional and with the context we hold: the SDK then skips looking it up again.
         return tracer.start_span(name, ctx, _PRODUCER, attrs)
 
-    @staticmethod
-    def end_send(span: Span, delivery: Delivery) -> None:
+    def end_send(self, span: Span, delivery: Delivery) -> None:
         """End a send span from its delivery: partition, offset, or the error."""
-        # Two set_attribute calls: set_attributes({...}) costs more for two values
-        # (the SDK then cleans the dict as a whole, through ABC instance checks).
+        fast = self._fast
         partition = delivery.partition
         if partition is not None and partition >= 0:
-            span.set_attribute(sc.PARTITION, str(partition))
+            if fast is not None:
+                fast.set_known(span, sc.PARTITION, str(partition))
+            else:
+                span.set_attribute(sc.PARTITION, str(partition))
         offset = delivery.offset
         if offset is not None and offset >= 0:
-            span.set_attribute(sc.KAFKA_OFFSET, offset)
+            if fast is not None:
+                fast.set_known(span, sc.KAFKA_OFFSET, offset)
+            else:
+                span.set_attribute(sc.KAFKA_OFFSET, offset)
         if delivery.extra:
             span.set_attributes(dict(delivery.extra))
         if delivery.error is not None:
