@@ -96,7 +96,7 @@ class JsonLinesFile:
     def append(self, line: bytes) -> None:
         with self._lock:
             if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # reads its end
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
