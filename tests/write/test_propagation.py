@@ -128,6 +128,24 @@ def test_a_bad_traceparent_is_logged_once_per_kind_and_never_in_full(caplog):
     assert "s3cr3t-token-" * 3 not in lines[0]
 
 
+def test_a_dropped_tracestate_or_baggage_logs_that_the_trace_goes_on(caplog):
+    from tracing.write import propagation
+
+    propagation._last_report.clear()
+    headers = [("traceparent", GOOD), ("tracestate", b"k=" + b"v" * 9000), ("baggage", b"t=" + b"x" * 9000)]
+    with caplog.at_level(logging.WARNING, logger="tracing.propagation"):
+        extracted = Propagation().extract(headers)
+    assert extracted is not None and extracted.span_context.span_id == SPAN_ID  # the parent is kept
+    assert baggage.get_all(extracted.context) == {}
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(",")[0] for line in lines] == [
+        "ignoring trace header: oversized tracestate",
+        "ignoring trace header: baggage over 8192 bytes",
+    ]
+    assert all(line.endswith("; the trace goes on without it (same parent)") for line in lines), lines
+    assert not any("new trace" in line for line in lines)
+
+
 def test_preview_is_short_and_escaped():
     text = preview(b"\x00\x01abc\n" + b"x" * 500)
     assert len(text) < 80 and "\\x00" in text and "\n" not in text

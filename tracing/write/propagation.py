@@ -77,21 +77,23 @@ def preview(value: Any, limit: int = 32) -> str:
     return f"{value[:limit]!r}{more} ({len(value)} {'bytes' if isinstance(value, bytes) else 'chars'})"
 
 
-def report_problem(kind: str, value: Any = None) -> None:
-    """Log a header problem at most once per kind per minute."""
+# What happens to the message after a header is ignored, as the log line says it.
+NEW_TRACE = "the message is processed as a new trace"
+TRACE_GOES_ON = "the trace goes on without it (same parent)"
+HEADER_LEFT_OUT = "extraction goes on without that header"
+
+
+def report_problem(kind: str, value: Any = None, outcome: str = NEW_TRACE) -> None:
+    """Log a header problem at most once per kind per minute, with what happens instead."""
     now = time.monotonic()
     last = _last_report.get(kind)
     if last is not None and now - last < _REPORT_INTERVAL_S:
         return
     _last_report[kind] = now
     if value is None:
-        logger.warning("ignoring trace header: %s; the message is processed as a new trace", kind)
+        logger.warning("ignoring trace header: %s; %s", kind, outcome)
     else:
-        logger.warning(
-            "ignoring trace header: %s, value %s; the message is processed as a new trace",
-            kind,
-            preview(value),
-        )
+        logger.warning("ignoring trace header: %s, value %s; %s", kind, preview(value), outcome)
 
 
 def report_internal_error(what: str) -> None:
@@ -464,14 +466,14 @@ class Propagation:
     def _with_tracestate(span_context: SpanContext, raw: Any) -> SpanContext:
         try:
             if len(raw) > _MAX_TRACESTATE:
-                report_problem("oversized tracestate", raw)
+                report_problem("oversized tracestate", raw, TRACE_GOES_ON)
                 return span_context
             text = _as_text(raw)
             if not text:
                 return span_context
             state = TraceState.from_header([text])
         except Exception:
-            report_problem("unreadable tracestate", raw)
+            report_problem("unreadable tracestate", raw, TRACE_GOES_ON)
             return span_context
         return SpanContext(span_context.trace_id, span_context.span_id, True, span_context.trace_flags, state)
 
@@ -479,13 +481,13 @@ class Propagation:
         try:
             text = _as_text(raw)
         except UnicodeDecodeError:
-            report_problem("baggage is not UTF-8", raw)
+            report_problem("baggage is not UTF-8", raw, TRACE_GOES_ON)
             return ctx
         if not text:
             return ctx
         if len(text.encode()) > 8192:
             # W3C limit; the OpenTelemetry propagator would also drop it, we say why.
-            report_problem("baggage over 8192 bytes", raw)
+            report_problem("baggage over 8192 bytes", raw, TRACE_GOES_ON)
             return ctx
         extracted = _W3C_BAGGAGE.extract({BAGGAGE: text}, ctx)
         if self.baggage_keys is not None:
@@ -505,12 +507,12 @@ class Propagation:
             try:
                 text = _as_text(value)
             except UnicodeDecodeError:
-                report_problem(f"{key} header is not UTF-8", value)
+                report_problem(f"{key} header is not UTF-8", value, HEADER_LEFT_OUT)
                 carrier.pop(key, None)
                 continue
             if text is None or len(text) > 8192:
                 if text is not None:
-                    report_problem(f"oversized {key} header", value)
+                    report_problem(f"oversized {key} header", value, HEADER_LEFT_OUT)
                 carrier.pop(key, None)
                 continue
             carrier[key] = text  # later values win: read the LAST one
