@@ -11,13 +11,11 @@ first on ``PYTHONPATH`` holding a copy of one of the two distributions' metadata
 one load first (``importlib.metadata`` keeps the first distribution of a name). Each
 process reports the order it saw, and the test checks it.
 
-The venvs live in ``.stack/contrib-coexist-*`` and are reused; delete them to take a newer
-contrib release.
+The venvs are tests/contrib_venvs.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.contrib_env import build_venv
-from tests.stack import REPO_ROOT, Stack, create_topic, unique_topic
+from tests.contrib_venvs import VERSIONS, contrib_python
+from tests.stack import Stack, create_topic, unique_topic
 
 pytestmark = pytest.mark.stack
 
@@ -38,61 +36,11 @@ HERE = Path(__file__).resolve().parent
 APP = HERE / "_contrib_app.py"
 COUNT = 3
 NOTICE = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=confluent_kafka to make this explicit"
-CONTRIB = "opentelemetry-instrumentation-confluent-kafka"
-# label -> (contrib requirement, distro requirement): the distro configures the SDK.
-VERSIONS = {
-    "0.66b1": (f"{CONTRIB}==0.66b1", "opentelemetry-distro==0.66b1"),
-    "newest": (CONTRIB, "opentelemetry-distro"),
-}
-
-
-def _project_stamp() -> str:
-    # The editable install's metadata (entry points) comes from pyproject.toml.
-    return hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()
-
-
-def _venv(label: str) -> Path:
-    venv_dir = REPO_ROOT / ".stack" / f"contrib-coexist-{label}"
-    python = venv_dir / "bin" / "python"
-    stamp = venv_dir / ".ready"
-    if stamp.exists() and python.exists():
-        if stamp.read_text().strip() == _project_stamp():
-            return python
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "-e",
-                str(REPO_ROOT),
-            ],
-            check=True,
-        )
-        stamp.write_text(_project_stamp() + "\n")
-        return python
-    from importlib.metadata import version
-
-    contrib_spec, distro_spec = VERSIONS[label]
-    packages = [
-        contrib_spec,
-        distro_spec,
-        f"confluent-kafka=={version('confluent-kafka')}",
-        "-e",
-        str(REPO_ROOT),
-    ]
-    if build_venv(venv_dir, packages, label=f"contrib {label} venv") is None:
-        pytest.fail(f"could not install {contrib_spec} beside this project into {venv_dir}")
-    stamp.write_text(_project_stamp() + "\n")
-    return python
 
 
 @pytest.fixture(scope="module", params=sorted(VERSIONS))
 def contrib_venv(request: pytest.FixtureRequest) -> Path:
-    return _venv(request.param)
+    return contrib_python(request.param)
 
 
 def _site_packages(python: Path) -> Path:
