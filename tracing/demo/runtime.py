@@ -263,6 +263,8 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int = 1, timeout
             error = exc.args[0]
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise RuntimeError(f"cannot create topic {name} at {bootstrap}: {error.str()}") from None
+        except TimeoutError:  # no broker answered (its text is empty)
+            raise RuntimeError(f"no broker answered within {timeout:g} s (creating topic {name})") from None
 
 
 def kafka_logger() -> logging.Logger:
@@ -388,7 +390,11 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
     try:
         ensure_topics(args.bootstrap, topics.all())
     except Exception as exc:
-        log.error("Kafka at %s is not usable: %s", args.bootstrap, exc)
+        log.error(
+            "Kafka at %s is not usable: %s; start Kafka there, or pass --bootstrap HOST:PORT",
+            args.bootstrap,
+            str(exc) or type(exc).__name__,
+        )
         return 2
     producer = tracing.TracedProducer(producer_config(args.bootstrap, service_class.name))
     service = service_class(producer, topics=topics, **service_options)
