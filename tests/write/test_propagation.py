@@ -82,6 +82,11 @@ def test_extraction_reads_the_last_traceparent():
     assert extracted.span_context.is_remote
 
 
+def test_the_last_traceparent_counts_even_when_an_earlier_one_is_valid():
+    # As the README says: the last value is read, not the last valid one.
+    assert Propagation().extract([("traceparent", GOOD), ("traceparent", b"garbage")]) is None
+
+
 @pytest.mark.parametrize(
     "headers", [[("traceparent", GOOD)], [("traceparent", GOOD.decode())], {"traceparent": GOOD}]
 )
