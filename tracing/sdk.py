@@ -77,8 +77,13 @@ def _otlp(signal: str, endpoint: str | None, protocol: str | None) -> Any:
 
 
 def otlp_exporter(endpoint: str | None = None, protocol: str | None = None) -> SpanExporter:
-    """An OTLP span exporter for ``endpoint`` (or the standard variables)."""
+    """An OTLP span exporter for ``endpoint`` (or the standard variables).
+
+    Over gRPC (the default) it encodes spans with this library's encoder: the same request,
+    several times cheaper (``KET_FAST_OTLP=false``: the exporter's own encoder)."""
     exporter: SpanExporter = _otlp("traces", endpoint, protocol)
+    if os.environ.get("KET_FAST_OTLP", "true").strip().lower() not in ("false", "0", "no", "off"):
+        otel.with_fast_encoding(exporter)
     return exporter
 
 
