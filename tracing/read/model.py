@@ -126,6 +126,8 @@ class Span:
                 return _OPERATION_ROLES[value.lower()]
         if self.kind == "producer":
             return SEND
+        if self.name == "recv":  # the contrib confluent-kafka instrumentation's poll span, no attributes
+            return RECEIVE
         if self.kind == "consumer":
             return PROCESS
         if self.kind == "client" and sc.SYSTEM in self.attributes:
@@ -147,7 +149,7 @@ class Span:
     def topic(self) -> str | None:
         """The destination (topic) name, from attributes or, failing that, from the span name."""
         value = _first(self.attributes, _TOPIC_KEYS)
-        if value is not None:
+        if value is not None and value != "":  # "": RabbitMQ's default exchange, named by the span
             return str(value)
         if self.role is None:
             return None
@@ -168,14 +170,48 @@ class Span:
         return None if value is None else str(value)
 
     @_derived
+    def queue(self) -> str | None:
+        """The queue a RabbitMQ delivery came from (``messaging.destination.subscription.name``)."""
+        value = self.attributes.get(sc.SUBSCRIPTION_NAME)
+        return str(value) if value else None
+
+    @property
+    def routing_key(self) -> str | None:
+        """The RabbitMQ routing key, if recorded."""
+        value = self.attributes.get(sc.RABBITMQ_ROUTING_KEY)
+        return str(value) if value else None
+
+    @property
+    def delivery_tag(self) -> int | None:
+        """The RabbitMQ delivery tag (per channel), if recorded."""
+        return _as_int(self.attributes.get(sc.RABBITMQ_DELIVERY_TAG))
+
+    @property
+    def redelivered(self) -> bool:
+        """True when the broker marked the delivery as a redelivery (RabbitMQ)."""
+        return self.attributes.get(sc.RABBITMQ_REDELIVERED) in (True, "true")
+
+    @_derived
     def partition(self) -> int | None:
         """The partition number (recorded as a string by the conventions), if any."""
         return _as_int(_first(self.attributes, _PARTITION_KEYS))
 
     @_derived
     def offset(self) -> int | None:
-        """The message offset, if recorded."""
-        return _as_int(_first(self.attributes, _OFFSET_KEYS))
+        """The message offset, if recorded.
+
+        Older instrumentations (the contrib confluent-kafka one) record it only inside
+        ``messaging.message.id``, as ``{topic}.{partition}.{offset}``.
+        """
+        value = _as_int(_first(self.attributes, _OFFSET_KEYS))
+        if value is None:
+            message_id = self.attributes.get(sc.MESSAGE_ID)
+            if isinstance(message_id, str) and self.topic is not None and self.partition is not None:
+                prefix = f"{self.topic}.{self.partition}."
+                rest = message_id[len(prefix) :]
+                if message_id.startswith(prefix) and rest.isdigit():
+                    value = int(rest)
+        return value
 
     @_derived
     def error(self) -> str | None:
