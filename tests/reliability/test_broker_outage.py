@@ -1,7 +1,7 @@
 """The real broker goes away mid-stream and comes back: the managed loop loses nothing.
 
 A producer process sends a steady stream; a consumer process handles it in
-``TracedConsumer.run`` (commit after success). Kafka is stopped with
+``TracedConsumer.run`` with its default (periodic) commits. Kafka is stopped with
 ``scripts/stack.sh down kafka`` and started again while both keep running.
 """
 
@@ -19,8 +19,7 @@ from tests.reliability.support import Worker, jaeger_spans, outage, record_figur
 HERE = Path(__file__).parent
 RATE = 100  # messages/s
 # The consumer has a backlog when the broker goes away: it is handling prefetched
-# messages and committing each (synchronously, ~150-200 commits/s here) while the
-# broker stops and while it comes back.
+# messages and committing them while the broker stops and while it comes back.
 BURST = 1000
 HANDLER_MS = 2
 OUTAGE_SECONDS = 10  # at least, after the broker has stopped (its restart adds more)
