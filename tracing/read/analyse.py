@@ -78,9 +78,9 @@ def queue_times(chain: EventChain) -> EventChain:
 
 def duplicates(chain: EventChain) -> EventChain:
     """Flag repeated processing: the same topic/partition/offset (or, lacking offsets, the same send
-    span) processed again by the same consumer group. The earliest is the original; later ones are
-    flagged. Spans with no consumer group are left alone: without it, fan-out and a duplicate look
-    the same.
+    span) processed again by the same consumer group (for RabbitMQ, from the same queue: a
+    redelivery). The earliest is the original; later ones are flagged. Spans with no consumer group
+    or queue are left alone: without it, fan-out and a duplicate look the same.
     """
     by_id = _by_id(chain.spans)
     seen: dict[tuple[object, ...], Hop] = {}
@@ -272,7 +272,8 @@ def _consumers_by_send(spans: Iterable[Span]) -> dict[str, list[Span]]:
 
 
 def _message_key(span: Span, by_id: dict[str, Span]) -> tuple[object, ...] | None:
-    group = span.consumer_group
+    # RabbitMQ has no groups: a queue's consumers share its messages as a group's members do.
+    group = span.consumer_group or span.queue
     if group is None:
         return None
     if span.partition is not None and span.offset is not None and span.topic is not None:

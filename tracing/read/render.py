@@ -231,12 +231,15 @@ def _label_lines(hop: Hop, g: Glyphs, width: int) -> list[Line]:
         items.append([(span.kind, "dim")])
     if span.consumer_group:
         items.append([(f"group {span.consumer_group}", "green")])
+    if span.queue:
+        items.append([(f"queue {span.queue}", "green")])
     location = _location(span)
     if location:
         items.append([(location, "magenta")])
     items.append([(format_ms(span.duration_ms), "")])
     if hop.queue_ms is not None:
-        where = f" in {span.topic}" if span.topic else ""
+        waited_in = span.queue or span.topic
+        where = f" in {waited_in}" if waited_in else ""
         skew = " (clock skew?)" if hop.queue_ms < 0 else ""
         items.append([(f"waited {format_ms(hop.queue_ms)}{where}{skew}", "blue")])
     if hop.folded:
@@ -266,6 +269,8 @@ def _repeats_lines(rep: Repeats, g: Glyphs, width: int) -> list[Line]:
     ]
     if span.consumer_group:
         items.append([(f"group {span.consumer_group}", "green")])
+    if span.queue:
+        items.append([(f"queue {span.queue}", "green")])
     items.append([(f"({_count(rep.span_count, 'span')})", "dim")])
     if rep.duplicates:
         items.append([(f"{g.warning} {_count(rep.duplicates, 'duplicate')}", "bold yellow")])
@@ -342,9 +347,15 @@ def _cells_prefix(text: str, cells: int) -> str:
 
 
 def _location(span: Span) -> str:
-    """``p0@41``, prefixed by the topic when the span name does not already say it."""
+    """``p0@41``, prefixed by the topic when the span name does not already say it; for
+    RabbitMQ the routing key, the delivery tag and a redelivery."""
     if span.partition is None and span.offset is None:
-        return ""
+        parts = [f"routing key {span.routing_key}"] if span.routing_key else []
+        if span.delivery_tag is not None:
+            parts.append(f"tag {span.delivery_tag}")
+        if span.redelivered:
+            parts.append("redelivered")
+        return "  ".join(parts)
     partition = "p?" if span.partition is None else f"p{span.partition}"
     offset = "" if span.offset is None else f"@{span.offset}"
     topic = span.topic
@@ -484,6 +495,8 @@ def _node(hop: Hop) -> dict[str, Any]:
         "role": span.role,
         "topic": span.topic,
         "consumer_group": span.consumer_group,
+        "queue": span.queue,
+        "routing_key": span.routing_key,
         "partition": span.partition,
         "offset": span.offset,
         "duration_ms": round(span.duration_ms, 3),
