@@ -19,7 +19,6 @@ import os
 from typing import Any
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -150,7 +149,7 @@ def configure_metrics(
     provider = MeterProvider(resource=resource, metric_readers=[reader])
     if aggregated is not None and otel.collect_even_when_empty(reader, resource):
         preaggregate(provider, aggregated)
-    if set_global and isinstance(metrics.get_meter_provider(), _ProxyMeterProvider):
+    if set_global and otel.is_placeholder_meter_provider(metrics.get_meter_provider()):
         metrics.set_meter_provider(provider)
     return provider
 
