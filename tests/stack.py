@@ -5,6 +5,7 @@ Addresses come from the environment so the same tests can point at another stack
     KET_JAEGER_URL        default http://127.0.0.1:16686   (query HTTP API)
     KET_OTLP_ENDPOINT     default http://127.0.0.1:4317    (OTLP gRPC receiver)
     KET_OTLP_HTTP_ENDPOINT default http://127.0.0.1:4318   (OTLP HTTP receiver)
+    KET_RABBITMQ_URL      default amqp://guest:guest@127.0.0.1:5672/%2F
 `make test` (scripts/stack.sh run) sets all four to the stack it runs the tests against.
 """
 
@@ -31,6 +32,7 @@ DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
 DEFAULT_JAEGER_URL = "http://127.0.0.1:16686"
 DEFAULT_OTLP_ENDPOINT = "http://127.0.0.1:4317"
 DEFAULT_OTLP_HTTP_ENDPOINT = "http://127.0.0.1:4318"
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 def kafka_bootstrap() -> str:
@@ -39,6 +41,22 @@ def kafka_bootstrap() -> str:
 
 def jaeger_url() -> str:
     return (os.environ.get("KET_JAEGER_URL") or DEFAULT_JAEGER_URL).rstrip("/")
+
+
+def rabbitmq_url() -> str:
+    """AMQP URL of the stack's RabbitMQ (``KET_RABBITMQ_URL``)."""
+    return os.environ.get("KET_RABBITMQ_URL") or DEFAULT_RABBITMQ_URL
+
+
+def rabbitmq_problem(url: str) -> str | None:
+    """None when an AMQP connection to the broker opens, else a description of the failure."""
+    import pika
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+    except Exception as exc:
+        return f"RabbitMQ not reachable at {url} ({type(exc).__name__})"
+    return None
 
 
 def otlp_endpoint() -> str:
@@ -228,6 +246,7 @@ def _process_env(env: Mapping[str, str] | None) -> dict[str, str]:
     merged.setdefault("KET_JAEGER_URL", jaeger_url())
     merged.setdefault("KET_OTLP_ENDPOINT", otlp_endpoint())
     merged.setdefault("KET_OTLP_HTTP_ENDPOINT", otlp_http_endpoint())
+    merged.setdefault("KET_RABBITMQ_URL", rabbitmq_url())
     merged["PYTHONUNBUFFERED"] = "1"
     if env:
         merged.update(env)
