@@ -302,6 +302,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_age_ns=args.max_age or None,
         live=args.live,
         settle_s=args.settle,
+        max_waiting_spans=args.max_waiting,
         console=_console(args) if args.live else None,
         glyphs=_glyphs(args),
     )
@@ -633,6 +634,14 @@ def _parser() -> argparse.ArgumentParser:
         default=3.0,
         metavar="S",
         help="with --live: a chain has settled when no span came for S seconds (default 3)",
+    )
+    serve.add_argument(
+        "--max-waiting",
+        type=_positive,
+        default=200_000,
+        metavar="N",
+        help="spans received but not yet stored; beyond N, requests get 503 with Retry-After "
+        "(gRPC UNAVAILABLE) and exporters retry them (default 200000)",
     )
     serve.add_argument("--width", type=_positive, metavar="N", help="render at this many columns")
     serve.add_argument(

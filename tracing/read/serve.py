@@ -292,6 +292,8 @@ class Receiver:
             self._notices.say(
                 f"could not store {len(spans):,} spans ({exc}); their senders were told to retry"
             )
+            with self._cond:
+                self.turned_away += len(batches)  # answered 503 / UNAVAILABLE like a full queue
             for b in batches:
                 b.failed = True
                 b.done.set()
