@@ -107,7 +107,7 @@ def instrument(
     meter_provider: Any = None,
     **consumer_options: Any,
 ) -> None:
-    """Trace every confluent-kafka client (and pika channel) built from now on. Idempotent.
+    """Trace every confluent-kafka client (and pika or aio-pika channel) built from now on. Idempotent.
 
     >>> import tracing; tracing.instrument()
     >>> from confluent_kafka import Producer   # now a traced producer
@@ -160,7 +160,8 @@ def is_instrumented() -> bool:
 
 
 class KafkaEventTracingInstrumentor:
-    """Entry point for ``opentelemetry-instrument`` (group ``opentelemetry_instrumentor``)."""
+    """Entry point for ``opentelemetry-instrument`` (group ``opentelemetry_instrumentor``):
+    confluent-kafka, and pika and aio-pika when they are installed."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return ("confluent-kafka >= 2.6, < 3",)

@@ -170,8 +170,10 @@ class OpenProcessing:
                 return processing
         return None
 
-    def block(self, msg: Any) -> ProcessBlock:
-        return ProcessBlock(self, msg)
+    def block(self, msg: Any, delivered: bool = False) -> ProcessBlock:
+        """A block processing ``msg``; ``delivered``: the client pushed it to a callback (no
+        poll counted it as consumed)."""
+        return ProcessBlock(self, msg, delivered)
 
 
 def _end_all(open_: dict[Any, Processing], handing_over: list[Processing], exc: BaseException | None) -> None:
@@ -200,11 +202,12 @@ class ProcessBlock:
     timeout's None or an error event: then nothing is recorded.
     """
 
-    __slots__ = ("_spans", "_msg", "_processing", "_token")
+    __slots__ = ("_spans", "_msg", "_delivered", "_processing", "_token")
 
-    def __init__(self, spans: OpenProcessing, msg: Any) -> None:
+    def __init__(self, spans: OpenProcessing, msg: Any, delivered: bool = False) -> None:
         self._spans = spans
         self._msg = msg
+        self._delivered = delivered
         self._processing: Processing | None = None
         self._token: object = None
 
@@ -220,7 +223,7 @@ class ProcessBlock:
             elif not spans.operation.provider.is_message(msg):
                 return trace.get_current_span()  # a timeout's None, an error event: nothing to record
             else:
-                processing = spans.operation.open(msg, spans.owner(), False)
+                processing = spans.operation.open(msg, spans.owner(), self._delivered)
                 if processing is None:
                     return trace.get_current_span()
                 processing.claimed = True

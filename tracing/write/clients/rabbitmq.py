@@ -161,7 +161,7 @@ class TracedBlockingChannel:
         spans = self._spans
 
         def traced(channel: Any, method: Any, properties: Any, body: bytes) -> None:
-            with spans.block(PikaDelivery(queue, method, properties, body)):
+            with spans.block(PikaDelivery(queue, method, properties, body), delivered=True):
                 on_message_callback(self, method, properties, body)
 
         tag: str = self._channel.basic_consume(queue, traced, auto_ack, exclusive, consumer_tag, arguments)

@@ -22,7 +22,7 @@ import copy
 import functools
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -200,7 +200,7 @@ class TracedQueue:
         spans = self._spans
 
         async def traced(message: Any) -> Any:
-            async with spans.block(message):
+            async with spans.block(message, delivered=True):
                 return await callback(message)
 
         return await self._queue.consume(traced, no_ack, exclusive, arguments, consumer_tag, timeout)
@@ -328,6 +328,11 @@ class TracedChannel:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._channel, name)
+
+    def __await__(self) -> Generator[Any, Any, TracedChannel]:
+        # ``await connection.channel()`` under ``tracing.instrument()``: opens the channel.
+        yield from self._channel.__await__()
+        return self
 
     async def __aenter__(self) -> TracedChannel:
         await self._channel.__aenter__()
