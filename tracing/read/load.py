@@ -47,6 +47,7 @@ __all__ = [
     "parse_jaeger",
     "parse_otlp",
     "read_file",
+    "spans_from_protobuf",
     "resolve",
 ]
 
@@ -707,6 +708,87 @@ def from_readable_spans(spans: Iterable[Any]) -> list[Span]:
             )
         )
     return result
+
+
+# --- OTLP protobuf (what eventchain serve receives) ------------------------------------------------
+
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+_INVALID_IDS = "a span's trace_id must be 16 bytes and its span_id 8 bytes, not all zero"
+
+
+def spans_from_protobuf(request: Any) -> tuple[list[Span], int, str]:
+    """The spans of an OTLP ``ExportTraceServiceRequest`` message (protobuf, already parsed); also how
+    many were rejected (invalid ids) and why, for the answer's ``partial_success``.
+
+    ::
+
+        request = ExportTraceServiceRequest.FromString(body)
+        spans, rejected, why = spans_from_protobuf(request)
+    """
+    spans: list[Span] = []
+    append = spans.append
+    kinds = _OTLP_KINDS
+    rejected = 0
+    for resource_spans in request.resource_spans:
+        resource = _pb_attributes(resource_spans.resource.attributes)
+        service = str(resource.get("service.name") or "unknown_service")
+        for scope_spans in resource_spans.scope_spans:
+            for s in scope_spans.spans:
+                trace_id, span_id, parent = s.trace_id, s.span_id, s.parent_span_id
+                if (
+                    len(trace_id) != 16
+                    or trace_id == _ZERO_TRACE
+                    or len(span_id) != 8
+                    or span_id == _ZERO_SPAN
+                ):
+                    rejected += 1
+                    continue
+                start = s.start_time_unix_nano
+                status = s.status
+                events = s.events
+                links = s.links
+                append(
+                    Span(
+                        trace_id=trace_id.hex(),
+                        span_id=span_id.hex(),
+                        parent_id=parent.hex() if len(parent) == 8 and parent != _ZERO_SPAN else None,
+                        name=s.name,
+                        kind=kinds.get(s.kind, "internal"),
+                        service=service,
+                        start_ns=start,
+                        end_ns=s.end_time_unix_nano or start,
+                        attributes=_pb_attributes(s.attributes),
+                        events=[
+                            SpanEvent(e.name, e.time_unix_nano, _pb_attributes(e.attributes)) for e in events
+                        ]
+                        if events
+                        else [],
+                        links=[
+                            SpanRef(link.trace_id.hex(), link.span_id.hex(), _pb_attributes(link.attributes))
+                            for link in links
+                            if len(link.trace_id) == 16 and len(link.span_id) == 8
+                        ]
+                        if links
+                        else [],
+                        status_error=status.code == 2,
+                        status_message=status.message or None,
+                    )
+                )
+    return spans, rejected, _INVALID_IDS if rejected else ""
+
+
+def _pb_value(v: Any) -> Any:
+    which = v.WhichOneof("value")
+    if which == "array_value":
+        return [_pb_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return _pb_attributes(v.kvlist_value.values)
+    return None if which is None else getattr(v, which)
+
+
+def _pb_attributes(items: Any) -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value) for kv in items}
 
 
 # --- Jaeger HTTP API ----------------------------------------------------------------------------

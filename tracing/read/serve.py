@@ -35,20 +35,17 @@ from rich.console import Console
 
 from tracing.read import make_chain
 from tracing.read.analyse import fold_repeats, summarise
-from tracing.read.load import LoadError, parse_otlp
-from tracing.read.model import Span, SpanEvent, SpanRef
+from tracing.read.load import LoadError, parse_otlp, spans_from_protobuf
+from tracing.read.model import Span
 from tracing.read.render import Glyphs, format_ms, render_text
 from tracing.read.store import PruneResult, SpanStore
 
-__all__ = ["ServeOptions", "parse_address", "serve", "spans_from_protobuf"]
+__all__ = ["ServeOptions", "parse_address", "serve"]
 
 TRACES_PATH = "/v1/traces"
 _DROPPED_PATHS = {"/v1/metrics": "metrics", "/v1/logs": "logs"}
 _PROTOBUF = "application/x-protobuf"
 _JSON = "application/json"
-_KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
-_ZERO_TRACE = bytes(16)
-_ZERO_SPAN = bytes(8)
 _NOTICE_EVERY_S = 10.0
 
 
@@ -84,71 +81,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise ValueError(f"{text!r} is not an address like 127.0.0.1:4318 (port 0 picks a free one)")
     return host, number
-
-
-# --- OTLP protobuf -> Span ------------------------------------------------------------------------
-
-
-def _value(v: Any) -> Any:
-    which = v.WhichOneof("value")
-    if which is None:
-        return None
-    if which == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
-    return getattr(v, which)
-
-
-def _attributes(items: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in items}
-
-
-def spans_from_protobuf(request: Any) -> tuple[list[Span], int, str]:
-    """Spans of an ``ExportTraceServiceRequest``; also how many were rejected (invalid ids) and why."""
-    spans: list[Span] = []
-    rejected = 0
-    why = ""
-    for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
-        service = str(resource.get("service.name") or "unknown_service")
-        for scope_spans in resource_spans.scope_spans:
-            for s in scope_spans.spans:
-                trace_id, span_id, parent = s.trace_id, s.span_id, s.parent_span_id
-                if (
-                    len(trace_id) != 16
-                    or trace_id == _ZERO_TRACE
-                    or len(span_id) != 8
-                    or span_id == _ZERO_SPAN
-                ):
-                    rejected += 1
-                    why = "a span's trace_id must be 16 bytes and its span_id 8 bytes, not all zero"
-                    continue
-                start = s.start_time_unix_nano
-                spans.append(
-                    Span(
-                        trace_id=trace_id.hex(),
-                        span_id=span_id.hex(),
-                        parent_id=parent.hex() if len(parent) == 8 and parent != _ZERO_SPAN else None,
-                        name=s.name,
-                        kind=_KINDS.get(s.kind, "internal"),
-                        service=service,
-                        start_ns=start,
-                        end_ns=s.end_time_unix_nano or start,
-                        attributes=_attributes(s.attributes),
-                        events=[
-                            SpanEvent(e.name, e.time_unix_nano, _attributes(e.attributes)) for e in s.events
-                        ],
-                        links=[
-                            SpanRef(link.trace_id.hex(), link.span_id.hex(), _attributes(link.attributes))
-                            for link in s.links
-                            if len(link.trace_id) == 16 and len(link.span_id) == 8
-                        ],
-                        status_error=s.status.code == 2,
-                        status_message=s.status.message or None,
-                    )
-                )
-    return spans, rejected, why
 
 
 class BadRequest(Exception):
