@@ -53,10 +53,12 @@ stack-status:
 # exit code is pytest's (5 = no tests collected, which counts as a failure).
 # Prometheus and the collector are installed/built here, not inside a test, so a cold
 # build shows its progress and no test finds a tool missing; so is the browser that
-# tests/ui drives (Debian's chromium and chromium-driver).
+# tests/ui drives (Debian's chromium and chromium-driver), and so are the Java services and the
+# OpenTelemetry Java agent that tests/e2e/test_java_chain.py runs (scripts/java-apps.sh, cached per version).
 test: venv
 	$(METRICS) install
 	scripts/browser.sh install
+	scripts/java-apps.sh install
 	$(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -220,43 +220,6 @@ jaeger_key() {
         "$(sha12 "$JAEGER_MOD_DIR/go.mod" "$JAEGER_MOD_DIR/go.sum")"
 }
 
-# Runs a long command with its output in a log file, printing a progress line every 15 s.
-run_with_progress() {
-    local label=$1 log=$2 rc=0 pid start next
-    shift 2
-    start=$SECONDS
-    next=$((start + 15))
-    "$@" >"$log" 2>&1 &
-    pid=$!
-    while kill -0 "$pid" 2>/dev/null; do
-        sleep 1
-        if ((SECONDS >= next)); then
-            say "  ... $label: $((SECONDS - start))s, last output: $(tail -n 1 "$log" 2>/dev/null | cut -c1-100)"
-            next=$((SECONDS + 15))
-        fi
-    done
-    wait "$pid" || rc=$?
-    if ((rc != 0)); then
-        warn "stack: error: $label failed (exit $rc)."
-        show_log_tail "$log"
-        exit 1
-    fi
-    say "  $label: done in $((SECONDS - start))s"
-}
-
-# Copies a file or folder into the cache atomically (concurrent checkouts may race).
-cache_store() {
-    local src=$1 dest=$2 tmp
-    [[ -e $dest ]] && return 0
-    mkdir -p "$(dirname "$dest")"
-    tmp="$dest.tmp.$$"
-    if cp -R "$src" "$tmp" 2>/dev/null && mv -T "$tmp" "$dest" 2>/dev/null; then
-        say "  cached in $dest"
-    else
-        rm -rf "$tmp"
-    fi
-}
-
 ensure_kafka_libs() {
     local key version cached tmp
     key=$(kafka_key)
