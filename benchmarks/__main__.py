@@ -12,9 +12,10 @@ them, the best any instrumentation could do.
     python -m benchmarks --read-only          # only eventchain (tree, list) on big generated files
     python -m benchmarks --loop-only          # only run() vs a plain poll loop (real broker)
 
-The OTLP variant sends up to ~100,000 traces per measurement into the local Jaeger, whose
-in-memory store keeps 100,000: it evicts what tests running at the same time look for.
-Use ``--exporters discard`` then.
+The OTLP variants export over gRPC into a Jaeger of their own (the local stack's binary, an
+in-memory store on a free loopback port, started and stopped by the run): both libraries into
+the same kind of sink, and the shared Jaeger keeps what others look for. ``--otlp-endpoint``
+exports into an endpoint of your choice instead.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ SAMPLINGS = ("none", "1.0", "0.01")
 AIO_SAMPLINGS = ("none", "1.0")
 # The flow metrics' cost is measured beside these (no SDK: the metrics alone).
 METRICS_SAMPLINGS = ("none", "1.0")
-# The SDK floor: where the span work dominates, and where the ratio targets are set.
-FLOOR_CONFIG = ("1.0", "discard")
+# The SDK floor: where the span work dominates, and where the ratio targets are set; with
+# the OTLP exporter it runs the SDK's standard gRPC exporter.
+FLOOR_CONFIGS = (("1.0", "discard"), ("1.0", "otlp"))
+# The flow metrics recorded through the SDK's record() (KET_PREAGGREGATE=false) beside the
+# pre-aggregated ones configure() sets up: only where the targets are set.
+METRICS_SDK_CONFIG = ("1.0", "discard")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -80,7 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="sync,async",
         help="sync (Producer/Consumer) and/or async (confluent_kafka.aio clients); default both",
     )
-    parser.add_argument("--otlp-endpoint", default=stack.OTLP_ENDPOINT)
+    parser.add_argument(
+        "--otlp-endpoint",
+        help="export the OTLP variants here (default: a Jaeger of the run's own on a free port)",
+    )
     parser.add_argument("--bootstrap", default=stack.KAFKA_BOOTSTRAP, help="the real broker")
     parser.add_argument("--outage", action="store_true", help="only the unreachable-exporter run")
     parser.add_argument("--outage-n", type=int, default=1_000_000)
@@ -154,12 +162,14 @@ def plan(
             configs += [(s, e) for e in exporters for s in samplings if s != "none"]
             for sampling, exporter in configs:
                 libraries = ["ours", "contrib"] if contrib else ["ours"]
-                if args.floor and (sampling, exporter) == FLOOR_CONFIG:
+                if args.floor and (sampling, exporter) in FLOOR_CONFIGS:
                     # between ours and contrib: both ratios to the floor compare neighbouring runs
                     libraries.insert(1, "floor")
                 if args.metrics and exporter != "otlp" and sampling in METRICS_SAMPLINGS:
                     # beside its tracing-only twin, before it: ours stays next to floor and contrib
                     libraries.insert(0, "ours-metrics")
+                    if (sampling, exporter) == METRICS_SDK_CONFIG:
+                        libraries.insert(0, "ours-metrics-sdk")
                 for library in libraries:
                     item = {"library": library, "sampling": sampling, "exporter": exporter, "broker": broker}
                     if library == "floor":
@@ -207,14 +217,37 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
         else:
             brokers.append("real")
     otlp = "otlp" in args.exporters.split(",")
-    if otlp:
+    sink = None
+    if otlp and args.otlp_endpoint is None:
+        sink = stack.OtlpSink(ROOT / ".stack" / "run" / f"bench-sink-{os.getpid()}")
+        problem = sink.start()
+        if problem:
+            meta["skipped"].append(f"OTLP exporter variant: {problem}")
+            otlp, sink = False, None
+        else:
+            args.otlp_endpoint = sink.endpoint
+            meta["otlp_sink"] = f"Jaeger (in-memory store) on {sink.endpoint}, started for this run"
+    elif otlp:
         problem = stack.otlp_problem(args.otlp_endpoint)
         if problem:
-            meta["skipped"].append(f"OTLP exporter variant: {problem} (start Jaeger with `make stack-up`)")
+            meta["skipped"].append(f"OTLP exporter variant: {problem}")
             otlp = False
+        else:
+            meta["otlp_sink"] = args.otlp_endpoint
     for line in meta["skipped"]:
         say("skipped: " + line)
+    try:
+        runs = _run_rounds(args, contrib, brokers, otlp)
+    finally:
+        if sink is not None:
+            sink.stop()
+    meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"meta": meta, "runs": runs}
 
+
+def _run_rounds(
+    args: argparse.Namespace, contrib: str | None, brokers: list[str], otlp: bool
+) -> list[dict[str, Any]]:
     round_plan = plan(args, contrib, brokers, otlp)
     timeout = 120 + args.n / 1000 * 15
     runs = []
@@ -241,6 +274,11 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                     for p in report.PHASES
                     if p in result["msgs_per_s"]
                 )
+                if result.get("export_cpu_us_per_span"):
+                    entry["export_cpu_us_per_span"] = result["export_cpu_us_per_span"]
+                    rates += "  export CPU µs/span " + "/".join(
+                        f"{v:.1f}" for v in result["export_cpu_us_per_span"].values()
+                    )
                 if "loop_lag_ms" in result:
                     entry["loop_lag_ms"] = result["loop_lag_ms"]
                     rates += "  loop lag ms " + "/".join(
@@ -248,8 +286,7 @@ def measure_all(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 say(f"[round {rnd}/{args.rounds}] {_label(item)}  {rates}")
             runs.append(entry)
-    meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return {"meta": meta, "runs": runs}
+    return runs
 
 
 def _label(item: dict[str, Any]) -> str:

@@ -2,9 +2,11 @@
 
 The spec names the client library (``raw``, ``ours``, ``contrib``, ``floor``: the SDK
 work of this library's spans alone, see :func:`floor_producer`; ``aio-raw`` and
-``aio-ours`` for the asyncio clients, see :mod:`benchmarks.worker_aio`), the sampling
-(``none`` = no SDK configured, or a ratio), the exporter (``discard`` or ``otlp``) and
-the broker. The worker prints one JSON line (the last line of stdout) with the
+``aio-ours`` for the asyncio clients, see :mod:`benchmarks.worker_aio`; ``ours-metrics``
+and ``ours-metrics-sdk``: ours with the flow metrics on, see :func:`setup_metrics`), the
+sampling (``none`` = no SDK configured, or a ratio), the exporter (``discard``, or ``otlp``:
+ours through the exporter ``configure()`` builds, contrib and the floor through the SDK's
+gRPC exporter) and the broker. The worker prints one JSON line (the last line of stdout) with the
 throughput of each phase:
 
 - ``produce``: N root sends (no ambient span), ``poll(0)`` every 1000, then ``flush()``;
@@ -51,17 +53,27 @@ MAX_REPEATS = 10
 
 # ----------------------------------------------------------------------------- SDK
 class _Counting:
-    """A span exporter that counts what it is given and passes it on (or discards it)."""
+    """A span exporter that counts what it is given and passes it on (or discards it).
+
+    ``cpu_s`` is the CPU time the inner exporter's ``export()`` took in the exporter's
+    thread (the BatchSpanProcessor's worker): encoding, serialising and sending."""
 
     def __init__(self, inner: Any = None) -> None:
         self.inner = inner
         self.count = 0
+        self.cpu_s = 0.0
 
     def export(self, spans: Any) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
         self.count += len(spans)
-        return self.inner.export(spans) if self.inner is not None else SpanExportResult.SUCCESS
+        if self.inner is None:
+            return SpanExportResult.SUCCESS
+        started = time.thread_time()
+        try:
+            return self.inner.export(spans)
+        finally:
+            self.cpu_s += time.thread_time() - started
 
     def shutdown(self) -> None:
         if self.inner is not None:
@@ -84,7 +96,13 @@ def setup_sdk(spec: dict[str, Any]) -> tuple[Any, _Counting | None]:
 
     ratio = float(sampling)
     sampler = ParentBased(ALWAYS_ON) if ratio >= 1.0 else ParentBased(TraceIdRatioBased(ratio))
-    if spec["exporter"] == "otlp":
+    if spec["exporter"] == "otlp" and spec["library"].startswith("ours"):
+        # The exporter configure() builds (KET_FAST_OTLP decides its encoder).
+        from tracing.sdk import otlp_exporter
+
+        exporter = _Counting(otlp_exporter(spec["otlp_endpoint"], "grpc"))
+    elif spec["exporter"] == "otlp":
+        # contrib and the SDK floor: the SDK's standard gRPC exporter, as its users build it.
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         endpoint = spec["otlp_endpoint"]
@@ -410,16 +428,21 @@ def _idle(since: float | None, msg: Any) -> float | None:
 
 
 # ----------------------------------------------------------------------------- main
+# The flow metrics' collection runs every second (configure() reads the interval from
+# OTEL_METRIC_EXPORT_INTERVAL, default 60 s), so each timed phase pays for some exports too.
+METRIC_EXPORT_INTERVAL_MS = "1000"
+
+
 def setup_metrics(spec: dict[str, Any]) -> Any:
-    """For ``ours-metrics``: a global MeterProvider, as ``tracing.configure()`` makes one
-    (a periodic reader; its exporter discards), so the flow metrics are recorded."""
-    from opentelemetry import metrics
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import (
-        MetricExporter,
-        MetricExportResult,
-        PeriodicExportingMetricReader,
-    )
+    """For ``ours-metrics`` and ``ours-metrics-sdk``: the global MeterProvider exactly as
+    ``tracing.configure()`` builds it (``tracing.sdk.configure_metrics``: the flow metrics'
+    histograms aggregated in place and merged at export), with an exporter that discards.
+    ``ours-metrics-sdk``: the same with ``KET_PREAGGREGATE=false`` (every value through the
+    SDK's ``Histogram.record()``)."""
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+    from opentelemetry.sdk.resources import Resource
+
+    from tracing.sdk import configure_metrics
 
     class Discard(MetricExporter):
         def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
@@ -431,14 +454,16 @@ def setup_metrics(spec: dict[str, Any]) -> Any:
         def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
             pass
 
-    provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(Discard(), 1000)])
-    metrics.set_meter_provider(provider)
-    return provider
+    os.environ["OTEL_METRIC_EXPORT_INTERVAL"] = METRIC_EXPORT_INTERVAL_MS
+    if spec["library"] == "ours-metrics-sdk":
+        os.environ["KET_PREAGGREGATE"] = "false"
+    resource = Resource.create({"service.name": f"bench-{spec['library']}"})
+    return configure_metrics(resource, exporter=Discard(), set_global=True)
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     library, n = spec["library"], int(spec["n"])
-    if library == "ours-metrics":
+    if library in ("ours-metrics", "ours-metrics-sdk"):
         setup_metrics(spec)
         library = "ours"  # the same clients; the global MeterProvider turns the metrics on
     provider, exporter = setup_sdk(spec)
@@ -450,6 +475,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "repeats": {},
         "msgs_per_s": {},
         "spans_exported": {},
+        "export_cpu_us_per_span": {},
     }
     try:
         phases = spec.get("phases", ["produce", "poll", "process"])
@@ -460,6 +486,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         topic_out = broker.topic("out") if "produce" in phases else None
         for phase in phases:
             before = exporter.count if exporter is not None else 0
+            cpu_before = exporter.cpu_s if exporter is not None else 0.0
             # Fast variants finish N messages in a few ms, where one scheduler hiccup
             # shows: they are repeated (fresh client each time) up to MIN_PHASE_S of
             # timed work and the median taken.
@@ -487,6 +514,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             result["msgs_per_s"][phase] = count / seconds
             if exporter is not None:
                 result["spans_exported"][phase] = (exporter.count - before) / len(runs)
+                if exporter.inner is not None and exporter.count > before:
+                    result["export_cpu_us_per_span"][phase] = (
+                        (exporter.cpu_s - cpu_before) * 1e6 / (exporter.count - before)
+                    )
             if lags:  # the worst the event loop saw over the repeats
                 result.setdefault("loop_lag_ms", {})[phase] = max(lags) * 1000
     finally:

@@ -38,6 +38,7 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
         "ours/0.01/discard",
         "ours-metrics/none",
         "ours-metrics/1.0/discard",
+        "ours-metrics-sdk/1.0/discard",
         "floor/1.0/discard",
         "aio-raw",
         "aio-ours/none",
@@ -66,14 +67,21 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
     assert set(lag) == {"aio-raw", "aio-ours/none", "aio-ours/1.0/discard"}
     assert all(v is not None and v >= 0 for phases in lag.values() for v in phases.values()), lag
     assert set(data["summary"]["mock"]["aio_ratio_vs_sync"]) == set(lag)
-    # the flow metrics' cost is reported beside tracing, for no SDK and for 100 %
+    # the flow metrics' cost is reported beside tracing, for no SDK and for 100 %, and at 100 %
+    # also through the SDK's record()
     assert set(data["summary"]["mock"]["metrics_cost_us"]) == {"none", "1.0/discard"}
+    assert set(data["summary"]["mock"]["metrics_sdk_cost_us"]) == {"1.0/discard"}
     assert "flow metrics: µs/msg" in run.stdout
     assert "this library" in run.stdout and "targets:" in run.stdout
+    # every target has its line, measured or not (no contrib, no OTLP here: shown as "-")
+    printed = [t["target"] for t in data["targets"]]
+    assert printed == [t["target"] for t in report.targets(data["summary"], None)]
+    for target in printed:
+        assert f"[mock] {target}" in run.stdout, target
     assert "aio: this library" in run.stdout and "loop lag ms" in run.stdout
 
 
-def _run(rnd, library, sampling, rates, lag=None):
+def _run(rnd, library, sampling, rates, lag=None, exporter="discard", export_cpu=None):
     """One measured run as the benchmark records it; ``rates``: one for every phase, or per phase."""
     rates = rates if isinstance(rates, tuple) else (rates,) * len(report.PHASES)
     entry = {
@@ -82,12 +90,14 @@ def _run(rnd, library, sampling, rates, lag=None):
         "library": library,
         "sampling": sampling,
         "n": 10,
-        "exporter": "none" if sampling == "none" else "discard",
+        "exporter": "none" if sampling == "none" else exporter,
         "msgs_per_s": dict(zip(report.PHASES, rates, strict=True)),
         "spans_exported": {},
     }
     if lag is not None:
         entry["loop_lag_ms"] = dict.fromkeys(report.PHASES, lag)
+    if export_cpu is not None:
+        entry["export_cpu_us_per_span"] = dict.fromkeys(("produce", "poll"), export_cpu)
     return entry
 
 
@@ -105,8 +115,62 @@ def test_ratios_and_overheads_are_taken_within_a_round_then_medians():
     assert summary["ratio_vs_contrib"]["1.0/discard"]["produce"] == 1.5
     assert round(summary["overhead_us_over_raw"]["ours/none"]["poll"], 6) == 1.0  # 2 µs - 1 µs, median
     checked = {(t["target"], t["broker"]): t for t in report.targets({"mock": summary}, None)}
-    assert checked[("100% produce vs contrib", "mock")]["met"] is True
-    assert checked[("100% consume (poll loop) vs contrib", "mock")]["met"] is False
+    assert checked[("100% tracing only: produce vs contrib", "mock")]["value"] == 1.5
+    assert checked[("100% tracing only: produce vs contrib", "mock")]["met"] is False  # wants 2x
+    assert checked[("no SDK consume (poll loop): µs/msg over raw", "mock")]["met"] is True  # 1 <= 2
+    assert checked[("no SDK produce: µs/msg over raw", "mock")]["met"] is True  # 1 <= 1
+
+
+def test_every_target_of_the_issue_is_checked_and_printed_with_its_measured_value():
+    runs = []
+    for rnd in (1, 2, 3):
+        runs += [
+            _run(rnd, "raw", "none", 1e6),
+            _run(rnd, "ours", "none", 5e5),  # 1 µs over raw
+            _run(rnd, "ours-metrics-sdk", "1.0", 10e3),
+            _run(rnd, "ours-metrics", "1.0", (40e3, 50e3, 50e3)),
+            _run(rnd, "ours", "1.0", (50e3, 62.5e3, 62.5e3)),  # metrics: 5 µs produce, 4 µs poll
+            _run(rnd, "floor", "1.0", 60e3),
+            _run(rnd, "contrib", "1.0", 20e3),
+            _run(rnd, "ours", "0.01", (50e3, 100e3, 100e3)),
+            _run(rnd, "contrib", "0.01", 20e3),
+            _run(rnd, "ours", "1.0", 30e3, exporter="otlp", export_cpu=10.0),
+            _run(rnd, "floor", "1.0", 25e3, exporter="otlp", export_cpu=60.0),
+            _run(rnd, "contrib", "1.0", 20e3, exporter="otlp", export_cpu=50.0),
+        ]
+    summary = {"mock": report.summarise(runs)["mock"]}
+    checked = {t["target"]: t for t in report.targets(summary, None)}
+    expect = {  # target: (measured value, met)
+        "100% tracing only: produce vs contrib": (2.5, True),
+        "100% tracing only: consume (poll loop) vs contrib": (3.125, True),
+        "100% + flow metrics as configure() sets them up: produce vs contrib": (2.0, True),
+        "100% + flow metrics as configure() sets them up: consume (poll loop) vs contrib": (2.5, True),
+        "100% + configure()'s OTLP exporter: produce vs contrib": (1.5, True),
+        "100% + configure()'s OTLP exporter: consume (poll loop) vs contrib": (1.5, True),
+        "1%: produce vs contrib": (2.5, True),
+        "1%: consume (poll loop) vs contrib": (5.0, True),
+        "100% flow metrics' own cost: µs per produced message": (5.0, False),
+        "100% flow metrics' own cost: µs per consumed message (poll loop)": (4.0, True),
+        "no SDK produce: µs/msg over raw": (1.0, True),
+        "no SDK consume (poll loop): µs/msg over raw": (1.0, True),
+        "no SDK consume (process(msg)): µs/msg over raw": (1.0, True),
+        "100% OTLP exporter CPU µs/span: produce": (10.0, True),
+        "100% OTLP exporter CPU µs/span: consume (poll loop)": (10.0, True),
+    }
+    assert set(checked) == set(expect)
+    for name, (value, met) in expect.items():
+        assert checked[name]["value"] == pytest.approx(value), name
+        assert checked[name]["met"] is met, name
+    # the SDK floor of the same configuration beside each 100 % ratio
+    assert checked["100% tracing only: produce vs contrib"]["floor"] == pytest.approx(3.0)
+    assert checked["100% + configure()'s OTLP exporter: produce vs contrib"]["floor"] == pytest.approx(1.25)
+    assert "floor" not in checked["1%: produce vs contrib"]
+    text = report.render(summary, {"n": 10}, list(checked.values()))
+    for name in expect:
+        assert name in text, name
+    assert "(contrib 50.0 µs, SDK floor 60.0 µs)" in text
+    assert "(through the SDK's record(): 80.00 µs)" in text  # 100 µs - 20 µs per produced message
+    assert "exporter CPU per exported span" in text
 
 
 def test_asyncio_variants_are_measured_against_the_raw_aio_clients_and_their_sync_twins():
@@ -166,9 +230,9 @@ def test_the_sdk_floor_is_compared_with_contrib_and_ours_round_by_round():
         "contrib/1.0/discard",
     ]
     checked = {t["target"]: t for t in report.targets({"mock": summary}, None)}
-    assert checked["100% produce vs contrib"]["floor"] == pytest.approx(1.75)
-    assert checked["100% consume (poll loop) vs contrib"]["floor"] == pytest.approx(3.5)
-    assert "floor" not in checked["1% produce vs contrib"]
+    assert checked["100% tracing only: produce vs contrib"]["floor"] == pytest.approx(1.75)
+    assert checked["100% tracing only: consume (poll loop) vs contrib"]["floor"] == pytest.approx(3.5)
+    assert "floor" not in checked["1%: produce vs contrib"]
     text = report.render({"mock": summary}, {"n": 10}, list(checked.values()))
     assert "SDK floor (one bare span per message, same attributes) / otel contrib" in text
     assert "(SDK floor reaches 1.75x)" in text
