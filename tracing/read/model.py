@@ -37,6 +37,7 @@ _TOPIC_KEYS = (sc.DESTINATION_NAME, sc.DESTINATION_LEGACY)
 _GROUP_KEYS = (sc.CONSUMER_GROUP, sc.KAFKA_CONSUMER_GROUP_LEGACY, sc.KAFKA_CONSUMER_GROUP_OLD)
 _PARTITION_KEYS = (sc.PARTITION, sc.KAFKA_PARTITION_LEGACY, sc.KAFKA_PARTITION_OLD)
 _OFFSET_KEYS = (sc.KAFKA_OFFSET, sc.KAFKA_OFFSET_LEGACY)
+_CLIENT_ID_KEYS = (sc.CLIENT_ID, sc.CLIENT_ID_LEGACY)
 _OPERATION_KEYS = (sc.OPERATION_TYPE, sc.OPERATION_LEGACY)
 
 
@@ -167,6 +168,12 @@ class Span:
     def consumer_group(self) -> str | None:
         """The consumer group name, if recorded."""
         value = _first(self.attributes, _GROUP_KEYS)
+        return None if value is None else str(value)
+
+    @_derived
+    def client_id(self) -> str | None:
+        """The Kafka client id (``messaging.client.id``; the Java agent's default ``messaging.client_id``)."""
+        value = _first(self.attributes, _CLIENT_ID_KEYS)
         return None if value is None else str(value)
 
     @_derived

@@ -495,6 +495,7 @@ def _node(hop: Hop) -> dict[str, Any]:
         "role": span.role,
         "topic": span.topic,
         "consumer_group": span.consumer_group,
+        "client_id": span.client_id,
         "queue": span.queue,
         "routing_key": span.routing_key,
         "partition": span.partition,
