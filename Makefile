@@ -11,7 +11,7 @@ METRICS := scripts/metrics-stack.sh
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv stack-up stack-down stack-status test lint typecheck demo demo-live bench clean
+.PHONY: help venv stack-up stack-down stack-status test lint typecheck demo demo-serve demo-live bench clean
 
 help:
 	@echo "make venv          create $(VENV) and install the project (again only when pyproject.toml changes)"
@@ -25,6 +25,7 @@ help:
 	@echo "make lint          ruff check"
 	@echo "make typecheck     mypy: --strict on the write side and the public modules, default on all of tracing/"
 	@echo "make demo          the event-driven demo on an embedded Kafka, chains printed as trees"
+	@echo "make demo-serve    the demo's services export over OTLP/HTTP to an eventchain serve --live it starts"
 	@echo "make demo-live     the demo as six processes on the local stack (make stack-up first), trees read from Jaeger"
 	@echo "make bench         python -m benchmarks"
 	@echo "make clean         stop the stack, remove .stack/ and Python caches (keeps $(VENV))"
@@ -72,6 +73,9 @@ typecheck: venv
 
 demo: venv
 	$(PY) -m tracing.demo
+
+demo-serve: venv
+	$(PY) -m tracing.demo --serve
 
 demo-live: venv
 	$(PY) -m tracing.demo --live

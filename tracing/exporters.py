@@ -275,11 +275,14 @@ class _BoundedAtExit:
         self.endpoint = str(getattr(inner, "_endpoint", "") or "")
         self.address = _address(self.endpoint) if self.endpoint else None
         self.gave_up = False
+        self.shut = False  # shut down by its provider (the program's own shutdown, before exit)
 
     def give_up(self) -> None:
         if self.gave_up:
             return
         self.gave_up = True
+        if self.shut:
+            return  # shut down already: shutting it down again only logs a warning
         try:
             self.inner.shutdown()  # ends a retry already waiting
         except Exception:
@@ -299,8 +302,9 @@ class BoundedSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         # The tracer provider shuts down last at exit (after the meter provider): what was dropped is known.
-        if not self._w.gave_up:
+        if not self._w.gave_up and not self._w.shut:
             self._w.inner.shutdown()
+        self._w.shut = True
         self._w.check.report()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -326,8 +330,9 @@ def _bounded_metrics(inner: MetricExporter, wrapper: _BoundedAtExit) -> MetricEx
             return bool(inner.force_flush(timeout_millis=timeout_millis))
 
         def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-            if not wrapper.gave_up:
+            if not wrapper.gave_up and not wrapper.shut:
                 inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+            wrapper.shut = True
 
     return BoundedMetricExporter()
 

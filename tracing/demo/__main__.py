@@ -19,7 +19,16 @@ def main(argv: list[str] | None = None) -> int:
         "(see --live --help).",
     )
     parser.add_argument("--live", action="store_true", help="run against the local stack instead")
-    parser.parse_args(args)
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="export over OTLP/HTTP to an eventchain serve --live started for the run, "
+        "which prints the chains",
+    )
+    if parser.parse_args(args).serve:
+        from tracing.demo import serve
+
+        return serve.run()
     from tracing.demo import embedded
 
     return embedded.run()

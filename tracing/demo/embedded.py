@@ -43,7 +43,9 @@ FAST_FETCH = {"fetch.wait.max.ms": 5, "fetch.error.backoff.ms": 5}
 class EmbeddedRun:
     """The mock cluster, one provider and one set of clients per service, and the workers."""
 
-    def __init__(self, log_stream: Any = None) -> None:
+    def __init__(self, log_stream: Any = None, endpoint: str | None = None) -> None:
+        # endpoint: export over OTLP/HTTP there, as a service of the user's would, instead of to memory
+        self.endpoint = endpoint
         # The first client starts the mock cluster, which lives as long as this client does.
         self.cluster = Producer({"test.mock.num.brokers": 1, "logger": kafka_logger()})
         broker = next(iter(self.cluster.list_topics(timeout=10).brokers.values()))
@@ -70,7 +72,12 @@ class EmbeddedRun:
     def add(self, service_class: type[Service], *, redeliver_once: str | None = None, **options: Any) -> Any:
         """Set one service up as its own process would: provider, traced producer and consumer."""
         name = service_class.name
-        provider = tracing.configure(name, exporter=self.exporter, set_global=False)
+        if self.endpoint:
+            provider = tracing.configure(
+                name, endpoint=self.endpoint, protocol="http/protobuf", set_global=False
+            )
+        else:
+            provider = tracing.configure(name, exporter=self.exporter, set_global=False)
         self.providers.append(provider)
         logger = logging.getLogger(name)
         logger.addHandler(self.log_handler)
