@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tracing import semconv as sc
 from tracing.read.analyse import Processor
-from tracing.read.load import JaegerClient, TraceRef, resolve
+from tracing.read.load import JaegerClient, SpanFacts, TraceRef, resolve, span_facts
 from tracing.read.model import PROCESS, RECEIVE, SEND, ChainSummary, EventChain, Span
 
 __all__ = [
@@ -28,7 +28,9 @@ __all__ = [
     "is_chain",
     "linking_candidates",
     "list_chains",
+    "list_chains_facts",
     "mark_matches",
+    "needs_spans",
     "search_jaeger",
     "search_window",
 ]
@@ -154,16 +156,45 @@ def list_chains(spans: Iterable[Span], chain_filter: ChainFilter, limit: int | N
     for span in spans:
         digest = digests.get(span.trace_id)
         if digest is None:
-            digest = digests[span.trace_id] = _Digest(span.trace_id)
-        digest.add(span, topic, message)
+            digest = digests[span.trace_id] = _Digest()
+        digest.add(span_facts(span))
+        if topic and not digest.topic_seen and span.topic == topic:
+            digest.topic_seen = True
+        if message is not None and not digest.message_seen and message.matches(span):
+            digest.message_seen = True
+    return _select(digests, f, limit)
+
+
+def needs_spans(chain_filter: ChainFilter) -> bool:
+    """True when the filter reads more of a span than its :data:`SpanFacts` (a topic, a message)."""
+    return bool(chain_filter.topic) or not chain_filter.message.empty
+
+
+def list_chains_facts(
+    facts: Iterable[SpanFacts], chain_filter: ChainFilter, limit: int | None = None
+) -> ChainList:
+    """:func:`list_chains` from :data:`SpanFacts` (what :func:`iter_file_facts` reads), for a filter
+    that does not :func:`need the spans <needs_spans>`: the same answer, a few times faster."""
+    if needs_spans(chain_filter):
+        raise ValueError("a topic or message filter needs the spans: use list_chains")
+    digests: dict[str, _Digest] = {}
+    for fact in facts:
+        digest = digests.get(fact[0])
+        if digest is None:
+            digest = digests[fact[0]] = _Digest()
+        digest.add(fact)
+    return _select(digests, chain_filter, limit)
+
+
+def _select(digests: dict[str, _Digest], f: ChainFilter, limit: int | None) -> ChainList:
     kept: list[ChainSummary] = []
     hidden = 0
-    for digest in digests.values():
+    for trace_id, digest in digests.items():
         if f.topic and not digest.topic_seen:
             continue
         if not f.message.empty and not digest.message_seen:
             continue
-        summary = digest.summary()
+        summary = digest.summary(trace_id)
         if f.service and f.service not in summary.services:
             continue
         if f.errors and not summary.errors:
@@ -184,10 +215,9 @@ def list_chains(spans: Iterable[Span], chain_filter: ChainFilter, limit: int | N
 
 
 class _Digest:
-    """What a trace's summary needs, gathered span by span (see :func:`summarise_spans`)."""
+    """What a trace's summary needs, gathered span by span from their :data:`SpanFacts`."""
 
     __slots__ = (
-        "trace_id",
         "start",
         "end",
         "services",
@@ -200,8 +230,7 @@ class _Digest:
         "message_seen",
     )
 
-    def __init__(self, trace_id: str) -> None:
-        self.trace_id = trace_id
+    def __init__(self) -> None:
         self.start = 2**63
         self.end = -(2**63)
         self.services: set[str] = set()
@@ -215,32 +244,34 @@ class _Digest:
         self.topic_seen = False
         self.message_seen = False
 
-    def add(self, span: Span, topic: str | None, message: MessageQuery | None) -> None:
-        self.start = min(self.start, span.start_ns)
-        self.end = max(self.end, span.end_ns)
-        self.services.add(span.service)
-        if span.error is not None:
+    def add(self, fact: SpanFacts) -> None:
+        _, span_id, parent_id, name, service, start, end, error, role, linked = fact
+        if start < self.start:
+            self.start = start
+        if end > self.end:
+            self.end = end
+        self.services.add(service)
+        if error:
             self.errors += 1
-        if span.parent_id is None:
-            candidate = (span.start_ns, span.span_id, span.name, span.service)
+        if parent_id is None:
+            candidate = (start, span_id, name, service)
             if self.root is None or candidate < self.root:
                 self.root = candidate
             self.parented = None
         elif self.parented is not None:
-            self.parented.append((span.start_ns, span.span_id, span.parent_id, span.name, span.service))
-        role = span.role
+            self.parented.append((start, span_id, parent_id, name, service))
         if role == SEND:
-            self.sends.add(span.span_id)
-        elif role in (PROCESS, RECEIVE):
-            for target in {span.parent_id, *(link.span_id for link in span.links)}:
-                if target is not None:
-                    self.edges.append((target, span.span_id, role == PROCESS))
-        if topic and not self.topic_seen and span.topic == topic:
-            self.topic_seen = True
-        if message is not None and not self.message_seen and message.matches(span):
-            self.message_seen = True
+            self.sends.add(span_id)
+        elif role == PROCESS or role == RECEIVE:
+            is_process = role == PROCESS
+            if linked:
+                for target in {parent_id, *linked}:
+                    if target is not None:
+                        self.edges.append((target, span_id, is_process))
+            elif parent_id is not None:
+                self.edges.append((parent_id, span_id, is_process))
 
-    def summary(self) -> ChainSummary:
+    def summary(self, trace_id: str) -> ChainSummary:
         if self.root is not None:
             _, _, root_name, root_service = self.root
         else:
@@ -255,7 +286,7 @@ class _Digest:
         # A batch's receive span counts only when no process span handled the message.
         hops = sum(sum(kinds.values()) or len(kinds) for kinds in tied.values())
         return ChainSummary(
-            trace_id=self.trace_id,
+            trace_id=trace_id,
             root_name=root_name,
             root_service=root_service,
             services=sorted(self.services),
