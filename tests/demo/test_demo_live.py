@@ -102,3 +102,17 @@ def test_live_registration_reaches_points_and_recommendation(live):
     spans = live.spans(2)
     sent = one(spans, f"send {live.prefix}users", "user-service")
     assert {s.service for s in children(spans, sent)} == {"points-service", "recommendation-service"}
+
+
+def test_live_order_created_reaches_notification_through_rabbitmq_in_the_same_trace(live):
+    spans = live.spans(0)
+    p = live.prefix
+    root = one(spans, "POST /orders", "order-service")
+    sends = [s for s in children(spans, root) if s.attributes.get("messaging.system") == "rabbitmq"]
+    assert [(s.name, s.routing_key) for s in sends] == [(f"send {p}order-events", "order.created")]
+    (received,) = children(spans, sends[0])
+    assert (received.service, received.queue) == ("notification-service", f"{p}notifications")
+    assert received.attributes["app.event.type"] == "order.created" and received.error is None
+    kafka = [s for s in children(spans, root) if s.attributes.get("messaging.system") == "kafka"]
+    assert [s.name for s in kafka] == [f"send {p}orders"]  # inventory and points stay on Kafka
+    assert f"queue {p}notifications" in live.stdout and "RabbitMQ" in live.stdout

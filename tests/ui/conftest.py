@@ -157,4 +157,6 @@ def cancelled_order_spans(prefix: str) -> list[tuple[str, str]]:
         ("notification-service", f"process {p}orders"),             # the SMS fails: ERROR
         ("notification-service", f"send {p}notifications.retry"),
         ("notification-service", f"process {p}notifications.retry"),  # the retry succeeds
+        ("order-service", f"send {p}order-events"),                 # order.created through RabbitMQ
+        ("notification-service", f"process {p}order-events"),       # queue notifications
     ])

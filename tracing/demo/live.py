@@ -32,6 +32,7 @@ from tracing.read import JaegerClient, JaegerUnavailable, TraceNotFound, render_
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 DEFAULT_OTLP = "http://127.0.0.1:4317"
 DEFAULT_JAEGER = "http://127.0.0.1:16686"
+DEFAULT_AMQP = os.environ.get("KET_RABBITMQ_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
 READY_TIMEOUT_S = 60.0
 STABLE_S = 3.0  # a trace whose span count has not changed for this long is complete
 _READY = re.compile(r"^ready (\S+)(?: http=(\S+))?")
@@ -107,14 +108,18 @@ def stop_all(procs: list[ServiceProcess], timeout: float = 15.0) -> list[str]:
     return problems
 
 
-def services(bootstrap: str, prefix: str, sms_fail_share: float) -> list[ServiceProcess]:
+def services(
+    bootstrap: str, prefix: str, sms_fail_share: float, amqp: str | None = None
+) -> list[ServiceProcess]:
     common = ["--bootstrap", bootstrap, "--prefix", prefix]
+    rabbitmq = ["--amqp", amqp] if amqp else []  # order.created to notification-service through RabbitMQ
     return [
-        ServiceProcess("order", [*common, "--http-port", "0"]),
+        ServiceProcess("order", [*common, *rabbitmq, "--http-port", "0"]),
         ServiceProcess("inventory", common),
         ServiceProcess(
             "notification",
-            [*common, "--sms-flaky-number", scenario.FLAKY_NUMBER, "--sms-fail-share", str(sms_fail_share)],
+            [*common, *rabbitmq, "--sms-flaky-number", scenario.FLAKY_NUMBER,
+             "--sms-fail-share", str(sms_fail_share)],
         ),
         ServiceProcess("points", [*common, "--redeliver-once", scenario.REDELIVERED_EVENT]),
         ServiceProcess("user", [*common, "--http-port", "0"]),
@@ -145,11 +150,20 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     env.pop("OTEL_SERVICE_NAME", None)
-    procs = services(args.bootstrap, args.prefix, args.sms_fail_share)
+    amqp = None if args.no_amqp else args.amqp
+    if amqp and _rabbitmq_problem(amqp):
+        console.print(f"RabbitMQ: {_rabbitmq_problem(amqp)}; every hop stays on Kafka.", highlight=False)
+        amqp = None
+    procs = services(args.bootstrap, args.prefix, args.sms_fail_share, amqp)
     console.print("[bold]Event-chain demo, live[/]: six services, each its own process.")
     console.print(
         f"Kafka {args.bootstrap}, spans over OTLP to {args.otlp}, Jaeger {args.jaeger}", highlight=False
     )
+    if amqp:
+        console.print(
+            f"RabbitMQ {_safe(amqp)}: order.created also goes through its 'order-events' exchange to "
+            "notification-service", highlight=False,
+        )
     echo = (lambda line: console.print(line, markup=False, highlight=False)) if args.verbose else None
     chains: list[scenario.Chain] = []
     try:
@@ -210,6 +224,23 @@ def _stack_problem(bootstrap: str, jaeger: JaegerClient) -> str | None:
     except JaegerUnavailable as exc:
         return str(exc)
     return None
+
+
+def _rabbitmq_problem(url: str) -> str | None:
+    try:
+        import pika
+    except ImportError:
+        return "pika is not installed (pip install 'kafka-event-tracing[rabbitmq]')"
+    try:
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+    except Exception as exc:
+        return f"{_safe(url)} did not answer ({type(exc).__name__})"
+    return None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 def _quiet() -> Any:
@@ -279,6 +310,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jaeger", default=DEFAULT_JAEGER, help=f"Jaeger query URL (default {DEFAULT_JAEGER})")
     p.add_argument("--prefix", default="", help="prefix for topic and consumer group names (isolates runs)")
+    p.add_argument(
+        "--amqp",
+        default=DEFAULT_AMQP,
+        metavar="URL",
+        help="RabbitMQ for the order.created hop to notification-service "
+        "(default $KET_RABBITMQ_URL or the local stack's; when it does not answer, Kafka only)",
+    )
+    p.add_argument("--no-amqp", action="store_true", help="every hop on Kafka")
     p.add_argument(
         "--sms-fail-share",
         type=float,

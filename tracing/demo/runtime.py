@@ -59,6 +59,10 @@ class Service:
     name: ClassVar[str]
     group: ClassVar[str | None] = None
     consumes: ClassVar[tuple[str, ...]] = ()
+    publishes_amqp: ClassVar[bool] = False
+    """True for a service that also publishes to RabbitMQ when given ``--amqp`` (see ``amqp``)."""
+    amqp: Any = None
+    """The RabbitMQ publisher (:class:`tracing.demo.rabbitmq.AmqpPublisher`), when one is set."""
 
     def __init__(self, producer: Any, *, topics: Topics | None = None, tracer: Tracer | None = None) -> None:
         self.producer = producer
@@ -74,6 +78,21 @@ class Service:
     def routes(self) -> Mapping[tuple[str, str], Route]:
         """(method, path) -> route, for services with an HTTP front."""
         return {}
+
+    def amqp_handlers(self) -> Mapping[str, Callable[[Event], None]]:
+        """Event type -> handler, for events consumed from RabbitMQ (with ``--amqp``)."""
+        return {}
+
+    def handle_amqp(self, event: Event) -> None:
+        """Dispatch one event from RabbitMQ (called inside its delivery's process span)."""
+        handler = self.amqp_handlers().get(event.type)
+        if handler is None:
+            annotate(outcome="ignored")
+            return
+        try:
+            handler(event)
+        finally:
+            self.producer.flush(FLUSH_TIMEOUT_S)
 
     # -- shared behaviour ---------------------------------------------------------------------------
     def consumed_topics(self) -> list[str]:
@@ -359,6 +378,13 @@ def parser(service: type[Service], http_port: int | None = None) -> argparse.Arg
         help=f"Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP or {DEFAULT_BOOTSTRAP})",
     )
     p.add_argument("--prefix", default="", help="prefix for topic and consumer group names")
+    if service.publishes_amqp or service.amqp_handlers is not Service.amqp_handlers:
+        p.add_argument(
+            "--amqp",
+            metavar="URL",
+            help="RabbitMQ AMQP URL: order.created also goes through its 'order-events' exchange "
+            "(default: Kafka only)",
+        )
     if http_port is not None:
         p.add_argument("--http-host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
         p.add_argument(
@@ -398,6 +424,21 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
         return 2
     producer = tracing.TracedProducer(producer_config(args.bootstrap, service_class.name))
     service = service_class(producer, topics=topics, **service_options)
+    amqp_url = getattr(args, "amqp", None)
+    amqp_consumer = None
+    if amqp_url:
+        from tracing.demo import rabbitmq
+
+        try:
+            if service.publishes_amqp:
+                service.amqp = rabbitmq.AmqpPublisher(amqp_url, args.prefix)
+            if service.amqp_handlers():
+                amqp_consumer = rabbitmq.AmqpConsumer(
+                    amqp_url, args.prefix, service.handle_amqp, log, event_attributes
+                )
+        except Exception as exc:
+            log.error("RabbitMQ at %s is not usable: %s", amqp_url, str(exc) or type(exc).__name__)
+            return 2
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -411,6 +452,8 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
             topics_text = f" consuming={','.join(service.consumed_topics())}" if service.consumes else ""
             print(f"ready {service.name}{where}{topics_text}", flush=True)
 
+    if amqp_consumer is not None:
+        amqp_consumer.start()
     front = None
     if service.routes():
         front = HttpFront(service.routes(), args.http_host, args.http_port, log).start()
@@ -445,6 +488,8 @@ def run(service_class: type[Service], args: argparse.Namespace, **service_option
             front.stop()
         if consumer is not None:
             consumer.close()
+        if amqp_consumer is not None:
+            amqp_consumer.close()
         producer.flush(FLUSH_TIMEOUT_S)
         provider.shutdown()
         log.info("stopped")

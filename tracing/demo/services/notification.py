@@ -1,8 +1,10 @@
 """notification-service (group ``notification``): tells customers about their orders by SMS.
 
 ``stock.reserved`` -> "order confirmed"; ``order.cancelled`` -> "order cancelled"; other events on
-its topics are ignored. A failed send marks the message's span as an error and puts the event on
-``notifications.retry``, which this service also consumes: each SMS is retried once.
+its topics are ignored. With ``--amqp`` it also consumes ``order.created`` from RabbitMQ (its
+``notifications`` queue on the ``order-events`` exchange) and notes the order. A failed send marks the
+message's span as an error and puts the event on ``notifications.retry``, which this service
+also consumes: each SMS is retried once.
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ class NotificationService(Service):
 
     def handlers(self):
         return {"stock.reserved": self.confirmed, "order.cancelled": self.cancelled}
+
+    def amqp_handlers(self):
+        return {"order.created": self.received}
+
+    def received(self, event: Event) -> None:
+        """From RabbitMQ (``--amqp``): the order was placed. Noted, no SMS yet: the customer
+        hears once the stock is reserved or the order cancelled."""
+        order_id = event.payload.get("order_id", "?")
+        annotate(outcome="order noted")
+        self.say(event, order_id, "order received (RabbitMQ)")
 
     def confirmed(self, event: Event) -> None:
         self.sms(event, f"Your order {event.payload['order_id']} is confirmed.")

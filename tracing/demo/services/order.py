@@ -1,7 +1,8 @@
 """order-service: takes orders over HTTP and cancels them when stock is short (the saga's compensation).
 
 ``POST /orders`` ``{"customer_id": "c-1", "phone": "+44...", "items": [{"sku": "book", "qty": 2}]}``
-publishes ``order.created`` to ``orders`` and answers 202 with the order id and the trace id.
+publishes ``order.created`` to ``orders`` (and, with ``--amqp``, to RabbitMQ's ``order-events``
+exchange) and answers 202 with the order id and the trace id.
 ``stock.rejected`` -> ``order.cancelled`` (to ``orders``); ``stock.reserved`` -> the order is confirmed.
 """
 
@@ -22,6 +23,7 @@ class OrderService(Service):
     name = "order-service"
     group = "order"
     consumes = ("stock",)
+    publishes_amqp = True
 
     def __init__(self, producer: Any, **options: Any) -> None:
         super().__init__(producer, **options)
@@ -50,6 +52,8 @@ class OrderService(Service):
                 },
             )
             self.publish(self.topics.orders, event, key=order_id)
+            if self.amqp is not None:  # notification-service hears of it through RabbitMQ
+                self.amqp.publish(event)
             self.producer.flush(10)  # answer only once the event is stored
             self.status[order_id] = "pending"
             span.set_attributes({"app.order.id": order_id, "http.response.status_code": 202})
