@@ -146,6 +146,10 @@ class TracedBlockingChannel:
             sending(bool(getattr(channel, "_delivery_confirmation", False)))
         return None
 
+    def confirm_delivery(self) -> None:
+        """As ``BlockingChannel.confirm_delivery``: each send span then records the broker's answer."""
+        self._channel.confirm_delivery()
+
     # -- consuming ----------------------------------------------------------------
     def basic_consume(
         self,
