@@ -6,6 +6,7 @@ Used by the read-side benchmark (big files) and the read-side tests (chains of e
     fan_out(5_000)          root -> send -> 5,000 consumers of the same group
     mixed()                 fan-outs, errors, duplicates, plumbing spans, unconsumed sends, deep branches
     many_traces(20_000)     short chains and batch receive-only traces, for ``list``
+    audit_traffic(28_600)   keyed order flows over two topics and three groups, for ``audit``
 
 Every span is a messaging span unless said otherwise; ids and times are deterministic.
 """
@@ -212,6 +213,31 @@ def many_traces(traces: int, receive_only_every: int = 3) -> list[ChainWriter]:
             node = chain.process("billing", "billing", "orders", send, 300, 40, number, key=f"order-{number}")
             chain.span("INSERT invoice", "billing", "client", node, 310, 10)
             chain.process("shipping", "shipping", "orders", send, 320, 50, number, key=f"order-{number}")
+        result.append(chain)
+    return result
+
+
+def audit_traffic(traces: int, keys: int = 500) -> list[ChainWriter]:
+    """``traces`` order flows for ``audit`` (7 spans each): an order event keyed over ``keys`` keys,
+    processed by billing and shipping, billing's invoice processed by ledger; every 50th shipping
+    processing fails and is redelivered (a retried failure and a duplicate).
+    """
+    result = []
+    for number in range(1, traces + 1):
+        chain = ChainWriter(number, START_NS + number * 1_000_000)
+        key = f"order-{number % keys}"
+        root = chain.span("POST /orders", "api", "server", None, 0, 900)
+        send = chain.send("api", "orders", root, 10, number, key=key)
+        node = chain.process("billing", "billing", "orders", send, 300, 40, number, key=key)
+        invoice = chain.send("billing", "invoices", node, 320, number, key=key)
+        chain.process("ledger", "ledger", "invoices", invoice, 700, 20, number, key=key)
+        if number % 50 == 0:
+            error = "TimeoutError: carrier API"
+            chain.process("shipping", "shipping", "orders", send, 320, 50, number, key=key, error=error)
+            chain.process("shipping", "shipping", "orders", send, 800, 50, number, key=key)
+        else:
+            chain.span("INSERT invoice", "billing", "client", node, 310, 10)
+            chain.process("shipping", "shipping", "orders", send, 320, 50, number, key=key)
         result.append(chain)
     return result
 

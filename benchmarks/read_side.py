@@ -1,14 +1,15 @@
-"""The read side's benchmark: ``eventchain tree`` and ``list`` on big generated files, against the time
-``json.loads`` takes to parse the same file.
+"""The read side's benchmark: ``eventchain tree``, ``list`` and ``audit`` on big generated files,
+against the time ``json.loads`` takes to parse the same file.
 
     python -m benchmarks --read-only          # just this (part of every full `make bench`)
     python -m benchmarks.read_side            # the same, on its own
 
 Files (OTLP JSON lines, as the collector's file exporter writes them, generated in a temporary
-folder): one trace of 20,001 spans (a chain of 10,000 hops), and 100,000 spans over 27,300 traces
-(short chains, and batch consumers' receive-only traces). Each measurement runs in a fresh
-interpreter; medians over the rounds. Targets: ``tree`` within 2x of ``json.loads``; ``list`` within
-1.5x, its peak RSS under 2x the file's size.
+folder): one trace of 20,001 spans (a chain of 10,000 hops), 100,000 spans over 27,300 traces
+(short chains, and batch consumers' receive-only traces), and 200,200 spans of keyed order flows
+for ``audit``. Each measurement runs in a fresh interpreter; medians over the rounds; wall-clock
+time, and CPU time beside it (the machine may be shared). Targets: ``tree`` within 2x of
+``json.loads``; ``list`` within 1.5x, its peak RSS under 2x the file's size; ``audit`` within 2x.
 """
 
 from __future__ import annotations
@@ -24,48 +25,63 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.read_chains import deep_chain, many_traces, write_otlp_lines
+from benchmarks.read_chains import audit_traffic, deep_chain, many_traces, write_otlp_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE_HOPS = 10_000  # 20,001 spans
 LIST_TRACES = 27_300  # 100,100 spans
-TARGETS = {"tree_vs_json": 2.0, "list_vs_json": 1.5, "list_rss_vs_file": 2.0}
+AUDIT_TRACES = 28_600  # 200,200 spans
+TARGETS = {"tree_vs_json": 2.0, "list_vs_json": 1.5, "list_rss_vs_file": 2.0, "audit_vs_json": 2.0}
+COMMANDS = {
+    "tree": ["tree", "--width", "120"],
+    "list": ["list"],
+    "audit": ["audit"],
+}
 
 
 def generate(folder: Path, quick: bool = False) -> dict[str, dict[str, Any]]:
-    """Write the two files; returns their paths, sizes and span counts."""
-    tree_file, list_file = folder / "tree.jsonl", folder / "list.jsonl"
-    tree_spans = write_otlp_lines(tree_file, [deep_chain(TREE_HOPS // (20 if quick else 1))])
-    list_spans = write_otlp_lines(list_file, many_traces(LIST_TRACES // (20 if quick else 1)))
-    return {
-        "tree": {"path": str(tree_file), "spans": tree_spans, "bytes": tree_file.stat().st_size},
-        "list": {"path": str(list_file), "spans": list_spans, "bytes": list_file.stat().st_size},
+    """Write the three files; returns their paths, sizes and span counts."""
+    scale = 20 if quick else 1
+    chains = {
+        "tree": [deep_chain(TREE_HOPS // scale)],
+        "list": many_traces(LIST_TRACES // scale),
+        "audit": audit_traffic(AUDIT_TRACES // scale),
     }
+    files = {}
+    for kind, made in chains.items():
+        path = folder / f"{kind}.jsonl"
+        spans = write_otlp_lines(path, made)
+        files[kind] = {"path": str(path), "spans": spans, "bytes": path.stat().st_size}
+    return files
 
 
 def measure(kind: str, path: str) -> dict[str, float]:
     """In this interpreter: json.loads of the file, then the command on it (output to /dev/null)."""
     if kind == "json":
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with open(path, encoding="utf-8") as lines:
             for line in lines:
                 json.loads(line)
-        return {"seconds": time.perf_counter() - started, "peak_rss_bytes": _peak_rss()}
+        return {
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu,
+            "peak_rss_bytes": _peak_rss(),
+        }
     from tracing.cli import main
 
-    args = ["tree", "--file", path, "--width", "120"] if kind == "tree" else ["list", "--file", path]
+    args = [*COMMANDS[kind], "--file", path]
     saved = sys.stdout
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with open(os.devnull, "w", encoding="utf-8") as sink:
         sys.stdout = sink
         try:
             code = main(args)
         finally:
             sys.stdout = saved
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if code != 0:
         raise SystemExit(f"eventchain {kind} exited {code}")
-    return {"seconds": seconds, "peak_rss_bytes": _peak_rss()}
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_bytes": _peak_rss()}
 
 
 def _peak_rss() -> int:
@@ -110,16 +126,17 @@ def run(rounds: int = 3, quick: bool = False, say: Any = print) -> dict[str, Any
         )
         files = json.loads(out.stdout.strip().splitlines()[-1])
         say(
-            f"read side: tree file {files['tree']['spans']:,} spans ({files['tree']['bytes'] / 1e6:.1f} MB), "
-            f"list file {files['list']['spans']:,} spans ({files['list']['bytes'] / 1e6:.1f} MB)"
+            "read side: "
+            + ", ".join(
+                f"{kind} file {files[kind]['spans']:,} spans ({files[kind]['bytes'] / 1e6:.1f} MB)"
+                for kind in COMMANDS
+            )
         )
-        samples: dict[str, list[dict[str, float]]] = {
-            k: [] for k in ("json-tree", "tree", "json-list", "list")
-        }
+        samples: dict[str, list[dict[str, float]]] = {}
         for _ in range(rounds):
-            for kind, file in (("tree", "tree"), ("list", "list")):
-                samples[f"json-{kind}"].append(_fresh("json", files[file]["path"]))
-                samples[kind].append(_fresh(kind, files[file]["path"]))
+            for kind in COMMANDS:
+                samples.setdefault(f"json-{kind}", []).append(_fresh("json", files[kind]["path"]))
+                samples.setdefault(kind, []).append(_fresh(kind, files[kind]["path"]))
     medians = {
         name: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
         for name, runs in samples.items()
@@ -128,12 +145,18 @@ def run(rounds: int = 3, quick: bool = False, say: Any = print) -> dict[str, Any
         "tree_vs_json": medians["tree"]["seconds"] / medians["json-tree"]["seconds"],
         "list_vs_json": medians["list"]["seconds"] / medians["json-list"]["seconds"],
         "list_rss_vs_file": medians["list"]["peak_rss_bytes"] / files["list"]["bytes"],
+        "audit_vs_json": medians["audit"]["seconds"] / medians["json-audit"]["seconds"],
+    }
+    cpu_figures = {
+        f"{kind}_vs_json": medians[kind]["cpu_seconds"] / medians[f"json-{kind}"]["cpu_seconds"]
+        for kind in COMMANDS
     }
     return {
         "files": {k: {"spans": v["spans"], "bytes": v["bytes"]} for k, v in files.items()},
         "rounds": rounds,
         "medians": medians,
         "figures": figures,
+        "cpu_figures": cpu_figures,
         "targets": TARGETS,
         "met": {k: figures[k] <= TARGETS[k] for k in TARGETS},
     }
@@ -142,28 +165,37 @@ def run(rounds: int = 3, quick: bool = False, say: Any = print) -> dict[str, Any
 def render(result: dict[str, Any]) -> str:
     """The read side's table: each figure beside its target."""
     m, f, t, met = result["medians"], result["figures"], result["targets"], result["met"]
+    cpu = result.get("cpu_figures", {})
     mb = 1e6
     rows = [
-        "eventchain on big files (medians of {} rounds, in-process time; whole process in brackets)".format(
-            result["rounds"]
-        ),
-        f"  json.loads, tree file      {m['json-tree']['seconds']:7.2f} s",
-        f"  eventchain tree            {m['tree']['seconds']:7.2f} s  ({m['tree']['process_seconds']:.2f} s)",
-        f"  json.loads, list file      {m['json-list']['seconds']:7.2f} s",
-        f"  eventchain list            {m['list']['seconds']:7.2f} s  ({m['list']['process_seconds']:.2f} s)",
-        f"  list peak RSS              {m['list']['peak_rss_bytes'] / mb:7.0f} MB"
-        f"  (file {result['files']['list']['bytes'] / mb:.0f} MB, "
-        f"json.loads alone {m['json-list']['peak_rss_bytes'] / mb:.0f} MB)",
-        "",
-        "  figure                       measured   target   met",
+        "eventchain on big files (medians of {} rounds, in-process wall time, CPU time, "
+        "whole process)".format(result["rounds"]),
     ]
+    for kind in COMMANDS:
+        for name, label in ((f"json-{kind}", f"json.loads, {kind} file"), (kind, f"eventchain {kind}")):
+            row = m[name]
+            whole = f"  ({row['process_seconds']:.2f} s)" if name == kind else ""
+            rows.append(
+                f"  {label:25}  {row['seconds']:7.2f} s  cpu {row.get('cpu_seconds', 0.0):5.2f} s{whole}"
+            )
+    for kind in ("list", "audit"):
+        rows.append(
+            f"  {kind + ' peak RSS':25}  {m[kind]['peak_rss_bytes'] / mb:7.0f} MB  (file "
+            f"{result['files'][kind]['bytes'] / mb:.0f} MB, {result['files'][kind]['spans']:,} spans; "
+            f"json.loads alone {m[f'json-{kind}']['peak_rss_bytes'] / mb:.0f} MB)"
+        )
+    rows += ["", "  figure                       measured   target   met   (CPU time)"]
     names = {
         "tree_vs_json": "tree time / json.loads",
         "list_vs_json": "list time / json.loads",
         "list_rss_vs_file": "list peak RSS / file size",
+        "audit_vs_json": "audit time / json.loads",
     }
     for key, label in names.items():
-        rows.append(f"  {label:27}  {f[key]:7.2f}x   {t[key]:5.1f}x   {'yes' if met[key] else 'NO'}")
+        extra = f"   ({cpu[key]:.2f}x)" if key in cpu else ""
+        rows.append(
+            f"  {label:27}  {f[key]:7.2f}x   {t[key]:5.1f}x   {'yes' if met[key] else 'NO '}{extra}"
+        )
     return "\n".join(rows)
 
 

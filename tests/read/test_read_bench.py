@@ -16,10 +16,15 @@ def test_a_quick_read_side_run_prints_figures_beside_targets(tmp_path: Path) -> 
     run = subprocess.run([sys.executable, "-m", "benchmarks", "--read-only", "--quick", "--json", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
-    for label in ("tree time / json.loads", "list time / json.loads", "list peak RSS / file size"):
+    for label in (
+        "tree time / json.loads",
+        "list time / json.loads",
+        "list peak RSS / file size",
+        "audit time / json.loads",
+    ):
         assert label in run.stdout
     result = json.loads(out.read_text())["read_side"]
     assert set(result["figures"]) == set(result["targets"]) == {"tree_vs_json", "list_vs_json",
-                                                                "list_rss_vs_file"}
+                                                                "list_rss_vs_file", "audit_vs_json"}
     assert all(value > 0 for value in result["figures"].values())
-    assert result["files"]["tree"]["spans"] > 0 and result["files"]["list"]["spans"] > 0
+    assert all(result["files"][kind]["spans"] > 0 for kind in ("tree", "list", "audit"))
