@@ -10,7 +10,7 @@ WORKDIR /app
 COPY pyproject.toml LICENSE kafka_event_tracing.py ./
 COPY docs/PYPI.md ./docs/
 COPY tracing ./tracing
-RUN pip install .
+RUN pip install ".[rabbitmq]"
 
 USER nobody
 ENTRYPOINT ["python", "-m"]

@@ -19,7 +19,7 @@ from tests.stack import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-INFRASTRUCTURE = {"kafka", "collector", "jaeger", "prometheus", "grafana"}
+INFRASTRUCTURE = {"kafka", "rabbitmq", "collector", "jaeger", "prometheus", "grafana"}
 DEMO = {"order-service", "inventory-service", "notification-service", "points-service", "user-service",
         "recommendation-service"}
 HTTP_DEMO = {"order-service": 8080, "user-service": 8081}
