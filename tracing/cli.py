@@ -26,7 +26,7 @@ from rich.console import Console
 
 from tracing import semconv as sc
 from tracing.read import make_chain
-from tracing.read.analyse import processors, summarise
+from tracing.read.analyse import linked_sources, processors, summarise
 from tracing.read.audit import (
     DEFAULT_DLQ,
     DEFAULT_GRACE_S,
@@ -74,6 +74,8 @@ PIPE_WIDTH = 160
 JSON_INDENT_DEPTH = 100
 # Traces per service a Jaeger list asks for when it filters afterwards (errors, chains only).
 _MAX_SCAN = 1500
+# tree from Jaeger: how many other traces, linked from the chain's spans, are read for their senders.
+_LINKED_TRACES_MAX = 20
 
 _UNITS_NS = {
     "ms": 10**6,
@@ -171,12 +173,13 @@ def _tree(args: argparse.Namespace) -> int:
             trace_id = find_trace_in_jaeger(client, ref)  # the digits typed may start a longer id
             spans = client.trace(trace_id)
         link = f"{client.url}/trace/{trace_id}"
+        spans += _linked_traces(client, spans, trace_id)
         if args.follow_links:
             spans += linking_candidates(client, spans)
     steps = processors(
         all_spans=args.all_spans,
         repeats=not (args.json or args.unfold),
-        extra=[mark_matches(query)] if not query.empty else [],
+        extra=[linked_sources(spans), *([mark_matches(query)] if not query.empty else [])],
     )
     chain = make_chain(spans, trace_id, follow_links=args.follow_links, steps=steps)
     summary = summarise(chain)
@@ -194,6 +197,19 @@ def _tree(args: argparse.Namespace) -> int:
                 f"{args.svg}: cannot write the SVG ({exc.strerror or exc}): try another --svg PATH"
             ) from None
     return 0
+
+
+def _linked_traces(client: JaegerClient, spans: list[Span], trace_id: str) -> list[Span]:
+    """The spans of the other traces this trace's spans link to (where link-only consumers' events
+    were sent from), a few at most; a trace Jaeger no longer holds is left out."""
+    linked = sorted({link.trace_id for span in spans for link in span.links} - {trace_id})
+    found: list[Span] = []
+    for other in linked[:_LINKED_TRACES_MAX]:
+        try:
+            found += client.trace(other)
+        except TraceNotFound:
+            continue
+    return found
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -133,7 +133,9 @@ class ChainRun:
     trace: dict[str, Any]
 
 
-def run_chain(apps: JavaApps, real_stack: stack.Stack, options: list[str]) -> ChainRun:
+def run_chain(
+    apps: JavaApps, real_stack: stack.Stack, options: list[str], one_trace: bool = True
+) -> ChainRun:
     run = uuid.uuid4().hex[:8]
     topics = [
         stack.create_topic(real_stack.kafka_bootstrap, stack.unique_topic(f"java-chain-{i}"))
@@ -155,6 +157,8 @@ def run_chain(apps: JavaApps, real_stack: stack.Stack, options: list[str]) -> Ch
         py_sink: finish(sink, "the Python sink"),
     }
     services = [java_orders, py_relay, java_relay, py_sink]
+    if not one_trace:
+        return ChainRun(topics=topics, services=services, printed=printed, trace={})
     # ONE trace: every service's only trace in Jaeger is the same one, and it holds all six hops.
     found = {service: traces_of(service, expect_spans=6) for service in services}
     ids = {service: sorted({t["traceID"] for t in traces}) for service, traces in found.items()}
@@ -279,3 +283,36 @@ def walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node["children"]:
         yield from walk(child)
+
+
+RECEIVE_TELEMETRY = "-Dotel.instrumentation.messaging.experimental.receive-telemetry.enabled=true"
+
+
+def test_with_receive_telemetry_eventchain_shows_the_linked_producer_and_the_wait(
+    java_apps: JavaApps, real_stack: stack.Stack
+) -> None:
+    # Each poll of the Java relay starts its own trace; its process span only links to the Python
+    # relay's send, which is in the first trace.
+    run = run_chain(java_apps, real_stack, [RECEIVE_TELEMETRY], one_trace=False)
+    _t1, t2, t3 = run.topics
+    _java_orders, py_relay, java_relay, py_sink = run.services
+    traces = traces_of(java_relay, expect_spans=4)
+    [receive_trace] = [t for t in traces if any(s["operationName"] == f"{t2} receive" for s in t["spans"])]
+    trace_id = receive_trace["traceID"]
+    stack.jaeger_trace(trace_id, expect_spans=4, timeout=WAIT_S)  # the sink's process span too
+
+    done = eventchain("tree", "--jaeger", stack.jaeger_url(), trace_id, "--json")
+    assert done.returncode == 0, done.stderr
+    nodes = {(n["service"], n["role"], n["topic"]): n for n in walk(json.loads(done.stdout)["root"])}
+    process = nodes[(java_relay, "process", t2)]
+    assert process["source"]["service"] == py_relay and process["source"]["topic"] == t2, process
+    assert process["source"]["trace_id"] != trace_id
+    assert process["queue_ms"] is not None and process["queue_ms"] >= 0, process
+    assert (py_sink, "process", t3) in nodes
+
+    text = eventchain("tree", "--jaeger", stack.jaeger_url(), trace_id, "--width", "200", "--color", "never")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if f"{java_relay}  {t2} process" in line)
+    line = " ".join(part.strip() for part in lines[at : at + 2])  # the node's label may wrap once
+    assert f"sent by {py_relay} to {t2}" in line and "waited " in line and f"group {java_relay}" in line, line

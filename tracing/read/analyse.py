@@ -24,6 +24,7 @@ __all__ = [
     "duplicates",
     "fold_plumbing",
     "fold_repeats",
+    "linked_sources",
     "processors",
     "queue_times",
     "source_send",
@@ -64,16 +65,44 @@ def queue_times(chain: EventChain) -> EventChain:
     for hop in chain.hops():
         if hop.span.role not in _CONSUMING:
             continue
-        send = source_send(hop.span, by_id)
-        waited = (hop.span.start_ns - send.end_ns) / 1e6 if send is not None else None
-        if waited is None or waited < 0:
-            recorded = hop.span.attributes.get(sc.QUEUE_TIME_MS)
-            if isinstance(recorded, int | float) and not isinstance(recorded, bool):
-                waited = float(recorded)
-            elif send is not None:
-                waited = (hop.span.start_ns - send.start_ns) / 1e6
-        hop.queue_ms = waited
+        hop.queue_ms = _wait_ms(hop.span, source_send(hop.span, by_id))
     return chain
+
+
+def _wait_ms(span: Span, send: Span | None) -> float | None:
+    waited = (span.start_ns - send.end_ns) / 1e6 if send is not None else None
+    if waited is None or waited < 0:
+        recorded = span.attributes.get(sc.QUEUE_TIME_MS)
+        if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+            waited = float(recorded)
+        elif send is not None:
+            waited = (span.start_ns - send.start_ns) / 1e6
+    return waited
+
+
+def linked_sources(pool: Iterable[Span]) -> Processor:
+    """A step that shows where link-only consumers' events came from.
+
+    When every poll starts its own trace (the Java agent's receive telemetry), a ``process`` span's
+    only tie to its producer is a link into another trace. A consuming node whose send is not in
+    the chain gets the linked send span found in ``pool`` as ``source``, and its wait from it.
+    """
+    sends = {(s.trace_id, s.span_id): s for s in pool if s.role == SEND}
+
+    def step(chain: EventChain) -> EventChain:
+        by_id = _by_id(chain.spans)
+        for hop in chain.hops():
+            if hop.span.role not in _CONSUMING or source_send(hop.span, by_id) is not None:
+                continue
+            for link in hop.span.links:
+                send = sends.get((link.trace_id, link.span_id))
+                if send is not None and send.trace_id != hop.span.trace_id:
+                    hop.source = send
+                    hop.queue_ms = _wait_ms(hop.span, send)
+                    break
+        return chain
+
+    return step
 
 
 def duplicates(chain: EventChain) -> EventChain:

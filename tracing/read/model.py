@@ -259,6 +259,9 @@ class Hop:
     """True when the span's parent is not in the trace (it was lost, or never exported)."""
     queue_ms: float | None = None
     """Time the event waited in the topic: end of its send span to the start of this span."""
+    source: Span | None = None
+    """The send span, in another trace, that this consuming node only links to (each poll its own
+    trace, as the Java agent's receive telemetry records it); None when the send is in the chain."""
     duplicate: bool = False
     unconsumed: bool = False
     critical: bool = False

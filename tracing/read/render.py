@@ -242,6 +242,10 @@ def _label_lines(hop: Hop, g: Glyphs, width: int) -> list[Line]:
         where = f" in {waited_in}" if waited_in else ""
         skew = " (clock skew?)" if hop.queue_ms < 0 else ""
         items.append([(f"waited {format_ms(hop.queue_ms)}{where}{skew}", "blue")])
+    if hop.source is not None:
+        source = hop.source
+        sent = f"sent by {source.service}" + (f" to {source.topic}" if source.topic else "")
+        items.append([(f"{g.link} {sent}, trace {source.trace_id}", "bold blue")])
     if hop.folded:
         items.append([(f"+{_count(len(hop.folded), 'span')}", "dim")])
     if hop.link:
@@ -506,6 +510,14 @@ def _node(hop: Hop) -> dict[str, Any]:
         "duplicate": hop.duplicate,
         "unconsumed": hop.unconsumed,
         "link": hop.link,
+        "source": None
+        if hop.source is None
+        else {
+            "trace_id": hop.source.trace_id,
+            "span_id": hop.source.span_id,
+            "service": hop.source.service,
+            "topic": hop.source.topic,
+        },
         "orphan": hop.orphan,
         "critical": hop.critical,
         "matched": hop.matched,
