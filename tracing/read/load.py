@@ -681,10 +681,22 @@ class _FactsReader(_SpanReader):
                 [_hex_id(link["spanId"], 16) for link in links if self.trace_id(link["traceId"])]
             )
         status = raw.get("status") or {}
+        span_id = raw["spanId"]
+        # The common case inline (16 hex digits, as the collector writes them); _hex_id otherwise.
+        if type(span_id) is str and len(span_id) == 16 and not span_id.strip(_HEX_DIGITS):
+            span_id = span_id.lower()
+        else:
+            span_id = _hex_id(span_id, 16)
+        if not parent:
+            parent = None
+        elif type(parent) is str and len(parent) == 16 and not parent.strip(_HEX_DIGITS):
+            parent = parent.lower()
+        else:
+            parent = _hex_id(parent, 16)
         return (  # type: ignore[return-value]
             self.trace_id(raw["traceId"]),
-            _hex_id(raw["spanId"], 16),
-            _hex_id(parent, 16) if parent else None,
+            span_id,
+            parent,
             name,
             service,
             start,
