@@ -729,7 +729,13 @@ def _jaeger_tags(tags: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
 
 
 def _otlp_attributes(items: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
-    return {str(item["key"]): _otlp_value(item.get("value") or {}) for item in items or []}
+    result = {}
+    for item in items or ():
+        value = item.get("value") or {}
+        text = value.get("stringValue")
+        # A plain text value (most attributes) without the call; anything else as _otlp_value reads it.
+        result[str(item["key"])] = text if text is not None and len(value) == 1 else _otlp_value(value)
+    return result
 
 
 def _otlp_slim_attributes(items: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
