@@ -11,6 +11,7 @@ them, the best any instrumentation could do.
     python -m benchmarks --api async          # only the asyncio clients (confluent_kafka.aio)
     python -m benchmarks --read-only          # only eventchain (tree, list) on big generated files
     python -m benchmarks --loop-only          # only run() vs a plain poll loop (real broker)
+    python -m benchmarks --rabbitmq-only      # only pika and aio-pika against contrib's (local RabbitMQ)
 
 The OTLP variants export over gRPC into a Jaeger of their own (the local stack's binary, an
 in-memory store on a free loopback port, started and stopped by the run): both libraries into
@@ -31,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import contrib_env, managed_loop, read_side, report, stack
+from benchmarks import contrib_env, managed_loop, rabbitmq, read_side, report, stack
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -99,6 +100,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--loop-only", action="store_true", help="only the managed loop: run() against a plain poll loop"
     )
     parser.add_argument("--loop-n", type=int, default=200_000, help="messages for the managed loop")
+    parser.add_argument(
+        "--rabbitmq-only",
+        action="store_true",
+        help="only RabbitMQ: pika and aio-pika, raw vs this library vs contrib's instrumentations",
+    )
+    parser.add_argument("--rabbitmq-n", type=int, default=5_000, help="messages per RabbitMQ phase")
+    parser.add_argument(
+        "--no-rabbitmq", dest="rabbitmq", action="store_false", help="leave out RabbitMQ (on by default)"
+    )
     parser.add_argument(
         "--no-read",
         dest="read",
@@ -361,10 +371,22 @@ def _managed_loop(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# ----------------------------------------------------------------------------- RabbitMQ
+def _rabbitmq(args: argparse.Namespace) -> dict[str, Any]:
+    """pika and aio-pika on the local RabbitMQ (skipped, and said so, without it)."""
+    n = min(args.rabbitmq_n, 500) if args.quick else args.rabbitmq_n
+    result = rabbitmq.run(n=n, rounds=args.rounds, quick=args.quick, say=say)
+    say("\n" + rabbitmq.render(result))
+    return result
+
+
 # ----------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.loop_only:
+    if args.rabbitmq_only:
+        data = {"meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"), "mode": "rabbitmq"}}
+        data["rabbitmq"] = _rabbitmq(args)
+    elif args.loop_only:
         data = {"meta": {"started": datetime.now(UTC).isoformat(timespec="seconds"), "mode": "loop"}}
         data["managed_loop"] = _managed_loop(args)
     elif args.read_only:
@@ -388,11 +410,18 @@ def main(argv: list[str] | None = None) -> int:
             say("\n" + read_side.render(data["read_side"]))
         if args.broker in ("real", "both"):
             data["managed_loop"] = _managed_loop(args)
+        if args.rabbitmq:
+            data["rabbitmq"] = _rabbitmq(args)
     path = args.json
     if path is None:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        modes = ((args.outage, "outage"), (args.read_only, "read"), (args.loop_only, "loop"))
+        modes = (
+            (args.outage, "outage"),
+            (args.read_only, "read"),
+            (args.loop_only, "loop"),
+            (args.rabbitmq_only, "rabbitmq"),
+        )
         prefix = next((name for on, name in modes if on), "bench")
         path = RESULTS_DIR / f"{prefix}-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
