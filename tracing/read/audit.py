@@ -362,11 +362,30 @@ def _matches(topic: str | None, patterns: Sequence[str]) -> bool:
     return topic is not None and any(fnmatch.fnmatchcase(topic, p) for p in patterns)
 
 
+class _TopicPatterns:
+    """Glob patterns, each topic matched against them once (a window has few topics, many spans)."""
+
+    __slots__ = ("patterns", "known")
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = tuple(patterns)
+        self.known: dict[str, bool] = {}
+
+    def __call__(self, topic: str | None) -> bool:
+        if topic is None:
+            return False
+        hit = self.known.get(topic)
+        if hit is None:
+            hit = self.known[topic] = _matches(topic, self.patterns)
+        return hit
+
+
 class Auditor:
     """Reads spans one at a time (:meth:`add`), then works out the findings (:meth:`result`)."""
 
     def __init__(self, options: AuditOptions | None = None) -> None:
         self.options = options or AuditOptions()
+        self.on_topics = _TopicPatterns(self.options.topics)
         self.spans = 0
         self.first_ns: int | None = None
         self.last_ns: int | None = None
@@ -388,7 +407,7 @@ class Auditor:
             self.outside += 1
             return
         role = span.role
-        if o.topics and role is not None and not _matches(span.topic, o.topics):
+        if o.topics and role is not None and not self.on_topics(span.topic):
             self.filtered += 1
             return
         self.spans += 1
@@ -458,6 +477,8 @@ class _Findings:
             else auditor.last_ns
         )
         self.grace_ns = int(self.o.grace_s * 1e9)
+        self.is_retry = _TopicPatterns(self.o.retry)
+        self.is_dlq = _TopicPatterns(self.o.dlq)
         self.notes: list[str] = []
         self._origin: dict[str, tuple[_Process, int]] = {}
 
@@ -516,7 +537,7 @@ class _Findings:
         """The processing a retry stands for: a message on a retry topic sent while processing
         another message is that message again (followed through retries of retries)."""
         current, seen = process, 0
-        while _matches(current.topic, self.o.retry) and seen < _MAX_ANCESTRY:
+        while self.is_retry(current.topic) and seen < _MAX_ANCESTRY:
             send = self.send_of(current)
             before = self.sender(send) if send is not None else None
             if before is None:
@@ -698,7 +719,7 @@ class _Findings:
                     again.add(earlier.span_id)
         dead: set[str] = set()
         for send in self.a.sends.values():
-            if not _matches(send.topic, self.o.dlq):
+            if not self.is_dlq(send.topic):
                 continue
             before = self.sender(send)
             if before is not None:
