@@ -159,9 +159,9 @@ def run(
             spec = dict(item, n=n, seed=rnd, url=url)
             if quick:
                 spec["min_phase_s"] = 0
-            python = contrib[item["client"]] if item["library"] == "contrib" else sys.executable
+            interpreter = contrib[item["client"]] if item["library"] == "contrib" else sys.executable
             started = time.monotonic()
-            result = run_one(python, spec, timeout=120 + n / 100)
+            result = run_one(interpreter, spec, timeout=120 + n / 100)
             entry = dict(item, round=rnd, n=n, wall_s=round(time.monotonic() - started, 1))
             if "error" in result:
                 entry["error"] = result["error"]
@@ -208,7 +208,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             ceiling[f"{client}/{sampling}"] = {
                 p: per_round(f"{client}/raw/none", theirs, p, lambda a, b: a / b) for p in PHASES
             }
-    spans = {}
+    spans: dict[str, dict[str, list[float]]] = {}
     for r in runs:
         if r.get("spans_exported") and r["sampling"] != "none":
             spans.setdefault(key(r), {p: [] for p in PHASES})

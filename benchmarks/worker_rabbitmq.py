@@ -74,7 +74,7 @@ def setup_sdk(spec: dict[str, Any]) -> tuple[Any, _Counting | None]:
         resource=Resource.create({"service.name": f"bench-{spec['client']}-{spec['library']}"}),
         sampler=sampler,
     )
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(exporter))  # type: ignore[arg-type]
     trace.set_tracer_provider(provider)
     return provider, exporter
 
@@ -218,7 +218,7 @@ async def _aio_pika(spec: dict[str, Any], provider: Any, exporter: _Counting | N
                 routing_key="orders",
                 properties=aiormq.spec.Basic.Properties(headers={"traceparent": tp}),
             )
-        while (await queue.declare()).message_count < n:
+        while ((await queue.declare()).message_count or 0) < n:
             await asyncio.sleep(0.01)
         ch = await channel()
         await ch.set_qos(prefetch_count=PREFETCH)
