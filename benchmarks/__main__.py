@@ -375,7 +375,7 @@ def _managed_loop(args: argparse.Namespace) -> dict[str, Any]:
 def _rabbitmq(args: argparse.Namespace) -> dict[str, Any]:
     """pika and aio-pika on the local RabbitMQ (skipped, and said so, without it)."""
     n = min(args.rabbitmq_n, 500) if args.quick else args.rabbitmq_n
-    result = rabbitmq.run(n=n, rounds=args.rounds, quick=args.quick, say=say)
+    result = rabbitmq.run(n=n, rounds=args.rounds, quick=args.quick, contrib=not args.no_contrib, say=say)
     say("\n" + rabbitmq.render(result))
     return result
 
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             say("\n" + read_side.render(data["read_side"]))
         if args.broker in ("real", "both"):
             data["managed_loop"] = _managed_loop(args)
-        if args.rabbitmq:
+        if args.rabbitmq and args.broker in ("real", "both"):  # a real broker, as the managed loop
             data["rabbitmq"] = _rabbitmq(args)
     path = args.json
     if path is None:

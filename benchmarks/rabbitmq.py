@@ -134,7 +134,13 @@ def label(k: str) -> str:
 
 
 def run(
-    *, n: int, rounds: int, url: str = URL, quick: bool = False, say: Callable[[str], None] = print
+    *,
+    n: int,
+    rounds: int,
+    url: str = URL,
+    quick: bool = False,
+    contrib: bool = True,
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Measure every variant ``rounds`` times, interleaved; the result with its summary and targets."""
     meta: dict[str, Any] = {"n": n, "rounds": rounds, "broker": url.split("@")[-1], "style": STYLE}
@@ -142,24 +148,24 @@ def run(
     if problem:
         say(f"skipped: RabbitMQ: {problem} (start it with `make stack-up`)")
         return {"skipped": problem, "meta": meta}
-    contrib: dict[str, str] = {}
+    pythons: dict[str, str] = {}
     meta["versions"] = {"ours": versions(sys.executable, ["pika", "aio-pika", "opentelemetry-sdk"])}
-    for client in CLIENTS:
+    for client in CLIENTS if contrib else ():
         python = contrib_python(client, create=not quick, say=say)
         if python is None:
             say(f"skipped: contrib {client}: no venv (run without --quick once to create it)")
         else:
-            contrib[client] = str(python)
+            pythons[client] = str(python)
             meta["versions"][f"contrib {client}"] = json.loads(
                 (venv_dir(client) / ".bench-ready").read_text()
             )
     runs = []
     for rnd in range(1, rounds + 1):
-        for item in plan(contrib):
+        for item in plan(pythons):
             spec = dict(item, n=n, seed=rnd, url=url)
             if quick:
                 spec["min_phase_s"] = 0
-            interpreter = contrib[item["client"]] if item["library"] == "contrib" else sys.executable
+            interpreter = pythons[item["client"]] if item["library"] == "contrib" else sys.executable
             started = time.monotonic()
             result = run_one(interpreter, spec, timeout=120 + n / 100)
             entry = dict(item, round=rnd, n=n, wall_s=round(time.monotonic() - started, 1))
