@@ -76,12 +76,7 @@ def _patched(original: type, wrapper: type, options: dict[str, Any]) -> type:
             # AIOProducer cannot carry headers; the traced one is built from the config.
             _init(wrapper, self, dict(args[0]) if args else {}, **options)
             return
-        if (
-            len(args) == 1
-            and not kwargs
-            and isinstance(args[0], dict)
-            and wrapper in _CONSUMERS
-        ):
+        if len(args) == 1 and not kwargs and isinstance(args[0], dict) and wrapper in _CONSUMERS:
             # Built by the wrapper, so that its statistics can feed the lag gauges.
             _init(wrapper, self, args[0], _client_class=original, **options)
             return

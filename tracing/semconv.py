@@ -50,7 +50,3 @@ EXCEPTION_MESSAGE = "exception.message"
 # name first: the CloudEvents conventions' attribute, then the demo services' own.
 CLOUDEVENTS_EVENT_TYPE = "cloudevents.event_type"
 APP_EVENT_TYPE = "app.event.type"
-# Read side (`eventchain audit`): where a service records the type of the event it handles, newest
-# name first: the CloudEvents conventions' attribute, then the demo services' own.
-CLOUDEVENTS_EVENT_TYPE = "cloudevents.event_type"
-APP_EVENT_TYPE = "app.event.type"
