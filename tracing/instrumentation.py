@@ -7,8 +7,8 @@ that define the serializing clients are left alone: their classes refer to thems
 by module name.) Code that imported the classes
 before ``instrument()`` ran keeps the originals, as with every patching instrumentation:
 call it first, or run the app under ``opentelemetry-instrument`` (entry point
-``kafka_event_tracing``). The OpenTelemetry contrib instrumentation of confluent-kafka,
-when active too, is switched off (see ``tracing.write.contrib``).
+``kafka_event_tracing``). The OpenTelemetry contrib instrumentations of confluent-kafka,
+pika and aio-pika, when active too, are switched off (see ``tracing.write.contrib``).
 """
 
 from __future__ import annotations

@@ -1,12 +1,15 @@
-"""Beside the OpenTelemetry contrib instrumentation of confluent-kafka: each message traced once.
+"""Beside the OpenTelemetry contrib instrumentations of confluent-kafka, pika and aio-pika: each
+message traced once.
 
-``opentelemetry-instrumentation-confluent-kafka`` (entry point ``confluent_kafka``) is what
-``opentelemetry-bootstrap`` installs for confluent-kafka. When this project's instrumentation
-is active too, every message would get both its spans and ours. So, whatever the order in
-which the two are switched on:
+``opentelemetry-instrumentation-confluent-kafka`` (entry point ``confluent_kafka``),
+``-pika`` (``pika``) and ``-aio-pika`` (``aio-pika``) are what ``opentelemetry-bootstrap``
+installs for these clients. When this project's instrumentation is active too, every message
+would get both their spans and ours. So, whatever the order in which they are switched on:
 
-- ``tracing.instrument()`` (and the ``kafka_event_tracing`` entry point) switches contrib off
-  through its public API, ``ConfluentKafkaInstrumentor().uninstrument()``, before patching;
+- ``tracing.instrument()`` (and the ``kafka_event_tracing`` entry point) switches each active
+  one off through its public API (``ConfluentKafkaInstrumentor().uninstrument()``,
+  ``PikaInstrumentor().uninstrument()``, ``AioPikaInstrumentor().uninstrument()``) before
+  patching;
 - after ``opentelemetry-instrument`` has loaded every instrumentor, the
   ``opentelemetry_post_instrument`` hook below does the same when contrib was loaded later;
 - a ``TracedProducer``/``TracedConsumer`` built around a client contrib wrapped traces the
@@ -14,7 +17,8 @@ which the two are switched on:
   base class's methods of its ``AutoInstrumented*`` subclasses).
 
 Each says so once per process, in one log line naming the variable that makes the choice
-explicit. ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=kafka_event_tracing`` keeps contrib alone:
+explicit (the entry point names of the ones switched off).
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=kafka_event_tracing`` keeps contrib alone:
 then nothing of ours runs and contrib is left untouched.
 
 This module imports nothing heavy: the hook runs in every process ``opentelemetry-instrument``
@@ -32,14 +36,42 @@ from typing import Any
 logger = logging.getLogger("tracing.contrib")
 
 CONTRIB_MODULE = "opentelemetry.instrumentation.confluent_kafka"
+# (module, instrumentor class, entry point name, distribution, client): each contrib
+# instrumentation of a client this project traces.
+CONTRIB_INSTRUMENTATIONS = (
+    (
+        CONTRIB_MODULE,
+        "ConfluentKafkaInstrumentor",
+        "confluent_kafka",
+        "opentelemetry-instrumentation-confluent-kafka",
+        "confluent-kafka",
+    ),
+    (
+        "opentelemetry.instrumentation.pika",
+        "PikaInstrumentor",
+        "pika",
+        "opentelemetry-instrumentation-pika",
+        "pika",
+    ),
+    (
+        "opentelemetry.instrumentation.aio_pika",
+        "AioPikaInstrumentor",
+        "aio-pika",
+        "opentelemetry-instrumentation-aio-pika",
+        "aio-pika",
+    ),
+)
 DISABLED_VARIABLE = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 
 _noticed = False
 _notice_lock = threading.Lock()
 
 
-def notice(what: str) -> None:
-    """Log, once per process, that this project took over from contrib, and how to say so."""
+def notice(what: str, entry_points: str = "confluent_kafka") -> None:
+    """Log, once per process, that this project took over from contrib, and how to say so.
+
+    ``entry_points``: contrib's entry point names to disable instead (comma-separated).
+    """
     global _noticed
     with _notice_lock:
         if _noticed:
@@ -47,28 +79,47 @@ def notice(what: str) -> None:
         _noticed = True
     logger.warning(
         "kafka-event-tracing: %s, so each message is traced once, by kafka-event-tracing; "
-        "set %s=confluent_kafka to make this explicit (or %s=kafka_event_tracing to keep contrib's instead)",
+        "set %s=%s to make this explicit (or %s=kafka_event_tracing to keep contrib's instead)",
         what,
         DISABLED_VARIABLE,
+        entry_points,
         DISABLED_VARIABLE,
     )
 
 
-def switch_off_contrib() -> bool:
-    """Uninstrument contrib's confluent-kafka instrumentation if it is active; True if it was."""
-    module = sys.modules.get(CONTRIB_MODULE)
+def _uninstrument(module_name: str, class_name: str) -> bool:
+    module = sys.modules.get(module_name)
     if module is None:  # never imported, so never instrumented
         return False
-    instrumentor_class = getattr(module, "ConfluentKafkaInstrumentor", None)
+    instrumentor_class = getattr(module, class_name, None)
     if instrumentor_class is None:
         return False
     instrumentor = instrumentor_class()  # an instrumentor is a singleton
     if not getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
         return False
     instrumentor.uninstrument()
+    return True
+
+
+def switch_off_contrib() -> bool:
+    """Uninstrument each of contrib's instrumentations of our clients that is active; True if any was.
+
+    One notice names all that were switched off.
+    """
+    off = [
+        (entry_point, f"{client} ({distribution})")
+        for module_name, class_name, entry_point, distribution, client in CONTRIB_INSTRUMENTATIONS
+        if _uninstrument(module_name, class_name)
+    ]
+    if not off:
+        return False
+    names = " and ".join(what for _, what in off)
+    were = "was" if len(off) == 1 else "were"
+    have = "has" if len(off) == 1 else "have"
     notice(
-        "the OpenTelemetry contrib instrumentation of confluent-kafka "
-        "(opentelemetry-instrumentation-confluent-kafka) was active too and has been switched off"
+        f"the OpenTelemetry contrib instrumentation{'s' if len(off) > 1 else ''} of {names} "
+        f"{were} active too and {have} been switched off",
+        ",".join(entry_point for entry_point, _ in off),
     )
     return True
 
