@@ -3,6 +3,7 @@ the installed release, and each has a public fallback that gives the same answer
 
 from __future__ import annotations
 
+import opentelemetry.metrics._internal as metrics_internal
 import opentelemetry.trace as trace_api
 import pytest
 from opentelemetry.propagators.composite import CompositePropagator
@@ -20,9 +21,16 @@ def test_every_internal_read_works_with_the_installed_release():
     assert [name for name, found in otel.FOUND.items() if not found] == []
 
 
-def test_without_the_tracer_provider_variable_the_public_call_decides(monkeypatch):
+def test_without_the_provider_variables_the_public_calls_decide(monkeypatch):
     monkeypatch.delattr(trace_api, "_TRACER_PROVIDER")
-    assert otel.tracer_provider_may_be_set() is True  # then Telemetry asks get_tracer_provider()
+    monkeypatch.delattr(metrics_internal, "_METER_PROVIDER")
+    tracer_set, meter_set, any_set = otel.GENERIC  # what a release without the variables gets
+    assert tracer_set() is True and meter_set() is True and any_set() is True  # then the public calls
+
+
+def test_the_fast_checks_answer_as_the_generic_ones():
+    fast = (otel.tracer_provider_may_be_set, otel.meter_provider_may_be_set, otel.any_provider_may_be_set)
+    assert [f() for f in fast] == [g() for g in otel.GENERIC]
 
 
 def test_the_link_limit_is_the_providers_or_the_environments(monkeypatch):

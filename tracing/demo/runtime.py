@@ -280,10 +280,20 @@ def ensure_topics(bootstrap: str, names: list[str], partitions: int = 1, timeout
             future.result(timeout=timeout)
         except KafkaException as exc:
             error = exc.args[0]
+            if error.code() in _NO_BROKER:  # the client's own request timeout came first
+                raise RuntimeError(_no_broker(timeout, name)) from None
             if error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise RuntimeError(f"cannot create topic {name} at {bootstrap}: {error.str()}") from None
         except TimeoutError:  # no broker answered (its text is empty)
-            raise RuntimeError(f"no broker answered within {timeout:g} s (creating topic {name})") from None
+            raise RuntimeError(_no_broker(timeout, name)) from None
+
+
+def _no_broker(timeout: float, topic: str) -> str:
+    return f"no broker answered within {timeout:g} s (creating topic {topic})"
+
+
+# What the admin client answers when no broker did, before our own wait ran out.
+_NO_BROKER = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
 
 def kafka_logger() -> logging.Logger:

@@ -49,6 +49,7 @@ from tracing.write.records import ClientInfo, Delivery, Extra, Headers, Received
 _get_current = context_api.get_current
 _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
+_attach = otel.attach
 PARENT = "parent"
 LINK = "link"
 # What a send records and carries: the tracer (None: no SDK), the flow metrics' instruments
@@ -158,7 +159,10 @@ class SendOperation:
         sent = headers
         try:
             if carried is not None and carried.is_valid:
-                sent = self._inject(headers, carried, ctx, chain)
+                if self._str_headers:  # _inject(), inlined: the common case
+                    sent = self.propagation.inject(headers, carried, ctx, chain)
+                else:
+                    sent = self._inject(headers, carried, ctx, chain)
             elif chain is not None:
                 sent = replace_headers(headers, [chain])
         except Exception:
@@ -313,63 +317,54 @@ class ProcessOperation:
 
         ``polled``: the client just handed ``msg`` to the app (counted as consumed).
         """
-        try:
-            processing = self._open(msg, owner, polled)
+        try:  # one try for the whole recipe: this runs for every polled message
+            provider = self.provider
+            link_only = self._link_only
+            if link_only is None:
+                link_only = self._trust(provider.destination(msg))
+            switched = self._switched
+            if switched is not None and (switched == OFF or link_only):
+                return None  # switched off by the environment, or propagation only from an untrusted topic
+            if switched is not None or not (
+                self._given or self.telemetry.resolved or self.flow.resolved or otel.any_provider_may_be_set()
+            ):
+                # No SDK at all: no span, no metric; only the incoming context flows on.
+                if link_only:
+                    return None
+                carried = self.propagation.context_of(provider.headers(msg))
+                return Processing(self, msg, None, None, carried, owner) if carried is not None else None
+            telemetry = self.telemetry
+            tracer = telemetry.resolved_tracer if telemetry.resolved else telemetry.tracer()
+            flow = self.flow
+            instruments = flow.resolved_instruments if flow.resolved else flow.instruments()
+            headers = provider.headers(msg)
+            if instruments is not None:
+                return self._open_measured(msg, owner, polled, tracer, link_only, instruments, headers)
+            if tracer is None:
+                # No SDK: nothing to record, but a send made while handling the message must
+                # still carry the incoming trace (unless the topic is not trusted).
+                if link_only:
+                    return None
+                carried = self.propagation.context_of(headers)
+                return Processing(self, msg, None, None, carried, owner) if carried is not None else None
+            if not headers:
+                received = provider.received(msg)
+                span, ctx = telemetry.start_process(tracer, received, None, link_only, _time_ns())
+                return Processing(self, msg, received, span, ctx, owner)
+            tp = self.propagation.plain_traceparent(headers)  # the common header: validated once
+            if tp is not None and telemetry.skip_remote_unsampled and not link_only:
+                # An unsampled producer under a parent-based sampler (99 % of messages at 1 %):
+                # nothing to record; the context flows on, the header never parsed.
+                skipped = telemetry.skipped_child(tp)
+                if skipped is not None:
+                    return Processing(self, msg, None, None, Context({SPAN_KEY: skipped}), owner)
+            received = provider.received(msg)
+            extracted = self._extracted(headers, tp, link_only)
+            span, ctx = telemetry.start_process(tracer, received, extracted, link_only, _time_ns())
+            return Processing(self, msg, received, span, ctx, owner)
         except Exception:
             report_internal_error("could not start a process span")
             return None
-        if processing is not None:
-            try:
-                processing.token = otel.attach(processing.ctx)
-            except Exception:
-                report_internal_error("could not make a message's context current")
-        return processing
-
-    def _open(self, msg: Any, owner: Any, polled: bool) -> Processing | None:
-        provider = self.provider
-        link_only = self._link_only
-        if link_only is None:
-            link_only = self._trust(provider.destination(msg))
-        switched = self._switched
-        if switched is not None and (switched == OFF or link_only):
-            return None  # switched off by the environment, or propagation only from an untrusted topic
-        if switched is not None or not (
-            self._given or self.telemetry.resolved or self.flow.resolved or otel.any_provider_may_be_set()
-        ):
-            # No SDK at all: no span, no metric; only the incoming context flows on.
-            if link_only:
-                return None
-            carried = self.propagation.context_of(provider.headers(msg))
-            return Processing(self, msg, None, None, carried, owner) if carried is not None else None
-        telemetry = self.telemetry
-        tracer = telemetry.resolved_tracer if telemetry.resolved else telemetry.tracer()
-        flow = self.flow
-        instruments = flow.resolved_instruments if flow.resolved else flow.instruments()
-        headers = provider.headers(msg)
-        if instruments is not None:
-            return self._open_measured(msg, owner, polled, tracer, link_only, instruments, headers)
-        if tracer is None:
-            # No SDK: nothing to record, but a send made while handling the message must
-            # still carry the incoming trace (unless the topic is not trusted).
-            if link_only:
-                return None
-            carried = self.propagation.context_of(headers)
-            return Processing(self, msg, None, None, carried, owner) if carried is not None else None
-        if not headers:
-            received = provider.received(msg)
-            span, ctx = telemetry.start_process(tracer, received, None, link_only, _time_ns())
-            return Processing(self, msg, received, span, ctx, owner)
-        tp = self.propagation.plain_traceparent(headers)  # the common header: validated once
-        if tp is not None and telemetry.skip_remote_unsampled and not link_only:
-            # An unsampled producer under a parent-based sampler (99 % of messages at 1 %):
-            # nothing to record; the context flows on, the header never parsed.
-            skipped = telemetry.skipped_child(tp)
-            if skipped is not None:
-                return Processing(self, msg, None, None, Context({SPAN_KEY: skipped}), owner)
-        received = provider.received(msg)
-        extracted = self._extracted(headers, tp, link_only)
-        span, ctx = telemetry.start_process(tracer, received, extracted, link_only, _time_ns())
-        return Processing(self, msg, received, span, ctx, owner)
 
     def _extracted(self, headers: Headers, plain: bytes | None, link_only: bool) -> Extracted | None:
         """The producer's context from non-empty headers; ``plain``: their plain ``traceparent``
@@ -475,7 +470,11 @@ class Processing:
         self.received = received
         self.span = span if span is None or type(span) is not NonRecordingSpan else None
         self.ctx = ctx
-        self.token: object = None
+        try:
+            self.token: object = _attach(ctx)
+        except Exception:
+            self.token = None
+            report_internal_error("could not make a message's context current")
         self.owner = owner
         self.claimed = False
         self.instruments: Instruments | None = None
@@ -487,8 +486,8 @@ class Processing:
         """The span a block sees: ours, or without an SDK the carried context's."""
         if self.span is not None:
             return self.span
-        found = self.ctx.get(SPAN_KEY)
-        return found if isinstance(found, Span) else _get_current_span()
+        found: Span | None = self.ctx.get(SPAN_KEY)  # type: ignore[assignment]  # only spans go there
+        return found if found is not None else _get_current_span()
 
     def detach(self) -> None:
         """Restore the owner's context (once; a no-op from any other context)."""

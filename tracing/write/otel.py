@@ -46,6 +46,8 @@ METER_PROVIDER_FROM_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
 
 
 # -- is a global provider set? --------------------------------------------------
+# Each has a public fallback for a release without the variable (the public call is
+# then made); the fast versions below replace them when the variables are there.
 def tracer_provider_may_be_set() -> bool:
     """False only when no global TracerProvider can be set: a dict lookup instead of
     ``get_tracer_provider()``, which reads the environment every time while none is."""
@@ -67,6 +69,25 @@ def any_provider_may_be_set() -> bool:
         or TRACER_PROVIDER_FROM_ENV
         or METER_PROVIDER_FROM_ENV
     )
+
+
+GENERIC = (tracer_provider_may_be_set, meter_provider_may_be_set, any_provider_may_be_set)
+
+
+# The same answers with plain attribute reads, when the release has the variables and no
+# provider is named in the environment: these run for every message of a service without an SDK.
+if FOUND["trace._TRACER_PROVIDER"] and FOUND["metrics._METER_PROVIDER"] and not (
+    TRACER_PROVIDER_FROM_ENV or METER_PROVIDER_FROM_ENV
+):
+
+    def tracer_provider_may_be_set() -> bool:  # noqa: F811
+        return _trace_api._TRACER_PROVIDER is not None
+
+    def meter_provider_may_be_set() -> bool:  # noqa: F811
+        return _metrics_internal._METER_PROVIDER is not None
+
+    def any_provider_may_be_set() -> bool:  # noqa: F811
+        return _trace_api._TRACER_PROVIDER is not None or _metrics_internal._METER_PROVIDER is not None
 
 
 _PROXY_METER_PROVIDER: Any = getattr(_metrics_internal, "_ProxyMeterProvider", None)

@@ -243,8 +243,11 @@ class ProcessBlock:
         token, self._token = self._token, None
         if token is not None:
             otel.detach(token)
-        elif processing.token is not None and processing.owner == self._spans.owner():
-            processing.detach()
+        else:
+            token = processing.token
+            if token is not None and processing.owner == self._spans.owner():
+                processing.token = None
+                otel.detach(token)
         if processing.span is not None or processing.instruments is not None:
             processing.end(exc)
 
