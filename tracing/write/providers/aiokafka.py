@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from tracing.write.providers import confluent
-from tracing.write.recipe import server_of
 from tracing.write.records import NOT_SETTLED, ClientInfo, Delivery, Headers, Received
 
 SYSTEM = "kafka"
@@ -31,17 +30,8 @@ def settings_of(client: Any) -> dict[str, Any]:
 
 
 def client_info(config: Mapping[str, Any] | None) -> ClientInfo:
-    config = config or {}
-    address, port = server_of(config)
-    client_id = config.get("client.id")
-    group = config.get("group.id")
-    return ClientInfo(
-        SYSTEM,
-        address,
-        port,
-        client_id if isinstance(client_id, str) else None,
-        group if isinstance(group, str) else None,
-    )
+    """The settings :func:`settings_of` read, as confluent-kafka's provider reads its config."""
+    return confluent.client_info(config)
 
 
 def is_message(record: Any) -> bool:
