@@ -64,6 +64,11 @@ JAEGER_TIMEOUT="${KET_JAEGER_START_TIMEOUT:-60}"
 RABBITMQ_TIMEOUT="${KET_RABBITMQ_START_TIMEOUT:-60}"
 RABBITMQ_SBIN="${KET_RABBITMQ_SBIN:-/usr/lib/rabbitmq/bin}"
 RABBITMQ_DIR="$STACK/rabbitmq"
+if ((EUID == 0)) && id rabbitmq >/dev/null 2>&1 && ! runuser -u rabbitmq -- test -x "$ROOT" 2>/dev/null; then
+    # A checkout the package's user cannot enter (a private temporary folder, say): the
+    # node's folders go where it can, one per checkout.
+    RABBITMQ_DIR="/var/tmp/kafka-event-tracing-rabbitmq-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
+fi
 RABBITMQ_NODE="ket@localhost"
 
 # Ports: the defaults below, all shifted by KET_PORT_OFFSET (or by the offset the running
