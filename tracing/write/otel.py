@@ -28,6 +28,8 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 _MISSING = object()
+# The context key of the current span, found through the public API.
+_SPAN_KEY: str = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 
 # Which internal reads work with the installed release (tests assert every one does).
 FOUND: dict[str, bool] = {
@@ -460,7 +462,11 @@ class FastSpans:
         for link in links:
             if link.attributes or not link.context.is_valid:
                 return None  # links with attributes: the SDK bounds them itself
-        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        # No span in the context given: a root, without asking the API (which then answers INVALID_SPAN).
+        found = context.get(_SPAN_KEY) if context is not None else _MISSING
+        parent: SpanContext | None = (
+            None if found is None else trace.get_current_span(context).get_span_context()
+        )
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = self._new_trace_id()
@@ -504,7 +510,12 @@ class FastSpans:
         if links:
             for link in links:
                 link._attributes = self._attributes({}, self._max_link_attributes, True)
-        span._links = self._bounded_list.from_seq(self._max_links, links)
+        # from_seq() of nothing is the empty list itself: made directly for the common send.
+        span._links = (
+            self._bounded_list.from_seq(self._max_links, links)
+            if links
+            else self._bounded_list(self._max_links)
+        )
         span._record_end_metrics = None
         self._processor.on_start(span, parent_context=context)
         return span
