@@ -7,17 +7,24 @@ each is checked here against the path it shortcuts.
 
 from __future__ import annotations
 
+import os
 import random
 
+import opentelemetry.metrics._internal as metrics_internal
+import opentelemetry.trace as trace_api
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry import baggage, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from tracing.write.operations import SendOperation
 from tracing.write.propagation import Extracted, Propagation, parse_traceparent
+from tracing.write.providers import confluent
 from tracing.write.recipe import Telemetry
 from tracing.write.records import ClientInfo
 
@@ -262,3 +269,48 @@ def test_an_unsampled_message_flows_on_unsampled_in_its_trace(mock_cluster):
     sent = parse_traceparent(tp)
     assert sent.trace_id == 0xABC and not sent.trace_flags.sampled
     assert spans.finished() == []  # nothing recorded, exactly as the sampler decides
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    global_tracer=st.booleans(),
+    global_meter=st.booleans(),
+    given_tracer=st.booleans(),
+    current=st.sampled_from(["none", "valid", "invalid"]),
+    switch=st.sampled_from([None, "OTEL_SDK_DISABLED", "KET_PROPAGATION_ONLY"]),
+)
+def test_a_send_plans_the_same_with_or_without_the_no_sdk_shortcut(
+    global_tracer, global_meter, given_tracer, current, switch
+):
+    saved = (trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER, os.environ.get(switch or "-"))
+    try:
+        trace_api._TRACER_PROVIDER = TracerProvider() if global_tracer else None
+        metrics_internal._METER_PROVIDER = MeterProvider() if global_meter else None
+        if switch:
+            os.environ[switch] = "true"
+        span = {
+            "none": None,
+            "valid": NonRecordingSpan(SpanContext(0xABC, 0xDEF, False, TraceFlags(1))),
+            "invalid": trace.INVALID_SPAN,
+        }[current]
+        ctx = Context() if span is None else trace.set_span_in_context(span, Context())
+
+        def plan(shortcut: bool):
+            op = SendOperation(
+                confluent, ClientInfo("kafka"), tracer_provider=TracerProvider() if given_tracer else None
+            )
+            op._quiet = op._quiet and shortcut  # without the shortcut: the general path alone
+            found = op.prepare(ctx)
+            if found is None:
+                return None
+            tracer, instruments, carried = found
+            return tracer is None, instruments is None, carried
+
+        assert plan(True) == plan(False)
+    finally:
+        trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved[0], saved[1]
+        if switch:
+            if saved[2] is None:
+                os.environ.pop(switch, None)
+            else:
+                os.environ[switch] = saved[2]

@@ -73,3 +73,21 @@ def test_the_fast_span_path_installs_on_the_installed_sdk():
     # not updated): spans then take the SDK's own, slower path.
     provider = TracerProvider()
     assert otel.FastSpans.install(provider, provider.get_tracer("t")) is not None
+
+
+def test_the_current_context_is_the_one_the_api_reads():
+    import threading
+
+    from opentelemetry import context
+
+    assert otel.current_context() is context.get_current()
+    token = context.attach(context.set_value("k", "v"))
+    try:
+        assert otel.current_context() is context.get_current()
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(otel.current_context() == context.get_current()))
+        thread.start()
+        thread.join()
+        assert seen == [True]
+    finally:
+        context.detach(token)

@@ -3,15 +3,22 @@ decoded with opentelemetry-proto, both requests are equal for the same spans."""
 
 from __future__ import annotations
 
+from concurrent import futures
+
+import grpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
@@ -131,9 +138,27 @@ def test_the_configured_grpc_exporter_sends_this_encoding(monkeypatch):
         ],
         None,
     )
-    exporter = otlp_exporter("http://127.0.0.1:1", "grpc")
-    assert exporter._translate_data(spans) == encode_spans(spans)
-    assert "SpanEncoder" in repr(exporter._translate_data.__closure__)
+    received: list[ExportTraceServiceRequest] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):  # noqa: N802  # the service's own name
+            received.append(request)
+            return ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        exporter = otlp_exporter(f"http://127.0.0.1:{port}", "grpc")
+        assert isinstance(exporter._translate_data(spans), bytes)  # sent as encoded, never re-serialised
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        exporter._initialize_channel_and_stub()  # what a reconnection does: the same stub again
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+    finally:
+        server.stop(None)
+    assert received == [encode_spans(spans)] * 2  # what the exporter's own encoder would send
     monkeypatch.setenv("KET_FAST_OTLP", "false")
     plain = otlp_exporter("http://127.0.0.1:1", "grpc")
     assert "_translate_data" not in vars(plain)  # the exporter's own method

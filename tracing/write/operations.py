@@ -77,7 +77,16 @@ def switched_by_environment() -> str | None:
 class SendOperation:
     """The send lifecycle of one producer."""
 
-    __slots__ = ("provider", "telemetry", "flow", "propagation", "_meter_given", "_str_headers", "_switched")
+    __slots__ = (
+        "provider",
+        "telemetry",
+        "flow",
+        "propagation",
+        "_meter_given",
+        "_str_headers",
+        "_switched",
+        "_quiet",
+    )
 
     def __init__(
         self,
@@ -95,11 +104,22 @@ class SendOperation:
         self._meter_given = meter_provider is not None
         self._switched = switched_by_environment()
         self._str_headers = provider.header_value("-") == "-"  # the client takes str values
+        # Nothing given and nothing switched: only a global provider or a current span can
+        # make a send do anything (prepare()'s first check; False: the general path alone).
+        self._quiet = tracer_provider is None and meter_provider is None and self._switched is None
 
     def prepare(self, ctx: Context) -> Plan | None:
         """What a send made now records and carries; None in mode off (nothing to record,
         no context to carry: the client's own call will do)."""
         try:
+            if (
+                self._quiet
+                and SPAN_KEY not in ctx
+                and not otel.any_provider_may_be_set()
+                and self.telemetry.resolved_tracer is None
+                and self.flow.resolved_instruments is None
+            ):
+                return None  # no SDK, no meters, no span current: the common no-SDK send, at once
             if self._switched is not None:  # nothing recorded; in propagation only, the context flows
                 if self._switched == OFF:
                     return None

@@ -214,8 +214,9 @@ def parse_traceparent(value: Any) -> SpanContext | None:
 def format_traceparent(span_context: SpanContext) -> str:
     """The W3C ``traceparent`` value for a span context."""
     # The flags from a table: formatting the TraceFlags int subclass is the slow part.
-    flags = _FLAGS_SUFFIX[span_context.trace_flags]
-    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}{flags}"
+    # A SpanContext is a tuple (trace id, span id, remote, flags, ...): read by index, not
+    # through its properties (a Python call each).
+    return f"00-{span_context[0]:032x}-{span_context[1]:016x}{_FLAGS_SUFFIX[span_context[3]]}"
 
 
 # ----------------------------------------------------------------------------
@@ -359,16 +360,17 @@ class Propagation:
         propagator = self.propagator
         if self._fast:
             new = [(TRACEPARENT, format_traceparent(span_context))]
-            state = span_context.trace_state
+            state = span_context[4]  # trace_state, without the property's call
             if state is not _NO_TRACE_STATE and state:  # the shared empty one: skip its len()
                 new.append((TRACESTATE, state.to_header()))
-            if self._fast_baggage and _has_baggage(context):
+            # No baggage key in the context given: no baggage, not even a call to find out.
+            if self._fast_baggage and (context is None or BAGGAGE_KEY in context) and _has_baggage(context):
                 carrier: dict[str, str] = {}
                 _W3C_BAGGAGE.inject(carrier, context)
                 new.extend(carrier.items())
             if extra is not None:
                 new.append(extra)
-            return replace_headers(headers, new)
+            return replace_headers(headers, new) if headers else new
         carrier = {}
         ctx = trace.set_span_in_context(NonRecordingSpan(span_context), context)
         propagator.inject(carrier, ctx)

@@ -183,6 +183,8 @@ class Telemetry:
         """The span of a send the sampler drops anyway, made without the SDK; None when
         the SDK must decide (then :meth:`start_send`)."""
         if self.skip_local_unsampled or self.skip_remote_unsampled or self._root_ids is not None:
+            if ctx.get(SPAN_KEY) is None:  # no parent: a root (what follows, sooner)
+                return self._root_ids.unsampled_root() if self._root_ids is not None else None
             parent = trace.get_current_span(ctx).get_span_context()
             if parent.is_valid:
                 return self._unsampled_child(parent)

@@ -16,6 +16,7 @@ from opentelemetry import context as context_api
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import TracerProvider
 
+from tracing.write import otel
 from tracing.write.contrib import untraced
 from tracing.write.operations import Plan, SendOperation
 from tracing.write.providers import confluent
@@ -32,7 +33,7 @@ else:
 # producer takes key before value.
 _PRODUCER_ARGS = ("value", "key", "partition", "callback", "on_delivery", "timestamp", "headers")
 _SERIALIZING_ARGS = ("key", "value", "partition", "on_delivery", "timestamp", "headers")
-_get_current = context_api.get_current
+_get_current = otel.current_context
 
 
 def _refuse_keys_that_crash_the_client(headers: Any) -> None:
