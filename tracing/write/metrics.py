@@ -70,6 +70,15 @@ class Chain(NamedTuple):
         return f"1;{self.start_ms};{self.path}"
 
 
+# Chain(start_ms, path) without the named tuple's Python-level __new__ (a third of the
+# chain reading's cost): the hot paths build one per message.
+_tuple_new = tuple.__new__
+
+
+def _chain(start_ms: int, path: str) -> Chain:
+    return _tuple_new(Chain, (start_ms, path))
+
+
 def extend_path(path: str, topic: str) -> str:
     """``path>topic``, keeping the first and the newest hops when it grows past MAX_HOPS."""
     hops = path.split(">")
@@ -574,7 +583,7 @@ class FlowMetrics:
             state.queue_time.record(max(0, now_ms - ts) / 1000)
         chain = self.chain_in(last_header(headers, CHAIN_HEADER), now_ms) if trusted and headers else None
         if chain is None:
-            chain = Chain(ts if ts is not None else now_ms, topic)
+            chain = _chain(ts if ts is not None else now_ms, topic)
         series = self._paths.get(chain.path)
         if series is None:
             series = self._path_series(instruments, chain.path)
@@ -614,7 +623,7 @@ class FlowMetrics:
             path = _checked_path(raw) or ""  # "": not a path
             if len(self._header_paths) < _CACHE_MAX:
                 self._header_paths[raw] = path
-        return Chain(start_ms, path) if path else None
+        return _chain(start_ms, path) if path else None
 
     def _process_series(
         self, instruments: Instruments, topic: str, partition: int | None, error_type: str | None
