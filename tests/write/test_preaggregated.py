@@ -3,7 +3,9 @@ export exactly what the SDK's own histograms export for the same measurements.""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from unittest.mock import patch
+
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -16,8 +18,10 @@ from opentelemetry.sdk.resources import Resource
 from tests.write.conftest import assign_all, consumer_conf, poll_n
 from tracing import TracedConsumer, TracedProducer
 from tracing.sdk import configure_metrics
-from tracing.write.metrics import Instruments, PreAggregated, instruments_of
+from tracing.write import metrics as metrics_module
+from tracing.write.metrics import WAIT_BUCKETS, FlowMetrics, Instruments, PreAggregated, instruments_of
 from tracing.write.recipe import SCOPE
+from tracing.write.records import ClientInfo, Received
 
 
 class Captured(MetricExporter):
@@ -71,7 +75,7 @@ measurement = st.tuples(
     st.sampled_from(
         [{"messaging.destination.name": "orders"}, {"messaging.destination.name": "stock", "x": 1}]
     ),
-    st.floats(min_value=0, max_value=5000, allow_nan=False),
+    st.one_of(st.floats(min_value=0, max_value=5000, allow_nan=False), st.sampled_from(WAIT_BUCKETS)),
 )
 
 
@@ -129,3 +133,93 @@ def test_flow_metrics_of_real_traffic_reach_the_configured_exporter(mock_cluster
     assert counts["kafka.record.queue_time"] == 5
     assert counts["eventchain.chain.duration"] == 5
     provider.shutdown()
+
+
+def _counters(metrics_data) -> dict:
+    found = {}
+    for resource_metrics in metrics_data.resource_metrics if metrics_data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if scope_metrics.scope.name == SCOPE and type(metric.data).__name__ == "Sum":
+                    found[metric.name] = sorted(
+                        (sorted(p.attributes.items()), p.value) for p in metric.data.data_points
+                    )
+    return found
+
+
+topics = st.sampled_from(["orders", "stock"])
+partitions = st.sampled_from([0, 3, None, -1])
+errors = st.sampled_from([None, None, "_MSG_TIMED_OUT", "ValueError"])
+NOW_NS = 1_800_000_000_000 * 1_000_000
+# Durations on the bucket boundaries too: a value equal to a bound counts in the bucket it closes.
+bounds_ms = [round(b * 1000) for b in WAIT_BUCKETS]
+chain_headers = st.one_of(
+    st.none(),
+    st.builds(
+        lambda ago, path: [("eventchain", f"1;{NOW_NS // 1_000_000 - ago};{path}".encode())],
+        st.one_of(st.integers(min_value=-100_000, max_value=5_000_000), st.sampled_from(bounds_ms)),
+        st.sampled_from(["checkout", "checkout>orders", "a>b>c", "bad path", "x" * 600]),
+    ),
+    st.just([("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]),
+)
+durations_ns = st.one_of(
+    st.integers(min_value=-5, max_value=20 * 10**9), st.sampled_from([ms * 1_000_000 for ms in bounds_ms])
+)
+traffic_event = st.one_of(
+    st.tuples(st.just("send"), topics, partitions, errors, durations_ns),
+    st.tuples(
+        st.just("poll"),
+        topics,
+        partitions,
+        st.one_of(st.none(), st.integers(min_value=-1000, max_value=5_000_000), st.sampled_from(bounds_ms)),
+        chain_headers,
+        st.booleans(),  # trusted
+        durations_ns,  # processing
+        errors,
+    ),
+    st.tuples(st.just("batch"), topics, partitions),
+)
+
+
+def _play(flow: FlowMetrics, events, clock: list[int]) -> None:
+    instruments = flow.instruments()
+    for event in events:
+        if event[0] == "send":
+            _, topic, partition, error, took = event
+            flow.sent(instruments, topic, partition, error, clock[0] - took)
+        elif event[0] == "poll":
+            _, topic, partition, queued, headers, trusted, took, error = event
+            ts = None if queued is None else NOW_NS // 1_000_000 - queued
+            received = Received(topic, partition, 1, b"k", 10, False, ts)
+            flow.processing(instruments, received, headers, trusted, clock[0], polled=True)
+            flow.processed(instruments, received, clock[0], clock[0] + took, error)
+        else:
+            _, topic, partition = event
+            flow.consumed(instruments, Received(topic, partition, 1, None, None, True, None))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(traffic_event, max_size=25), min_size=1, max_size=3), st.integers(3, 200))
+def test_the_clients_traffic_exports_the_same_through_the_sdk_and_aggregated_in_place(collections, max_paths):
+    clock = [NOW_NS]
+    client = ClientInfo("kafka", "127.0.0.1", 9092, None, "inventory")
+    sdk_reader = InMemoryMetricReader()
+    sdk_provider = MeterProvider(metric_readers=[sdk_reader])
+    exporter = Captured()
+    merged_provider = configure_metrics(Resource.create({}), exporter=exporter, set_global=False)
+    flows = (
+        FlowMetrics(client, sdk_provider, max_paths=max_paths),
+        FlowMetrics(client, merged_provider, max_paths=max_paths),
+    )
+    with patch.object(metrics_module, "_time_ns", lambda: clock[0]):
+        for events in collections:
+            for flow in flows:
+                _play(flow, events, clock)
+            expected = sdk_reader.get_metrics_data()
+            exporter.exports.clear()
+            merged_provider.force_flush()
+            got = exporter.exports[-1] if exporter.exports else None
+            assert _histograms(got) == _histograms(expected)
+            assert _counters(got) == _counters(expected)
+    merged_provider.shutdown()
+    sdk_provider.shutdown()

@@ -28,7 +28,6 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from opentelemetry import context as context_api
@@ -71,6 +70,15 @@ class Chain(NamedTuple):
         return f"1;{self.start_ms};{self.path}"
 
 
+# Chain(start_ms, path) without the named tuple's Python-level __new__ (a third of the
+# chain reading's cost): the hot paths build one per message.
+_tuple_new = tuple.__new__
+
+
+def _chain(start_ms: int, path: str) -> Chain:
+    return _tuple_new(Chain, (start_ms, path))
+
+
 def extend_path(path: str, topic: str) -> str:
     """``path>topic``, keeping the first and the newest hops when it grows past MAX_HOPS."""
     hops = path.split(">")
@@ -80,8 +88,9 @@ def extend_path(path: str, topic: str) -> str:
     return ">".join(hops)
 
 
-def parse_chain(value: Any) -> Chain | None:
-    """The chain in an ``eventchain`` header value; None when absent or malformed."""
+def parse_chain(value: Any, now_ms: int | None = None) -> Chain | None:
+    """The chain in an ``eventchain`` header value; None when absent or malformed (or
+    begun more than a minute after ``now_ms``, by default the clock now)."""
     if value is None:
         return None
     if type(value) is str:
@@ -96,7 +105,9 @@ def parse_chain(value: Any) -> Chain | None:
     if match is None:
         return None
     start_ms = int(match.group(1))
-    if start_ms > _time_ns() // 1_000_000 + _FUTURE_SLACK_MS:
+    if now_ms is None:
+        now_ms = _time_ns() // 1_000_000
+    if start_ms > now_ms + _FUTURE_SLACK_MS:
         return None
     path = match.group(2).decode()
     if path.count(">") >= MAX_HOPS or "" in path.split(">"):
@@ -104,29 +115,60 @@ def parse_chain(value: Any) -> Chain | None:
     return Chain(start_ms, path)
 
 
+class Count:
+    """One counter series: the cumulative count of one attribute set."""
+
+    __slots__ = ("attributes", "value", "_lock")
+
+    def __init__(self, attributes: dict[str, Any], lock: threading.Lock) -> None:
+        self.attributes = attributes
+        self.value = 0
+        self._lock = lock
+
+    def add(self) -> None:
+        with self._lock:  # two threads may report deliveries at once
+            self.value += 1
+
+
 class _Tally:
     """Cumulative counts per attribute set, shared by every client of one meter provider."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cells: dict[tuple[Any, ...], tuple[dict[str, Any], list[int]]] = {}
+        self._cells: dict[tuple[Any, ...], Count] = {}
 
-    def cell(self, attrs: dict[str, Any]) -> list[int]:
-        """The counter cell of an attribute set (a one-item list: ``cell[0]``)."""
+    def cell(self, attrs: dict[str, Any]) -> Count:
+        """The series of an attribute set (``cell.add()`` counts one)."""
         key = tuple(sorted(attrs.items()))
         with self._lock:
             found = self._cells.get(key)
             if found is None:
-                found = self._cells[key] = (dict(attrs), [0])
-        return found[1]
-
-    def add(self, cell: list[int]) -> None:
-        with self._lock:  # two threads may report deliveries at once
-            cell[0] += 1
+                found = self._cells[key] = Count(dict(attrs), self._lock)
+        return found
 
     def observe(self, options: Any) -> list[metrics.Observation]:
         with self._lock:
-            return [metrics.Observation(cell[0], attrs) for attrs, cell in self._cells.values()]
+            return [metrics.Observation(cell.value, cell.attributes) for cell in self._cells.values()]
+
+
+class _SdkSeries:
+    """One series of an SDK histogram: ``record(amount)`` with its attribute set."""
+
+    __slots__ = ("_record", "attributes")
+
+    def __init__(self, histogram: Any, attributes: dict[str, Any]) -> None:
+        self._record = histogram.record
+        self.attributes = attributes
+
+    def record(self, amount: float) -> None:
+        self._record(amount, self.attributes)
+
+
+def series_of(histogram: Any, attributes: dict[str, Any]) -> Series | _SdkSeries:
+    """The series of ``histogram`` for ``attributes``, to record into without a lookup."""
+    if type(histogram) is LocalHistogram:
+        return histogram.series(attributes)
+    return _SdkSeries(histogram, attributes)
 
 
 class Instruments:
@@ -221,28 +263,38 @@ def instruments_of(provider: Any) -> Instruments:
 _preaggregated: weakref.WeakKeyDictionary[Any, PreAggregated] = weakref.WeakKeyDictionary()
 
 
-class _Series:
-    """One histogram series, kept as the SDK's explicit-bucket aggregation keeps it."""
+class Series:
+    """One histogram series, kept as the SDK's explicit-bucket aggregation keeps it:
+    cumulative bucket counts, min and max; the sum of each interval is folded into the
+    total at collection, in the SDK's order (so the floating-point total is the same)."""
 
-    __slots__ = ("attributes", "counts", "sum", "min", "max", "total", "total_sum", "total_min", "total_max")
+    __slots__ = ("attributes", "bounds", "counts", "sum", "min", "max", "total_sum", "_lock")
 
-    def __init__(self, attributes: dict[str, Any], buckets: int) -> None:
+    def __init__(self, attributes: dict[str, Any], bounds: tuple[float, ...], lock: threading.Lock) -> None:
         self.attributes = attributes
-        self.counts: list[int] | None = None  # since the last collection
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.sum: float = 0
         self.min = math.inf
         self.max = -math.inf
-        self.total: list[int] | None = None  # cumulative, folded in at each collection
         self.total_sum: float = 0
-        self.total_min = math.inf
-        self.total_max = -math.inf
+        self._lock = lock
+
+    def record(self, amount: float) -> None:
+        with self._lock:
+            self.counts[bisect_left(self.bounds, amount)] += 1
+            self.sum += amount
+            if amount < self.min:
+                self.min = amount
+            if amount > self.max:
+                self.max = amount
 
 
 class LocalHistogram:
     """A histogram with the SDK's semantics (explicit buckets, min/max, cumulative),
     recorded here without an SDK call; its points are read at collection."""
 
-    __slots__ = ("name", "unit", "description", "boundaries", "_series", "_by_id", "_lock", "_start")
+    __slots__ = ("name", "unit", "description", "boundaries", "_series", "_lock", "_start")
 
     def __init__(
         self, name: str, unit: str, description: str, boundaries: tuple[float, ...], start: int
@@ -251,35 +303,22 @@ class LocalHistogram:
         self.unit = unit
         self.description = description
         self.boundaries = tuple(float(b) for b in boundaries)
-        self._series: dict[tuple[Any, ...], _Series] = {}
-        self._by_id: dict[int, tuple[dict[str, Any], _Series]] = {}  # the cached attribute dicts
+        self._series: dict[tuple[Any, ...], Series] = {}
         self._lock = threading.Lock()
         self._start = start
 
-    def record(self, amount: float, attributes: dict[str, Any]) -> None:
-        found = self._by_id.get(id(attributes))
-        if found is None or found[0] is not attributes:
-            found = self._series_of(attributes)
-        series = found[1]
-        with self._lock:
-            counts = series.counts
-            if counts is None:
-                counts = series.counts = [0] * (len(self.boundaries) + 1)
-            series.sum += amount
-            if amount < series.min:
-                series.min = amount
-            if amount > series.max:
-                series.max = amount
-            counts[bisect_left(self.boundaries, amount)] += 1
-
-    def _series_of(self, attributes: dict[str, Any]) -> tuple[dict[str, Any], _Series]:
+    def series(self, attributes: dict[str, Any]) -> Series:
+        """The series of an attribute set; the hot paths keep it and call its ``record()``."""
         key = tuple(sorted(attributes.items()))
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = _Series(dict(attributes), len(self.boundaries) + 1)
-            found = self._by_id[id(attributes)] = (attributes, series)  # holds the dict: its id stays its own
+            found = self._series.get(key)
+            if found is None:
+                found = self._series[key] = Series(dict(attributes), self.boundaries, self._lock)
         return found
+
+    def record(self, amount: float, attributes: dict[str, Any]) -> None:
+        """As the SDK's ``Histogram.record()``."""
+        self.series(attributes).record(amount)
 
     def collect(self, now: int) -> list[Any]:
         """Cumulative points, folded exactly as the SDK folds an interval into its totals."""
@@ -288,24 +327,22 @@ class LocalHistogram:
         points = []
         with self._lock:
             for series in self._series.values():
-                counts = series.counts or [0] * (len(self.boundaries) + 1)
-                total = series.total or [0] * (len(self.boundaries) + 1)
-                series.total = [c + t for c, t in zip(counts, total, strict=True)]
-                series.total_min = min(series.min, series.total_min)
-                series.total_max = max(series.max, series.total_max)
+                count = sum(series.counts)
+                if not count:
+                    continue  # looked up, not yet recorded: the SDK has no such series either
                 series.total_sum = series.sum + series.total_sum
-                series.counts, series.sum, series.min, series.max = None, 0, math.inf, -math.inf
+                series.sum = 0
                 points.append(
                     HistogramDataPoint(
                         attributes=series.attributes,
                         start_time_unix_nano=self._start,
                         time_unix_nano=now,
-                        count=sum(series.total),
+                        count=count,
                         sum=series.total_sum,
-                        bucket_counts=tuple(series.total),
+                        bucket_counts=tuple(series.counts),
                         explicit_bounds=self.boundaries,
-                        min=series.total_min,
-                        max=series.total_max,
+                        min=series.min,
+                        max=series.max,
                     )
                 )
         return points
@@ -374,8 +411,30 @@ def preaggregate(provider: Any, aggregated: PreAggregated) -> None:
     _preaggregated[provider] = aggregated
 
 
+# The fast chain reader's caches (per client) stop growing here: past it, a header's path
+# is checked each time (a loop or a hostile producer cannot grow memory).
+_CACHE_MAX = 1024
+_VALID_PATH = re.compile(rb"[a-zA-Z0-9._\->]{1,500}")
+
+
+class _Consuming:
+    """What a consumer records for one (topic, partition), bound at its first message."""
+
+    __slots__ = ("polled", "queue_time", "process")
+
+    def __init__(self, polled: Count, queue_time: Any, process: Any) -> None:
+        self.polled = polled
+        self.queue_time = queue_time
+        self.process = process
+
+
 class FlowMetrics:
-    """The metric side of one wrapped client: precomputed attribute sets per topic."""
+    """The metric side of one wrapped client.
+
+    Each series (a counter's or a histogram's, per attribute set) is looked up once and
+    kept per (topic, partition, outcome): a message costs a dict lookup and, per value, a
+    bucket found by bisection and a few additions. Everything else waits for collection.
+    """
 
     def __init__(self, client: ClientInfo, meter_provider: Any = None, *, max_paths: int = MAX_PATHS) -> None:
         self.provider = meter_provider
@@ -386,8 +445,14 @@ class FlowMetrics:
         self._common = common_attributes(client)
         self.consumer_group = client.consumer_group
         self._max_paths = max_paths
-        self._paths: set[str] = set()
-        self._attrs: dict[Any, Any] = {}  # per key: attributes, or (counter cell, attributes)
+        self._paths: dict[str, Any] = {}  # the paths reported (at most max_paths): their series
+        self._other: Any = None  # the series of OTHER_PATH
+        self._consuming: dict[tuple[str, int | None], _Consuming] = {}
+        self._sending: dict[tuple[str, int | None, str | None], tuple[Count, Any]] = {}
+        self._processed: dict[tuple[str, int | None, str | None], Any] = {}
+        self._batched: dict[tuple[str, int | None, str], Count] = {}
+        self._header_paths: dict[bytes, str] = {}  # a header's path as text; "" when not valid
+        self._onward: dict[tuple[str, str], str] = {}  # (path, topic) -> the path sent on
 
     def instruments(self) -> Instruments | None:
         """The instruments, or None while no MeterProvider is configured."""
@@ -412,13 +477,7 @@ class FlowMetrics:
         instruments.lags.add(lag)
         return True
 
-    # -- attribute sets (cached: the SDK keys its series by them) ---------------
-    def _attributes(self, key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        found: dict[str, Any] | None = self._attrs.get(key)
-        if found is None:
-            found = self._attrs[key] = build()
-        return found
-
+    # -- attribute sets (built once per series) ---------------------------------
     def _base(self, operation: str, topic: str, partition: int | None) -> dict[str, Any]:
         attrs = dict(self._common)
         attrs[sc.OPERATION_NAME] = operation
@@ -436,13 +495,25 @@ class FlowMetrics:
         attrs[sc.ERROR_TYPE] = error_type
         return attrs
 
+    def _grouped(self, key: str, value: str) -> dict[str, Any]:
+        attrs = {sc.SYSTEM: self._system, key: value}
+        if self.consumer_group:
+            attrs[sc.CONSUMER_GROUP] = self.consumer_group
+        return attrs
+
     # -- send -------------------------------------------------------------------
-    def chain_to_send(self, ctx: context_api.Context | None, topic: str) -> str:
-        """The ``eventchain`` header of a message produced now to ``topic``."""
+    def chain_to_send(self, ctx: context_api.Context | None, topic: str, now_ns: int) -> str:
+        """The ``eventchain`` header of a message produced at ``now_ns`` to ``topic``."""
         chain = ctx.get(CHAIN_KEY) if ctx is not None else None
         if not isinstance(chain, Chain):
-            return f"1;{_time_ns() // 1_000_000};{topic}"
-        return chain.onward(topic).header()
+            return f"1;{now_ns // 1_000_000};{topic}"
+        path = chain.path
+        onward = self._onward.get((path, topic))
+        if onward is None:
+            onward = extend_path(path, topic)
+            if len(self._onward) < _CACHE_MAX:
+                self._onward[(path, topic)] = onward
+        return f"1;{chain.start_ms};{onward}"
 
     def sent(
         self,
@@ -453,66 +524,115 @@ class FlowMetrics:
         started_ns: int,
     ) -> None:
         """One produce's outcome, from its delivery report."""
-        key = ("send", topic, partition, error_type)
-        found = self._attrs.get(key)
+        found = self._sending.get((topic, partition, error_type))
         if found is None:
             attrs = self._with_error(self._base("send", topic, partition), error_type)
             timed = dict(attrs)
             timed[sc.OPERATION_TYPE] = "send"
-            found = self._attrs[key] = (instruments.sent.cell(attrs), timed)
-        cell, timed = found
-        instruments.sent.add(cell)
-        instruments.operation.record((_time_ns() - started_ns) / 1e9, timed)
+            found = self._sending[(topic, partition, error_type)] = (
+                instruments.sent.cell(attrs),
+                series_of(instruments.operation, timed),
+            )
+        found[0].add()
+        found[1].record(max(0, _time_ns() - started_ns) / 1e9)
 
     # -- consume ----------------------------------------------------------------
-    def consumed(self, instruments: Instruments, received: Received, operation: str = "poll") -> None:
-        """One message handed to the application."""
-        topic = received.destination
-        partition = received.partition
-        key = (operation, topic, partition)
-        cell = self._attrs.get(key)
+    def consumed(self, instruments: Instruments, received: Received, operation: str = "consume") -> None:
+        """One message handed to the application by a batch receive (:meth:`processing`
+        counts a polled one)."""
+        key = (received.destination, received.partition, operation)
+        cell = self._batched.get(key)
         if cell is None:
-            cell = self._attrs[key] = instruments.consumed.cell(self._base(operation, topic, partition))
-        instruments.consumed.add(cell)
+            cell = self._batched[key] = instruments.consumed.cell(
+                self._base(operation, received.destination, received.partition)
+            )
+        cell.add()
+
+    def _consuming_of(self, instruments: Instruments, topic: str, partition: int | None) -> _Consuming:
+        found = self._consuming[(topic, partition)] = _Consuming(
+            instruments.consumed.cell(self._base("poll", topic, partition)),
+            series_of(instruments.queue_time, self._grouped(sc.DESTINATION_NAME, topic)),
+            self._process_series(instruments, topic, partition, None),
+        )
+        return found
 
     def processing(
-        self, instruments: Instruments, received: Received, headers: Headers, trusted: bool, now_ns: int
+        self,
+        instruments: Instruments,
+        received: Received,
+        headers: Headers,
+        trusted: bool,
+        now_ns: int,
+        polled: bool = False,
     ) -> Chain:
-        """Record the queue time and chain duration of a message whose processing starts.
+        """Record the queue time and chain duration of a message whose processing starts
+        (and count it as consumed when ``polled``: the client just handed it to the app).
 
         Returns the chain the processing carries on (a new one from the record's
         timestamp when the header is absent, malformed, or from an untrusted topic).
         """
         topic = received.destination
+        state = self._consuming.get((topic, received.partition))
+        if state is None:
+            state = self._consuming_of(instruments, topic, received.partition)
+        if polled:
+            state.polled.add()
         now_ms = now_ns // 1_000_000
         ts = received.timestamp_ms
-        group_attrs = self._attributes(("wait", topic), lambda: self._wait_attributes(topic))
         if ts is not None:
-            instruments.queue_time.record(max(0, now_ms - ts) / 1000, group_attrs)
-        chain = parse_chain(last_header(headers, CHAIN_HEADER)) if trusted and headers else None
+            state.queue_time.record(max(0, now_ms - ts) / 1000)
+        chain = self.chain_in(last_header(headers, CHAIN_HEADER), now_ms) if trusted and headers else None
         if chain is None:
-            chain = Chain(ts if ts is not None else now_ms, topic)
-        path = chain.path
-        if path not in self._paths:
-            if len(self._paths) >= self._max_paths:
-                path = OTHER_PATH
-            else:
-                self._paths.add(path)
-        attrs = self._attributes(("chain", path), lambda: self._chain_attributes(path))
-        instruments.chain.record(max(0, now_ms - chain.start_ms) / 1000, attrs)
+            chain = _chain(ts if ts is not None else now_ms, topic)
+        series = self._paths.get(chain.path)
+        if series is None:
+            series = self._path_series(instruments, chain.path)
+        series.record(max(0, now_ms - chain.start_ms) / 1000)
         return chain
 
-    def _wait_attributes(self, topic: str) -> dict[str, Any]:
-        attrs = {sc.SYSTEM: self._system, sc.DESTINATION_NAME: topic}
-        if self.consumer_group:
-            attrs[sc.CONSUMER_GROUP] = self.consumer_group
-        return attrs
+    def _path_series(self, instruments: Instruments, path: str) -> Any:
+        """The chain duration's series of a path not seen yet: its own while fewer than
+        ``max_paths`` are reported, else the one of ``_OTHER``."""
+        if len(self._paths) < self._max_paths:
+            found = self._paths[path] = series_of(instruments.chain, self._grouped(sc.CHAIN_PATH, path))
+            return found
+        if self._other is None:
+            self._other = series_of(instruments.chain, self._grouped(sc.CHAIN_PATH, OTHER_PATH))
+        return self._other
 
-    def _chain_attributes(self, path: str) -> dict[str, Any]:
-        attrs = {sc.SYSTEM: self._system, sc.CHAIN_PATH: path}
-        if self.consumer_group:
-            attrs[sc.CONSUMER_GROUP] = self.consumer_group
-        return attrs
+    def chain_in(self, value: Any, now_ms: int) -> Chain | None:
+        """:func:`parse_chain`, with each distinct path checked once."""
+        if type(value) is not bytes:
+            if type(value) is not str or not value.isascii():
+                return None
+            value = value.encode()
+        if len(value) > _MAX_CHAIN_LEN:
+            return None
+        parts = value.split(b";")
+        if len(parts) != 3 or parts[0] != b"1":
+            return None
+        start = parts[1]
+        if not 0 < len(start) <= 15 or not start.isdigit():
+            return None
+        start_ms = int(start)
+        if start_ms > now_ms + _FUTURE_SLACK_MS:
+            return None
+        raw = parts[2]
+        path = self._header_paths.get(raw)
+        if path is None:
+            path = _checked_path(raw) or ""  # "": not a path
+            if len(self._header_paths) < _CACHE_MAX:
+                self._header_paths[raw] = path
+        return _chain(start_ms, path) if path else None
+
+    def _process_series(
+        self, instruments: Instruments, topic: str, partition: int | None, error_type: str | None
+    ) -> Any:
+        found = self._processed.get((topic, partition, error_type))
+        if found is None:
+            attrs = self._with_error(self._base("process", topic, partition), error_type)
+            found = self._processed[(topic, partition, error_type)] = series_of(instruments.process, attrs)
+        return found
 
     def processed(
         self,
@@ -523,10 +643,17 @@ class FlowMetrics:
         error_type: str | None,
     ) -> None:
         """The duration of one message's processing, with ``error.type`` when it failed."""
-        topic = received.destination
-        partition = received.partition
-        key = ("process", topic, partition, error_type)
-        attrs = self._attrs.get(key)
-        if attrs is None:
-            attrs = self._attrs[key] = self._with_error(self._base("process", topic, partition), error_type)
-        instruments.process.record(max(0, end_ns - started_ns) / 1e9, attrs)
+        found = self._processed.get((received.destination, received.partition, error_type))
+        if found is None:
+            found = self._process_series(instruments, received.destination, received.partition, error_type)
+        found.record(max(0, end_ns - started_ns) / 1e9)
+
+
+def _checked_path(raw: bytes) -> str | None:
+    """A header's path as text; None unless the topics ``>``-joined, at most MAX_HOPS."""
+    if _VALID_PATH.fullmatch(raw) is None:
+        return None
+    path = raw.decode()
+    if path.count(">") >= MAX_HOPS or "" in path.split(">"):
+        return None
+    return path

@@ -162,7 +162,10 @@ class SendOperation:
         chain = None
         try:
             if instruments is not None:
-                chain = (CHAIN_HEADER, self.provider.header_value(self.flow.chain_to_send(ctx, destination)))
+                chain = (
+                    CHAIN_HEADER,
+                    self.provider.header_value(self.flow.chain_to_send(ctx, destination, started)),
+                )
             if tracer is not None:
                 telemetry = self.telemetry
                 span = telemetry.skipped_send(ctx)
@@ -407,9 +410,7 @@ class ProcessOperation:
         started = _time_ns()
         flow = self.flow
         received = self.provider.received(msg)
-        if polled:
-            flow.consumed(instruments, received)
-        chain = flow.processing(instruments, received, headers, not link_only, started)
+        chain = flow.processing(instruments, received, headers, not link_only, started, polled)
         span = None
         if tracer is None:
             carried = None if link_only else self.propagation.context_of(headers)

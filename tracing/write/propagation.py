@@ -116,6 +116,8 @@ def report_internal_error(what: str) -> None:
 # Helpers on header collections
 # ----------------------------------------------------------------------------
 def _items(headers: Headers) -> Iterable[tuple[str, Any]]:
+    if type(headers) is list:  # the common case, without the ABC check below
+        return headers
     if headers is None:
         return ()
     if isinstance(headers, Mapping):
