@@ -36,6 +36,7 @@ from tracing.write.providers.rabbitmq import PikaDelivery
 from tracing.write.tracker import OpenProcessing, ProcessBlock, in_flight
 
 _get_current = context_api.get_current
+_get_current_span = trace.get_current_span
 _time_ns = time.time_ns
 
 
@@ -229,7 +230,18 @@ class TracedBlockingChannel:
 
     # -- settling -----------------------------------------------------------------
     def basic_ack(self, delivery_tag: int = 0, multiple: bool = False) -> None:
-        settle_event("ack", delivery_tag, multiple=multiple or None)
+        if multiple:
+            settle_event("ack", delivery_tag, multiple=True)
+        else:  # settle_event(), without its keyword handling: one ack per delivery is the common case
+            try:
+                span = _get_current_span()
+                if span.is_recording():
+                    span.add_event(
+                        "ack",
+                        {sc.RABBITMQ_DELIVERY_TAG: delivery_tag} if isinstance(delivery_tag, int) else {},
+                    )
+            except Exception:
+                report_internal_error("could not record a settlement")
         self._channel.basic_ack(delivery_tag, multiple)
 
     def basic_nack(self, delivery_tag: int = 0, multiple: bool = False, requeue: bool = True) -> None:

@@ -52,27 +52,50 @@ class PikaDelivery(NamedTuple):
     body: Any
 
 
-def _received(
-    exchange: Any, routing_key: Any, tag: Any, redelivered: Any, queue: Any, body: Any, ts: Any, mid: Any
-) -> Received:
+# What every delivery of one (exchange, routing key, queue) carries: built once, not per
+# delivery (bounded: a consumer reads few of them; past the bound they are built each time).
+_STATIC: dict[tuple[Any, Any, Any], tuple[str, Extra]] = {}
+_STATIC_MAX = 1024
+
+
+def _static(exchange: Any, routing_key: Any, queue: Any) -> tuple[str, Extra]:
     extra: list[tuple[str, Any]] = []
     if routing_key:
         extra.append((sc.RABBITMQ_ROUTING_KEY, str(routing_key)))
     if not exchange:
         extra.append((sc.DESTINATION_NAME, ""))
-    if isinstance(tag, int):
-        extra.append((sc.RABBITMQ_DELIVERY_TAG, tag))
     if isinstance(queue, str) and queue:
         extra.append((sc.SUBSCRIPTION_NAME, queue))
+    return destination_of(exchange), tuple(extra)
+
+
+def _received(
+    exchange: Any, routing_key: Any, tag: Any, redelivered: Any, queue: Any, body: Any, ts: Any, mid: Any
+) -> Received:
+    try:
+        destination, static = _STATIC[(exchange, routing_key, queue)]
+    except (KeyError, TypeError):  # new, or an unhashable value
+        destination, static = _static(exchange, routing_key, queue)
+        if len(_STATIC) < _STATIC_MAX:
+            try:
+                _STATIC[(exchange, routing_key, queue)] = (destination, static)
+            except TypeError:
+                pass
+    extra = static
+    if type(tag) is int or isinstance(tag, int):
+        extra += ((sc.RABBITMQ_DELIVERY_TAG, tag),)
     if redelivered:
-        extra.append((sc.RABBITMQ_REDELIVERED, True))
-    if isinstance(mid, str) and mid:
-        extra.append((sc.MESSAGE_ID, mid))
+        extra += ((sc.RABBITMQ_REDELIVERED, True),)
+    if mid and isinstance(mid, str):
+        extra += ((sc.MESSAGE_ID, mid),)
     size = len(body) if isinstance(body, bytes | bytearray) else None
-    if hasattr(ts, "timestamp"):  # aio-pika decodes it to a datetime
-        ts = ts.timestamp()
-    stamped = int(ts * 1000) if isinstance(ts, int | float) and ts > 0 else None
-    return Received(destination_of(exchange), None, None, None, size, False, stamped, tuple(extra))
+    if ts is None:
+        stamped = None
+    else:
+        if hasattr(ts, "timestamp"):  # aio-pika decodes it to a datetime
+            ts = ts.timestamp()
+        stamped = int(ts * 1000) if isinstance(ts, int | float) and ts > 0 else None
+    return Received(destination, None, None, None, size, False, stamped, extra)
 
 
 class _Common:
