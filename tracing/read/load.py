@@ -291,18 +291,24 @@ def _first_line(stream: io.TextIOBase) -> str:
 
 
 def _parse_stream(first: str, stream: io.TextIOBase, convert: _SpanReader, warn: Warn) -> Iterator[Span]:
-    try:
-        doc = json.loads(first)
-    except json.JSONDecodeError:
-        doc = _NOT_PARSED
-    if isinstance(doc, dict) and _is_otlp(doc):
+    # OTLP JSON in the collector's shape (its first key resourceSpans) is read the typed way from the
+    # start; a one-line Jaeger download is not decoded twice.
+    typed = convert.typed_line(first) if '"resourceSpans"' in first[:64] else None
+    doc: Any = None
+    if typed is None:
+        try:
+            doc = json.loads(first)
+        except json.JSONDecodeError:
+            doc = _NOT_PARSED
+    if typed is not None or (isinstance(doc, dict) and _is_otlp(doc)):
         rest = stream.readline()
         while rest and not rest.strip():
             rest = stream.readline()
         if rest:  # OTLP JSON lines: one object a line, read as they come
-            yield from _otlp_lines(doc, rest, stream, convert, warn)
+            first_spans = typed if typed is not None else _otlp_line(doc, 1, convert)
+            yield from _otlp_lines(first_spans, rest, stream, convert, warn)
             return
-        yield from convert.otlp(doc)
+        yield from typed if typed is not None else convert.otlp(doc)
         return
     rest = stream.read()
     if doc is not _NOT_PARSED and not rest.strip():
@@ -368,9 +374,9 @@ def _jaeger_traces(text: str, position: int) -> list[tuple[int, Any]] | None:
 
 
 def _otlp_lines(
-    first_doc: dict[str, Any], second: str, stream: io.TextIOBase, convert: _SpanReader, warn: Warn
+    first: Iterable[Span], second: str, stream: io.TextIOBase, convert: _SpanReader, warn: Warn
 ) -> Iterator[Span]:
-    yield from _otlp_line(first_doc, 1, convert)
+    yield from first
     number, pending = 1, second
     for line in stream:
         if line.isspace():
@@ -570,6 +576,8 @@ def _typed_slim_attributes(items: list[_KeyValue] | None) -> dict[str, Any]:
 
 
 def _kind_name(kind: int | str) -> str:
+    if type(kind) is int:  # as the collector writes it
+        return _OTLP_KINDS.get(kind, "internal")
     if isinstance(kind, str):
         kind_name = kind.removeprefix("SPAN_KIND_").lower()
         return "internal" if kind_name == "unspecified" else kind_name
@@ -741,36 +749,51 @@ class _SpanReader:
         return spans
 
     def _typed_span(self, raw: _TypedSpan, service: str) -> Span:
-        """:meth:`_otlp_span` from the typed structs."""
+        """:meth:`_otlp_span` from the typed structs (the common cases inline: this runs per span)."""
         start = int(raw.startTimeUnixNano)
         end = raw.endTimeUnixNano
+        span_id = raw.spanId
         parent = raw.parentSpanId
+        kind = raw.kind
         status = raw.status
         events = raw.events
+        links = raw.links
         slim = self.slim
+        trace_id = self._trace_ids.get(raw.traceId) or self.trace_id(raw.traceId)
+        name = raw.name
         return Span(
-            trace_id=self.trace_id(raw.traceId),
-            span_id=_hex_id(raw.spanId, 16),
-            parent_id=_hex_id(parent, 16) if parent else None,
-            name=self.share(raw.name),
-            kind=_kind_name(raw.kind),
-            service=service,
-            start_ns=start,
-            end_ns=int(end) if end else start,
-            attributes=_typed_slim_attributes(raw.attributes) if slim else _typed_attributes(raw.attributes),
-            events=[]
+            trace_id,
+            span_id.lower()
+            if len(span_id) == 16 and not span_id.strip(_HEX_DIGITS)
+            else _hex_id(span_id, 16),
+            (
+                parent.lower()
+                if len(parent) == 16 and not parent.strip(_HEX_DIGITS)
+                else _hex_id(parent, 16)
+            )
+            if parent
+            else None,
+            self._strings.setdefault(name, name),
+            _kind_name(kind),
+            service,
+            start,
+            int(end) if end else start,
+            _typed_slim_attributes(raw.attributes) if slim else _typed_attributes(raw.attributes),
+            []
             if slim or not events
             else [SpanEvent(e.name, int(e.timeUnixNano), _typed_attributes(e.attributes)) for e in events],
-            links=[
+            [
                 SpanRef(
                     self.trace_id(link.traceId),
                     _hex_id(link.spanId, 16),
                     {} if slim else _typed_attributes(link.attributes),
                 )
-                for link in raw.links or ()
-            ],
-            status_error=status is not None and status.code in (2, "2", "STATUS_CODE_ERROR"),
-            status_message=(status.message or None) if status is not None else None,
+                for link in links
+            ]
+            if links
+            else [],
+            status is not None and status.code in (2, "2", "STATUS_CODE_ERROR"),
+            (status.message or None) if status is not None else None,
         )
 
     def _otlp_span(self, raw: Mapping[str, Any], service: str) -> Span:
@@ -869,11 +892,36 @@ class _FactsReader(_SpanReader):
         status = raw.status
         start = int(raw.startTimeUnixNano)
         end = raw.endTimeUnixNano
+        span_id = raw.spanId
+        parent = raw.parentSpanId
+        name = raw.name
+        trace_id = raw.traceId
+        if not found and len(span_id) == 16 and not span_id.strip(_HEX_DIGITS):
+            # A span without messaging attributes (as most are not): no rule to apply but its kind's.
+            kind_name = _kind_name(raw.kind)
+            if parent:
+                parent = (
+                    parent.lower()
+                    if len(parent) == 16 and not parent.strip(_HEX_DIGITS)
+                    else _hex_id(parent, 16)
+                )
+            return (  # type: ignore[return-value]
+                self._trace_ids.get(trace_id) or self.trace_id(trace_id),
+                span_id.lower(),
+                parent or None,
+                name,
+                service,
+                start,
+                int(end) if end else start,
+                status is not None and status.code in (2, "2", "STATUS_CODE_ERROR"),
+                _KIND_ROLES.get(kind_name) if name != "recv" or kind_name == "producer" else RECEIVE,
+                linked,
+            )
         return self._facts(  # type: ignore[return-value]
-            raw.traceId,
-            raw.spanId,
-            raw.parentSpanId,
-            raw.name,
+            trace_id,
+            span_id,
+            parent,
+            name,
             service,
             start,
             int(end) if end else start,
@@ -939,6 +987,8 @@ class _FactsReader(_SpanReader):
         )
 
 
+# Span.role's fallback on the span kind, when no attribute says the role (and the name is not "recv").
+_KIND_ROLES = {"producer": SEND, "consumer": PROCESS}
 _FACT_KEYS = frozenset({sc.OPERATION_TYPE, sc.OPERATION_LEGACY, sc.ERROR_TYPE, sc.SYSTEM})
 
 
