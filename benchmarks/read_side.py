@@ -10,7 +10,8 @@ folder): one trace of 20,001 spans (a chain of 10,000 hops), 100,000 spans over 
 for ``audit``. Each measurement runs in a fresh interpreter; medians over the rounds. Figures are
 CPU-time ratios (wall time beside them: on a shared machine it also counts other processes).
 Beside ``json.loads``, the minimal pass (:func:`minimal_pass`) shows the least any Python
-implementation must add to the parse. Targets:
+implementation must add to the parse, and the typed parse (:func:`typed_parse`) what eventchain's
+own parse costs before any span is made. Targets:
 ``tree`` within 2x of ``json.loads``; ``list`` within 1.5x, its peak RSS under 2x the file's size;
 ``audit`` within 2x.
 """
@@ -61,11 +62,15 @@ def generate(folder: Path, quick: bool = False) -> dict[str, dict[str, Any]]:
 
 def measure(kind: str, path: str) -> dict[str, float]:
     """In this interpreter: json.loads of the file, then the command on it (output to /dev/null)."""
-    if kind in ("json", "floor"):
+    if kind in ("json", "floor", "typed"):
+        if kind == "typed":
+            import tracing.read.load  # noqa: F401 - imported before the clock starts, as for the commands
         started, cpu = time.perf_counter(), time.process_time()
         gc.disable()  # as eventchain does while a command runs
         if kind == "floor":
             minimal_pass(path)
+        elif kind == "typed":
+            typed_parse(path)
         else:
             with open(path, encoding="utf-8") as lines:
                 for line in lines:
@@ -125,6 +130,17 @@ def minimal_pass(path: str) -> int:
     return count
 
 
+def typed_parse(path: str) -> None:
+    """The parse ``eventchain`` does first: every line through the loader's typed msgspec decoder
+    (into structs of the fields the read side uses), nothing converted. The floor of the loader."""
+    from tracing.read.load import _TYPED_LINE
+
+    decode = _TYPED_LINE.decode
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            decode(line)
+
+
 def _peak_rss() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
@@ -178,6 +194,7 @@ def run(rounds: int = 3, quick: bool = False, say: Any = print) -> dict[str, Any
             for kind in COMMANDS:
                 samples.setdefault(f"json-{kind}", []).append(_fresh("json", files[kind]["path"]))
                 samples.setdefault(f"floor-{kind}", []).append(_fresh("floor", files[kind]["path"]))
+                samples.setdefault(f"typed-{kind}", []).append(_fresh("typed", files[kind]["path"]))
                 samples.setdefault(kind, []).append(_fresh(kind, files[kind]["path"]))
     medians = {
         name: {key: statistics.median(s[key] for s in runs) for key in runs[0]}
@@ -197,6 +214,10 @@ def run(rounds: int = 3, quick: bool = False, say: Any = print) -> dict[str, Any
         f"{kind}_vs_json": medians[f"floor-{kind}"]["cpu_seconds"] / medians[f"json-{kind}"]["cpu_seconds"]
         for kind in COMMANDS
     }
+    typed_parses = {
+        f"{kind}_vs_json": medians[f"typed-{kind}"]["cpu_seconds"] / medians[f"json-{kind}"]["cpu_seconds"]
+        for kind in COMMANDS
+    }
     return {
         "files": {k: {"spans": v["spans"], "bytes": v["bytes"]} for k, v in files.items()},
         "rounds": rounds,
@@ -204,6 +225,7 @@ def run(rounds: int = 3, quick: bool = False, say: Any = print) -> dict[str, Any
         "figures": figures,
         "wall_figures": wall_figures,
         "floors": floors,
+        "typed_parses": typed_parses,
         "targets": TARGETS,
         "met": {k: figures[k] <= TARGETS[k] for k in TARGETS},
     }
@@ -222,9 +244,12 @@ def render(result: dict[str, Any]) -> str:
         for name, label in (
             (f"json-{kind}", f"json.loads, {kind} file"),
             (f"floor-{kind}", "  + minimal pass"),
+            (f"typed-{kind}", "msgspec typed parse"),
             (kind, f"eventchain {kind}"),
         ):
-            row = m[name]
+            row = m.get(name)
+            if row is None:  # a result recorded before this row was measured
+                continue
             whole = f"  ({row['process_seconds']:.2f} s)" if name == kind else ""
             rows.append(
                 f"  {label:25}  {row['seconds']:7.2f} s  cpu {row.get('cpu_seconds', 0.0):5.2f} s{whole}"
@@ -235,7 +260,10 @@ def render(result: dict[str, Any]) -> str:
             f"{result['files'][kind]['bytes'] / mb:.0f} MB, {result['files'][kind]['spans']:,} spans; "
             f"json.loads alone {m[f'json-{kind}']['peak_rss_bytes'] / mb:.0f} MB)"
         )
-    rows += ["", "  figure (CPU time)            measured   target   met   (minimal pass; wall time)"]
+    rows += [
+        "",
+        "  figure (CPU time)            measured   target   met   (minimal pass; typed parse; wall time)",
+    ]
     names = {
         "tree_vs_json": "tree time / json.loads",
         "list_vs_json": "list time / json.loads",
@@ -244,7 +272,9 @@ def render(result: dict[str, Any]) -> str:
     }
     for key, label in names.items():
         floor = result.get("floors", {}).get(key)
-        extra = f"   ({floor:.2f}x; {wall[key]:.2f}x)" if key in wall and floor else ""
+        typed = result.get("typed_parses", {}).get(key)
+        parse = f"{typed:.2f}x; " if typed else ""
+        extra = f"   ({floor:.2f}x; {parse}{wall[key]:.2f}x)" if key in wall and floor else ""
         rows.append(
             f"  {label:27}  {f[key]:7.2f}x   {t[key]:5.1f}x   {'yes' if met[key] else 'NO '}{extra}"
         )
