@@ -477,7 +477,7 @@ class OffsetRanges:
 
 # Percentiles: exact up to this many samples per path (or hop), then read from a histogram whose
 # buckets are 2 % wide, each counted at its middle (within 1 %).
-EXACT_SAMPLES = 4096
+EXACT_SAMPLES = 1024
 _BUCKET_BASE = 1.02
 _LOG_BASE = math.log(_BUCKET_BASE)
 
