@@ -479,7 +479,8 @@ class OffsetRanges:
 # buckets are 2 % wide, each counted at its middle (within 1 %).
 EXACT_SAMPLES = 1024
 _BUCKET_BASE = 1.02
-_LOG_BASE = math.log(_BUCKET_BASE)
+_PER_LOG = 1 / math.log(_BUCKET_BASE)
+_MIDDLES: dict[int, float] = {}  # bucket index -> its middle, worked out once
 
 
 class _Quantiles:
@@ -509,8 +510,10 @@ class _Quantiles:
         if value == 0:
             middle = 0.0
         else:
-            size = abs(value)
-            middle = math.copysign(_BUCKET_BASE ** (math.floor(math.log(size) / _LOG_BASE) + 0.5), value)
+            index = math.floor(math.log(abs(value)) * _PER_LOG)
+            middle = _MIDDLES.get(index) or _MIDDLES.setdefault(index, _BUCKET_BASE ** (index + 0.5))
+            if value < 0:
+                middle = -middle
         self.buckets[middle] = self.buckets.get(middle, 0) + 1
 
     def percentile(self, percent: int) -> float:
