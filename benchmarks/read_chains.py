@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +66,20 @@ class ChainWriter:
         return span_id
 
     def send(
-        self, service: str, topic: str, parent: str | None, at_us: int, offset: int, key: str | None = None
+        self,
+        service: str,
+        topic: str,
+        parent: str | None,
+        at_us: int,
+        offset: int,
+        key: str | None = None,
+        partition: int | None = None,
     ) -> str:
         attributes: dict[str, Any] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "send",
             "messaging.destination.name": topic,
-            "messaging.destination.partition.id": str(offset % 4),
+            "messaging.destination.partition.id": str(offset % 4 if partition is None else partition),
             "messaging.kafka.offset": offset,
         }
         if key is not None:
@@ -90,13 +97,14 @@ class ChainWriter:
         offset: int,
         key: str | None = None,
         error: str | None = None,
+        partition: int | None = None,
     ) -> str:
         attributes: dict[str, Any] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
             "messaging.destination.name": topic,
             "messaging.consumer.group.name": group,
-            "messaging.destination.partition.id": str(offset % 4),
+            "messaging.destination.partition.id": str(offset % 4 if partition is None else partition),
             "messaging.kafka.offset": offset,
         }
         if key is not None:
@@ -217,29 +225,48 @@ def many_traces(traces: int, receive_only_every: int = 3) -> list[ChainWriter]:
     return result
 
 
-def audit_traffic(traces: int, keys: int = 500) -> list[ChainWriter]:
-    """``traces`` order flows for ``audit`` (7 spans each): an order event keyed over ``keys`` keys,
-    processed by billing and shipping, billing's invoice processed by ledger; every 50th shipping
-    processing fails and is redelivered (a retried failure and a duplicate).
+def audit_traffic(traces: int, keys: int = 500, partitions: int = 4) -> Iterator[ChainWriter]:
+    """``traces`` order flows for ``audit`` (7 spans each, one flow a millisecond), made one at a
+    time (a million spans are never held at once): an order event keyed over ``keys`` keys on
+    ``partitions`` partitions (each partition's offsets dense, as Kafka writes them), processed by
+    billing and shipping, billing's invoice processed by ledger; every 50th shipping processing
+    fails and is redelivered (a retried failure and a duplicate).
     """
-    result = []
     for number in range(1, traces + 1):
         chain = ChainWriter(number, START_NS + number * 1_000_000)
         key = f"order-{number % keys}"
+        partition = number % partitions
+        offset = number // partitions
         root = chain.span("POST /orders", "api", "server", None, 0, 900)
-        send = chain.send("api", "orders", root, 10, number, key=key)
-        node = chain.process("billing", "billing", "orders", send, 300, 40, number, key=key)
-        invoice = chain.send("billing", "invoices", node, 320, number, key=key)
-        chain.process("ledger", "ledger", "invoices", invoice, 700, 20, number, key=key)
+        send = chain.send("api", "orders", root, 10, offset, key=key, partition=partition)
+        node = chain.process(
+            "billing", "billing", "orders", send, 300, 40, offset, key=key, partition=partition
+        )
+        invoice = chain.send("billing", "invoices", node, 320, offset, key=key, partition=partition)
+        chain.process("ledger", "ledger", "invoices", invoice, 700, 20, offset, key=key, partition=partition)
         if number % 50 == 0:
             error = "TimeoutError: carrier API"
-            chain.process("shipping", "shipping", "orders", send, 320, 50, number, key=key, error=error)
-            chain.process("shipping", "shipping", "orders", send, 800, 50, number, key=key)
+            chain.process(
+                "shipping",
+                "shipping",
+                "orders",
+                send,
+                320,
+                50,
+                offset,
+                error=error,
+                key=key,
+                partition=partition,
+            )
+            chain.process(
+                "shipping", "shipping", "orders", send, 800, 50, offset, key=key, partition=partition
+            )
         else:
             chain.span("INSERT invoice", "billing", "client", node, 310, 10)
-            chain.process("shipping", "shipping", "orders", send, 320, 50, number, key=key)
-        result.append(chain)
-    return result
+            chain.process(
+                "shipping", "shipping", "orders", send, 320, 50, offset, key=key, partition=partition
+            )
+        yield chain
 
 
 def write_otlp_lines(path: Path, chains: Iterable[ChainWriter], spans_per_line: int = 1000) -> int:

@@ -697,7 +697,7 @@ def _audit(args: argparse.Namespace) -> int:
         report = audit(iter_file(args.file, warn=_warn), options)
     elif store_path:
         with SpanStore.open(store_path) as store:
-            report = audit(store.spans(since_ns=since), options)
+            report = audit(store.spans(since_ns=since, as_received=True), options)
     else:
         client = _client(args, None)
         spans, full = search_window(client, since or 0, until or now, limit=args.limit)
@@ -706,7 +706,8 @@ def _audit(args: argparse.Namespace) -> int:
                 f"Jaeger answered the limit of {args.limit:,} traces for {service}: its older traces in the "
                 "window were not read (try a shorter --since/--until window or a higher --limit)"
             )
-        report = audit(spans, options)
+        # Jaeger answers trace by trace, in no order of time: read as a file is written.
+        report = audit(sorted(spans, key=lambda span: span.end_ns), options)
     if args.json:
         print(json.dumps(audit_json(report), indent=2))
     else:

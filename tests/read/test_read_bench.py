@@ -21,10 +21,12 @@ def test_a_quick_read_side_run_prints_figures_beside_targets(tmp_path: Path) -> 
         "list time / json.loads",
         "list peak RSS / file size",
         "audit time / json.loads",
+        "audit peak RSS (GB)",
     ):
         assert label in run.stdout
     result = json.loads(out.read_text())["read_side"]
     assert set(result["figures"]) == set(result["targets"]) == {"tree_vs_json", "list_vs_json",
-                                                                "list_rss_vs_file", "audit_vs_json"}
+                                                                "list_rss_vs_file", "audit_vs_json",
+                                                                "audit_rss_gb"}
     assert all(value > 0 for value in result["figures"].values())
     assert all(result["files"][kind]["spans"] > 0 for kind in ("tree", "list", "audit"))

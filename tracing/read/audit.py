@@ -1,10 +1,13 @@
 """Audit many event chains at once: ordering, duplicates, unconsumed events, failures, sagas, paths.
 
 A tree shows one chain; the problems that make event-driven systems hard show only across many.
-:class:`Auditor` reads spans one at a time, in any order, and keeps no span: each messaging span
-leaves a few numbers (ids, topic, partition, offset, key, group, times) and every other span only
-its parent's id; the findings are worked out from those at the end. Pure functions over spans, no
-I/O: loading and rendering are the other modules' business.
+:class:`Auditor` reads spans one at a time, in one pass, in file order (not time order), and keeps
+no span: what it holds is per group, topic, partition and key (offsets processed, as ranges; each
+key's order), plus what happened within the window, ``--grace`` of the stream's clock (the records
+of traces not yet settled, sends waiting for their processings, messages waiting to be ordered).
+Memory follows the traffic's rate and its keys, not the length of the stream. Whatever arrived too
+late to be judged is counted in the notes. Pure functions over spans, no I/O: loading and rendering
+are the other modules' business.
 
 >>> report = audit(iter_file("spans.jsonl"), AuditOptions(sagas=(parse_saga("orders:shipped"),)))
 ...                                                                       # doctest: +SKIP
@@ -13,8 +16,11 @@ I/O: loading and rendering are the other modules' business.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
-from collections import defaultdict
+import heapq
+import math
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -290,12 +296,32 @@ def failing(report: Audit, fail_on: Iterable[str], max_duplicate_rate: float | N
 
 
 # --- the streaming pass -------------------------------------------------------------------------
+#
+# One pass, state bounded by the traffic's keys and the window, not by the length of the stream:
+#
+# - The stream's clock is the latest span end read so far. Spans arrive in file order, not time
+#   order; ``--grace`` is also the reorder tolerance (the window, W): a span may come up to W after
+#   spans that ended later than it and still be judged as if it had come in time.
+# - A trace's spans are held (as small records: ids, topic, partition, offset, key, group, times)
+#   until it has settled: no span of it for W on the clock. Then the joins inside the trace are
+#   made (the send a processing processes, the processing a send was made in, retries, dead letters,
+#   paths, sagas) and the records dropped. A span of a trace that settled already starts it anew,
+#   joined only with what comes after it: counted (``late``).
+# - Per group, topic and partition, the offsets processed, as ranges (a consumer's offsets are
+#   dense, so a few ranges each): what duplicates and unconsumed sends are read from.
+# - A send waits for its processings while within grace + 2W of the clock, then is judged and
+#   dropped; sends without an offset are matched by span id against the processings of that time.
+# - Each message's chosen processing waits, ordered by its start, until it is 2W behind the clock,
+#   then goes through its group, topic and key's order state: per partition, the highest offset and
+#   the latest production processed so far. One that comes after later processings of its key were
+#   judged cannot be ordered: counted, not judged.
 
 
 class _Send:
-    __slots__ = ("trace_id", "topic", "partition", "offset", "start", "end", "parent", "failed")
+    __slots__ = ("span_id", "trace_id", "topic", "partition", "offset", "start", "end", "parent", "failed")
 
     def __init__(self, span: Span) -> None:
+        self.span_id = span.span_id
         self.trace_id = span.trace_id
         self.topic = span.topic
         self.partition = span.partition
@@ -319,6 +345,7 @@ class _Process:
         "start",
         "queue_ms",
         "error_type",
+        "first",
     )
 
     def __init__(self, span: Span) -> None:
@@ -338,6 +365,25 @@ class _Process:
             float(recorded) if isinstance(recorded, int | float) and not isinstance(recorded, bool) else None
         )
         self.error_type = _error_type(span) if span.error is not None else None
+        self.first = False
+        """The first processing of its offset by its group read in this pass."""
+
+
+class _Trace:
+    """A trace's records, held until the trace settles."""
+
+    __slots__ = ("last", "sends", "processes", "parents", "sagas")
+
+    def __init__(self) -> None:
+        self.last = 0
+        self.sends: dict[str, _Send] = {}
+        self.processes: list[_Process] = []
+        self.parents: dict[str, str] = {}  # other spans: span id -> parent id (to find a send's processing)
+        # Per rule [earliest START, END seen, COMPENSATION seen], once a step of a rule was seen.
+        self.sagas: list[list[int | bool | None]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sends) + len(self.processes) + len(self.parents)
 
 
 def _error_type(span: Span) -> str:
@@ -380,24 +426,182 @@ class _TopicPatterns:
         return hit
 
 
+class OffsetRanges:
+    """A set of offsets kept as sorted, disjoint ``[start, end)`` ranges: a consumer processes a
+    partition's offsets in order, so its offsets take a few ranges however many there are.
+
+    >>> done = OffsetRanges()
+    >>> [done.add(o) for o in (3, 4, 5, 9, 4)], len(done), 7 in done, 9 in done
+    ([True, True, True, True, False], 2, False, True)
+    """
+
+    __slots__ = ("starts", "ends")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def add(self, offset: int) -> bool:
+        """Add ``offset``; False when it was in the set already."""
+        starts, ends = self.starts, self.ends
+        if ends and ends[-1] == offset:  # the common case: the next offset of the last range
+            ends[-1] = offset + 1
+            return True
+        index = bisect.bisect_right(starts, offset) - 1
+        if index >= 0 and offset < ends[index]:
+            return False
+        joins_left = index >= 0 and ends[index] == offset
+        joins_right = index + 1 < len(starts) and starts[index + 1] == offset + 1
+        if joins_left and joins_right:
+            ends[index] = ends[index + 1]
+            del starts[index + 1], ends[index + 1]
+        elif joins_left:
+            ends[index] = offset + 1
+        elif joins_right:
+            starts[index + 1] = offset
+        else:
+            starts.insert(index + 1, offset)
+            ends.insert(index + 1, offset + 1)
+        return True
+
+    def __contains__(self, offset: object) -> bool:
+        if not isinstance(offset, int):
+            return False
+        index = bisect.bisect_right(self.starts, offset) - 1
+        return index >= 0 and offset < self.ends[index]
+
+    def __len__(self) -> int:
+        """The number of ranges (what the set costs), not of offsets."""
+        return len(self.starts)
+
+
+# Percentiles: exact up to this many samples per path (or hop), then read from a histogram whose
+# buckets are 2 % wide, each counted at its middle (within 1 %).
+EXACT_SAMPLES = 1024
+_BUCKET_BASE = 1.02
+_PER_LOG = 1 / math.log(_BUCKET_BASE)
+_MIDDLES: dict[int, float] = {}  # bucket index -> its middle, worked out once
+
+
+class _Quantiles:
+    """Samples of one latency: kept while few, a log-bucket histogram once many."""
+
+    __slots__ = ("values", "buckets", "count")
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.buckets: dict[float, int] | None = None
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if self.buckets is None:
+            self.values.append(value)
+            if len(self.values) > EXACT_SAMPLES:
+                self.buckets = {}
+                for kept in self.values:
+                    self._bucket(kept)
+                self.values = []
+        else:
+            self._bucket(value)
+
+    def _bucket(self, value: float) -> None:
+        assert self.buckets is not None
+        if value == 0:
+            middle = 0.0
+        else:
+            index = math.floor(math.log(abs(value)) * _PER_LOG)
+            middle = _MIDDLES.get(index) or _MIDDLES.setdefault(index, _BUCKET_BASE ** (index + 0.5))
+            if value < 0:
+                middle = -middle
+        self.buckets[middle] = self.buckets.get(middle, 0) + 1
+
+    def percentile(self, percent: int) -> float:
+        """Nearest rank, as :func:`_percentile`."""
+        if self.buckets is None:
+            self.values.sort()
+            return _percentile(self.values, percent)
+        rank = max(1, -(-self.count * percent // 100))
+        seen = 0
+        for middle in sorted(self.buckets):
+            seen += self.buckets[middle]
+            if seen >= rank:
+                return middle
+        return 0.0
+
+    def __len__(self) -> int:
+        return len(self.values) if self.buckets is None else len(self.buckets)
+
+
+class _KeyOrder:
+    """One group's order state for one topic and key: per partition, the highest offset and the
+    latest production processed so far, each with its trace."""
+
+    __slots__ = ("last", "top")
+
+    def __init__(self, start: int) -> None:
+        self.last = start  # the latest processing start judged
+        self.top: dict[int | None, tuple[int | None, str | None, int | None, str | None]] = {}
+
+
+_Ident = tuple[object, ...]
+# An ordering event: (processing start, sequence, group, topic, key, partition, offset, produced, trace)
+_Event = tuple[int, int, str, str, str, "int | None", "int | None", "int | None", str]
+
+
 class Auditor:
-    """Reads spans one at a time (:meth:`add`), then works out the findings (:meth:`result`)."""
+    """Reads spans one at a time (:meth:`add`), in one pass, then says what it found (:meth:`result`).
+
+    What it holds is bounded by the traffic's groups, topics, partitions and keys and by what
+    happens within the window (``grace_s``), not by the number of spans: :attr:`held` counts it.
+    """
 
     def __init__(self, options: AuditOptions | None = None) -> None:
-        self.options = options or AuditOptions()
-        self.on_topics = _TopicPatterns(self.options.topics)
+        o = self.options = options or AuditOptions()
+        self.on_topics = _TopicPatterns(o.topics)
+        self.is_retry = _TopicPatterns(o.retry)
+        self.is_dlq = _TopicPatterns(o.dlq)
+        self.grace_ns = int(o.grace_s * 1e9)
+        self.window_ns = self.grace_ns  # the reorder tolerance, and how long a quiet trace is held
+        self.hold_ns = self.grace_ns + 2 * self.window_ns  # how long a send waits for processings
+        self._step = max(self.window_ns // 16, 1_000_000)
+        self._next_check: int | None = None
         self.spans = 0
+        self.traces = 0
         self.first_ns: int | None = None
-        self.last_ns: int | None = None
-        self.trace_ids: set[str] = set()
-        self.sends: dict[str, _Send] = {}
-        self.processes: list[_Process] = []
-        self.parents: dict[str, str] = {}  # other spans: span id -> parent id (to find a send's processing)
-        # Sagas: trace -> per rule [earliest START, END seen, COMPENSATION seen].
-        self.sagas: dict[str, list[list[int | bool | None]]] = {}
-        self.outside = 0
-        self.receives = 0
-        self.filtered = 0
+        self.clock: int | None = None
+        """The stream's clock: the latest span end read so far."""
+        # Held until settled, judged or past the window.
+        self.open: OrderedDict[str, _Trace] = OrderedDict()  # least recently read first
+        self.pending: OrderedDict[str, _Send] = OrderedDict()  # sends waiting for processings
+        self.by_parent: OrderedDict[tuple[str, str], int] = OrderedDict()  # (group, parent) -> start
+        self.send_runs: OrderedDict[tuple[str, str], int] = OrderedDict()  # offset-less messages
+        self.failed_waiting: OrderedDict[_Ident, tuple[tuple[str | None, str | None, str], int]] = (
+            OrderedDict()
+        )
+        self.events: list[_Event] = []  # a heap by processing start
+        self._sequence = 0
+        # Per group, topic, partition, key: what a stream of any length leaves.
+        self.consumers: dict[str, set[str]] = {}
+        self.judged_sends: dict[str, int] = {}
+        self.processed: dict[tuple[str, str, int], OffsetRanges] = {}
+        self.order: dict[tuple[str, str, str], _KeyOrder] = {}
+        self.path_latency: dict[tuple[str, str | None], tuple[_Quantiles, list[_Quantiles]]] = {}
+        self.failure_counts: dict[tuple[str | None, str | None, str], list[int]] = {}
+        self.saga_counts = [[0, 0, 0] for _ in o.sagas]  # started, finished, compensated
+        # Findings (each a line of the report).
+        self.duplicates: dict[_Ident, tuple[int, str]] = {}  # ident -> (times, trace id)
+        self.unconsumed: list[Unconsumed] = []
+        self.dead_lettered: list[DeadLetter] = []
+        self.ordering_violations: list[OrderingViolation] = []
+        self.unfinished: list[tuple[int, str, int]] = []  # (rule, trace, START) judged at the end
+        # What could not be checked, counted.
+        self.outside = self.filtered = self.receives = self.late = 0
+        self.processings = self.unknown = self.no_group = 0
+        self.no_key = self.no_order = self.unordered = 0
+        self.send_pending = self.send_failed = self.unwatched = self.group_late = 0
+
+    # Reading ---------------------------------------------------------------------------------
 
     def add(self, span: Span) -> None:
         """Take one span into account."""
@@ -411,27 +615,72 @@ class Auditor:
             self.filtered += 1
             return
         self.spans += 1
-        self.trace_ids.add(span.trace_id)
+        end = span.end_ns
         if self.first_ns is None or start < self.first_ns:
             self.first_ns = start
-        if self.last_ns is None or span.end_ns > self.last_ns:
-            self.last_ns = span.end_ns
+        clock = self.clock
+        if clock is None or end > clock:
+            clock = self.clock = end
+        elif end + self.window_ns < clock:
+            self.late += 1
+        trace_id = span.trace_id
+        trace = self.open.get(trace_id)
+        if trace is None:
+            trace = self.open[trace_id] = _Trace()
+            self.traces += 1
+        else:
+            self.open.move_to_end(trace_id)
+        if end > trace.last:
+            trace.last = end
         if role == SEND:
-            self.sends[span.span_id] = _Send(span)
+            trace.sends[span.span_id] = self.pending[span.span_id] = _Send(span)
         elif role == PROCESS:
-            self.processes.append(_Process(span))
+            self._process(trace, _Process(span))
         else:
             if role == RECEIVE:
                 self.receives += 1
             if span.parent_id is not None:
-                self.parents[span.span_id] = span.parent_id
+                trace.parents[span.span_id] = span.parent_id
         if o.sagas and role is not None:
-            self._saga_step(span)
+            self._saga_step(trace, span)
+        if self._next_check is None or clock >= self._next_check:
+            self._next_check = clock + self._step
+            self._advance(clock)
 
-    def _saga_step(self, span: Span) -> None:
+    def _process(self, trace: _Trace, p: _Process) -> None:
+        trace.processes.append(p)
+        group, topic = p.group, p.topic
+        if group is None:
+            self.no_group += 1
+            return
+        if topic is not None:
+            groups = self.consumers.get(topic)
+            if groups is None:
+                groups = self.consumers[topic] = set()
+            if group not in groups:
+                groups.add(group)
+                self.group_late += self.judged_sends.get(topic, 0)
+        for parent in p.parents:
+            self.by_parent[(group, parent)] = p.start
+        if topic is not None and p.partition is not None and p.offset is not None:
+            self.processings += 1
+            where = (group, topic, p.partition)
+            done = self.processed.get(where)
+            if done is None:
+                done = self.processed[where] = OffsetRanges()
+            if done.add(p.offset):
+                p.first = True
+            else:
+                self._repeat((group, topic, p.partition, p.offset), p.trace_id)
+
+    def _repeat(self, ident: _Ident, trace_id: str) -> None:
+        times, first = self.duplicates.get(ident, (1, trace_id))
+        self.duplicates[ident] = (times + 1, first)
+
+    def _saga_step(self, trace: _Trace, span: Span) -> None:
         topic, event_type = span.topic, _event_type(span)
-        state = self.sagas.get(span.trace_id)
-        for index, rule in enumerate(self.options.sagas):
+        rules = self.options.sagas
+        for index, rule in enumerate(rules):
             hits = (
                 rule.start.matches(topic, event_type),
                 rule.end.matches(topic, event_type),
@@ -439,18 +688,160 @@ class Auditor:
             )
             if not any(hits):
                 continue
-            if state is None:
-                state = self.sagas[span.trace_id] = [[None, False, False] for _ in self.options.sagas]
-            entry = state[index]
+            if trace.sagas is None:
+                trace.sagas = [[None, False, False] for _ in rules]
+            entry = trace.sagas[index]
             first = entry[0]
             if hits[0] and (first is None or span.start_ns < int(first)):
                 entry[0] = span.start_ns
             entry[1] = entry[1] or hits[1]
             entry[2] = entry[2] or hits[2]
 
+    # Moving the window -----------------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """Records held now: spans of unsettled traces, sends waiting, processings remembered for
+        sends without an offset, messages waiting to be ordered, offset ranges, keys, samples."""
+        return (
+            sum(len(t) for t in self.open.values())
+            + len(self.pending)
+            + len(self.by_parent)
+            + len(self.send_runs)
+            + len(self.failed_waiting)
+            + len(self.events)
+            + sum(len(r) for r in self.processed.values())
+            + len(self.order)
+            + sum(len(q) + sum(len(h) for h in hops) for q, hops in self.path_latency.values())
+        )
+
+    def _advance(self, clock: int) -> None:
+        """Settle, judge and release what the clock has left behind."""
+        settled = clock - self.window_ns
+        while self.open:
+            trace_id, trace = next(iter(self.open.items()))
+            if trace.last >= settled:
+                break
+            del self.open[trace_id]
+            self._settle(trace_id, trace)
+        expired = clock - self.hold_ns
+        horizon = self._explicit_horizon()
+        while self.pending:
+            send = next(iter(self.pending.values()))
+            if send.start >= expired:
+                break
+            del self.pending[send.span_id]
+            self._judge(send, horizon)
+        for remembered in (self.by_parent, self.send_runs):
+            while remembered and next(iter(remembered.values())) < expired:
+                remembered.popitem(last=False)
+        while self.failed_waiting and next(iter(self.failed_waiting.values()))[1] < expired:
+            self.failed_waiting.popitem(last=False)
+        self._release(clock - 2 * self.window_ns)
+
+    def _explicit_horizon(self) -> int | None:
+        o = self.options
+        return o.horizon_ns if o.horizon_ns is not None else o.until_ns
+
+    def horizon(self) -> int | None:
+        """The moment the data is judged at (see :class:`AuditOptions`)."""
+        explicit = self._explicit_horizon()
+        return explicit if explicit is not None else self.clock
+
+    # Judging a send --------------------------------------------------------------------------
+
+    def _judge(self, send: _Send, horizon: int | None) -> None:
+        """Was ``send`` processed by every group that consumes its topic? ``horizon`` None: the
+        clock has passed its grace (the final horizon can only be later)."""
+        topic = send.topic or ""
+        self.judged_sends[topic] = self.judged_sends.get(topic, 0) + 1
+        groups = self.consumers.get(topic)
+        if not groups:
+            self.unwatched += 1
+            return
+        if send.failed:
+            self.send_failed += 1
+            return
+        for group in sorted(groups):
+            if (group, send.span_id) in self.by_parent:
+                continue
+            if send.partition is not None and send.offset is not None:
+                done = self.processed.get((group, topic, send.partition))
+                if done is not None and send.offset in done:
+                    continue
+            if horizon is not None and send.start + self.grace_ns > horizon:
+                self.send_pending += 1
+                continue
+            self.unconsumed.append(Unconsumed(group, topic, send.partition, send.offset, send.trace_id))
+
+    # Settling a trace: the joins inside it ---------------------------------------------------
+
+    def _settle(self, trace_id: str, trace: _Trace) -> None:
+        _TraceJoins(self, trace).settle()
+        if trace.sagas is not None:
+            for index, (first, ended, undone) in enumerate(trace.sagas):
+                if first is None:
+                    continue
+                counts = self.saga_counts[index]
+                counts[0] += 1
+                if ended:
+                    counts[1] += 1
+                elif undone:
+                    counts[2] += 1
+                else:
+                    self.unfinished.append((index, trace_id, int(first)))
+
+    # Ordering --------------------------------------------------------------------------------
+
+    def _order(self, event: _Event) -> None:
+        heapq.heappush(self.events, event)
+
+    def _release(self, before: int | None) -> None:
+        """Judge the order of the messages processed before ``before`` (all when None)."""
+        events = self.events
+        while events and (before is None or events[0][0] < before):
+            start, _, group, topic, key, partition, offset, produced, trace_id = heapq.heappop(events)
+            state = self.order.get((group, topic, key))
+            if state is None:
+                state = self.order[(group, topic, key)] = _KeyOrder(start)
+            elif start < state.last:
+                self.unordered += 1
+                continue
+            state.last = start
+            top = state.top
+            overtaker = None
+            mine = top.get(partition)
+            if partition is not None and offset is not None and mine and mine[0] is not None:
+                if mine[0] > offset:
+                    overtaker = mine[1]
+            if overtaker is None and produced is not None:
+                for other, (_, _, latest, latest_trace) in top.items():
+                    if (other != partition or partition is None) and latest is not None and latest > produced:
+                        overtaker = latest_trace
+                        break
+            if overtaker is not None:
+                self.ordering_violations.append(OrderingViolation(group, topic, key, trace_id, overtaker))
+            high, high_trace, late, late_trace = mine or (None, None, None, None)
+            if offset is not None and (high is None or offset > high):
+                high, high_trace = offset, trace_id
+            if produced is not None and (late is None or produced > late):
+                late, late_trace = produced, trace_id
+            top[partition] = (high, high_trace, late, late_trace)
+
+    # The end ---------------------------------------------------------------------------------
+
     def result(self) -> Audit:
-        """The findings over every span added so far."""
-        return _Findings(self).audit()
+        """The findings over every span added: settles everything still held (ends the pass)."""
+        while self.open:
+            trace_id, trace = self.open.popitem(last=False)
+            self._settle(trace_id, trace)
+        self._release(None)
+        horizon = self.horizon()
+        judge_at = horizon if horizon is not None else 0
+        while self.pending:
+            _, send = self.pending.popitem(last=False)
+            self._judge(send, judge_at)
+        return _Report(self, horizon).audit()
 
 
 def audit(spans: Iterable[Span], options: AuditOptions | None = None) -> Audit:
@@ -461,62 +852,46 @@ def audit(spans: Iterable[Span], options: AuditOptions | None = None) -> Audit:
     return auditor.result()
 
 
-# --- working out the findings -------------------------------------------------------------------
+class _TraceJoins:
+    """The joins inside one settled trace (and to the sends still held, for link-only consumers)."""
 
-
-class _Findings:
-    def __init__(self, auditor: Auditor) -> None:
+    def __init__(self, auditor: Auditor, trace: _Trace) -> None:
         self.a = auditor
-        self.o = auditor.options
-        self.by_id = {p.span_id: p for p in auditor.processes}
-        self.horizon = (
-            self.o.horizon_ns
-            if self.o.horizon_ns is not None
-            else self.o.until_ns
-            if self.o.until_ns is not None
-            else auditor.last_ns
-        )
-        self.grace_ns = int(self.o.grace_s * 1e9)
-        self.is_retry = _TopicPatterns(self.o.retry)
-        self.is_dlq = _TopicPatterns(self.o.dlq)
-        self.notes: list[str] = []
-        self._origin: dict[str, tuple[_Process, int]] = {}
+        self.t = trace
+        self.by_id = {p.span_id: p for p in trace.processes}
 
-    def audit(self) -> Audit:
-        a = self.a
-        report = Audit(
-            window_start_ns=self.o.since_ns if self.o.since_ns is not None else a.first_ns,
-            window_end_ns=self.horizon,
-            spans=a.spans,
-            traces=len(a.trace_ids),
-        )
-        grouped = [p for p in a.processes if p.group is not None]
-        if len(grouped) < len(a.processes):
-            self.note(
-                len(a.processes) - len(grouped),
-                "process span{s} without a consumer group: counted in failures and paths only",
-            )
-        self.duplicates(report, grouped)
-        self.ordering(report, grouped)
-        self.unconsumed(report, grouped)
-        self.failures(report)
-        self.sagas(report)
-        self.paths(report)
-        self.note(a.outside, "span{s} outside the window (--since/--until) not read")
-        self.note(a.filtered, "messaging span{s} on other topics than --topic not read")
-        self.note(a.receives, "batch receive span{s}: only process spans count as processing")
-        report.notes = self.notes
-        return report
-
-    def note(self, count: int, text: str) -> None:
-        if count:
-            self.notes.append(f"{count:,} " + text.replace("{s}", "" if count == 1 else "s"))
+    def settle(self) -> None:
+        a, t = self.a, self.t
+        idents: dict[str, _Ident | None] = {}
+        fresh: set[_Ident] = set()
+        by_message: dict[_Ident, list[_Process]] = defaultdict(list)
+        for p in t.processes:
+            if p.group is None:
+                continue
+            ident = idents[p.span_id] = self.message_id(p)
+            if ident is None:
+                a.unknown += 1
+                continue
+            by_message[ident].append(p)
+            if p.first:
+                fresh.add(ident)
+            elif ident[1] == "send":  # no offset: matched by the send's span id, while it is held
+                a.processings += 1
+                key = (str(p.group), str(ident[2]))
+                if key in a.send_runs:
+                    a._repeat(ident, p.trace_id)
+                else:
+                    a.send_runs[key] = p.start
+                    fresh.add(ident)
+        self.failures(by_message)
+        self.ordering(idents, fresh)
+        self.paths()
 
     # Joins -----------------------------------------------------------------------------------
 
     def send_of(self, process: _Process) -> _Send | None:
         for span_id in process.parents:
-            found = self.a.sends.get(span_id)
+            found = self.t.sends.get(span_id) or self.a.pending.get(span_id)
             if found is not None:
                 return found
         return None
@@ -530,14 +905,14 @@ class _Findings:
             found = self.by_id.get(span_id)
             if found is not None:
                 return found
-            span_id = self.a.parents.get(span_id)
+            span_id = self.t.parents.get(span_id)
         return None
 
     def origin(self, process: _Process) -> _Process:
         """The processing a retry stands for: a message on a retry topic sent while processing
         another message is that message again (followed through retries of retries)."""
         current, seen = process, 0
-        while self.is_retry(current.topic) and seen < _MAX_ANCESTRY:
+        while self.a.is_retry(current.topic) and seen < _MAX_ANCESTRY:
             send = self.send_of(current)
             before = self.sender(send) if send is not None else None
             if before is None:
@@ -553,153 +928,20 @@ class _Findings:
             return process.start - int(process.queue_ms * 1e6)
         return None
 
-    # Duplicates ------------------------------------------------------------------------------
-
-    def duplicates(self, report: Audit, grouped: list[_Process]) -> None:
-        seen: dict[tuple[object, ...], list[_Process]] = defaultdict(list)
-        unknown = 0
-        for p in grouped:
-            key = self.message_id(p)
-            if key is None:
-                unknown += 1
-                continue
-            seen[key].append(p)
-        report.processings = len(grouped) - unknown
-        for runs in seen.values():
-            if len(runs) > 1:
-                first = min(runs, key=lambda p: p.start)
-                report.duplicates.append(
-                    Duplicate(
-                        str(first.group),
-                        str(first.topic),
-                        first.partition,
-                        first.offset,
-                        len(runs),
-                        first.trace_id,
-                    )
-                )
-        report.duplicates.sort(key=lambda d: (d.group, d.topic, d.partition or 0, d.offset or 0))
-        self.note(unknown, "processing{s} with neither offset nor send span: not checked for duplicates")
-
-    def message_id(self, p: _Process) -> tuple[object, ...] | None:
+    def message_id(self, p: _Process) -> _Ident | None:
         if p.topic is not None and p.partition is not None and p.offset is not None:
             return (p.group, p.topic, p.partition, p.offset)
-        for span_id in p.parents:
-            if span_id in self.a.sends:
-                return (p.group, "send", span_id)
+        send = self.send_of(p)
+        if send is not None:
+            return (p.group, "send", send.span_id, send.topic, send.partition, send.offset)
         return None
-
-    # Ordering --------------------------------------------------------------------------------
-
-    def ordering(self, report: Audit, grouped: list[_Process]) -> None:
-        # Each message once per group: its first successful processing (a retry's stands for it).
-        chosen: dict[tuple[object, ...], tuple[_Process, _Process]] = {}
-        for p in grouped:
-            origin = self.origin(p)
-            ident = self.message_id(origin) if origin.group == p.group else None
-            ident = ident or self.message_id(p)
-            if ident is None:
-                continue
-            previous = chosen.get(ident)
-            if previous is None or _better(p, previous[1]):
-                chosen[ident] = (origin, p)
-        by_key: dict[tuple[str, str, str], list[tuple[int, int | None, int | None, int | None, str]]]
-        by_key = defaultdict(list)
-        no_key = no_order = 0
-        for origin, p in chosen.values():
-            if origin.key is None or origin.topic is None:
-                no_key += 1
-                continue
-            produced = self.produced_ns(origin)
-            if produced is None and (origin.partition is None or origin.offset is None):
-                no_order += 1
-                continue
-            by_key[(str(p.group), origin.topic, origin.key)].append(
-                (p.start, origin.partition, origin.offset, produced, origin.trace_id)
-            )
-        for (group, topic, key), events in by_key.items():
-            if len(events) < 2:
-                continue
-            events.sort(key=lambda e: e[0])
-            # Per partition: the highest offset and the latest production processed so far.
-            top: dict[int | None, tuple[int | None, str | None, int | None, str | None]] = {}
-            for _, partition, offset, produced, trace_id in events:
-                overtaker = None
-                mine = top.get(partition)
-                if partition is not None and offset is not None and mine and mine[0] is not None:
-                    if mine[0] > offset:
-                        overtaker = mine[1]
-                if overtaker is None and produced is not None:
-                    for other, (_, _, latest, latest_trace) in top.items():
-                        if (
-                            (other != partition or partition is None)
-                            and latest is not None
-                            and latest > produced
-                        ):
-                            overtaker = latest_trace
-                            break
-                if overtaker is not None:
-                    report.ordering_violations.append(
-                        OrderingViolation(group, topic, key, trace_id, overtaker)
-                    )
-                high, high_trace, late, late_trace = mine or (None, None, None, None)
-                if offset is not None and (high is None or offset > high):
-                    high, high_trace = offset, trace_id
-                if produced is not None and (late is None or produced > late):
-                    late, late_trace = produced, trace_id
-                top[partition] = (high, high_trace, late, late_trace)
-        self.note(no_key, "processed message{s} without a key: not checked for ordering")
-        self.note(
-            no_order, "processed message{s} with neither offset nor production time: not checked for ordering"
-        )
-
-    # Unconsumed ------------------------------------------------------------------------------
-
-    def unconsumed(self, report: Audit, grouped: list[_Process]) -> None:
-        consumers: dict[str, set[str]] = defaultdict(set)
-        done: set[tuple[object, ...]] = set()
-        for p in grouped:
-            if p.topic is not None:
-                consumers[p.topic].add(str(p.group))
-            if p.topic is not None and p.partition is not None and p.offset is not None:
-                done.add((p.group, p.topic, p.partition, p.offset))
-            for parent in p.parents:
-                done.add((p.group, parent))
-        pending = failed = unwatched = 0
-        horizon = self.horizon if self.horizon is not None else 0
-        for span_id, send in self.a.sends.items():
-            groups = consumers.get(send.topic or "")
-            if not groups:
-                unwatched += 1
-                continue
-            if send.failed:
-                failed += 1
-                continue
-            for group in sorted(groups):
-                if (group, span_id) in done or (group, send.topic, send.partition, send.offset) in done:
-                    continue
-                if send.start + self.grace_ns > horizon:
-                    pending += 1
-                    continue
-                report.unconsumed.append(
-                    Unconsumed(group, str(send.topic), send.partition, send.offset, send.trace_id)
-                )
-        report.unconsumed.sort(key=lambda u: (u.group, u.topic, u.partition or 0, u.offset or 0, u.trace_id))
-        self.note(
-            pending, f"send{{s}} not processed yet but within --grace ({self.o.grace_s:g} s): not judged"
-        )
-        self.note(failed, "failed send{s} (no message written): not expected to be processed")
-        self.note(unwatched, "send{s} to topics no group processed in the window: not checked for consumers")
 
     # Failures and dead letters ---------------------------------------------------------------
 
-    def failures(self, report: Audit) -> None:
+    def failures(self, by_message: dict[_Ident, list[_Process]]) -> None:
+        a = self.a
         again: set[str] = set()  # span ids of failed processings whose message was processed again
-        by_message: dict[tuple[object, ...], list[_Process]] = defaultdict(list)
-        for p in self.a.processes:
-            ident = self.message_id(p) if p.group is not None else None
-            if ident is not None:
-                by_message[ident].append(p)
+        for p in self.t.processes:
             origin = self.origin(p)
             if origin is not p:
                 # Every failed processing on the way from the original message to this retry.
@@ -712,66 +954,89 @@ class _Findings:
                     if before.error_type is not None:
                         again.add(before.span_id)
                     current = before
-        for runs in by_message.values():
+        last_failed: dict[_Ident, _Process] = {}
+        for ident, runs in by_message.items():
             runs.sort(key=lambda p: p.start)
+            waiting = a.failed_waiting.pop(ident, None)
+            if waiting is not None:  # a failure of an earlier trace, processed again here
+                a.failure_counts[waiting[0]][1] += 1
             for earlier in runs[:-1]:
                 if earlier.error_type is not None:
                     again.add(earlier.span_id)
+            if runs[-1].error_type is not None:
+                last_failed[ident] = runs[-1]
         dead: set[str] = set()
-        for send in self.a.sends.values():
-            if not self.is_dlq(send.topic):
+        for send in self.t.sends.values():
+            if not a.is_dlq(send.topic):
                 continue
             before = self.sender(send)
             if before is not None:
                 dead.add(before.span_id)
-            report.dead_lettered.append(
+            a.dead_lettered.append(
                 DeadLetter(before.topic if before else None, str(send.topic), send.trace_id)
             )
-        counts: dict[tuple[str | None, str | None, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-        for p in self.a.processes:
+        for p in self.t.processes:
             if p.error_type is None:
                 continue
-            entry = counts[(p.group, p.topic, p.error_type)]
+            key = (p.group, p.topic, p.error_type)
+            entry = a.failure_counts.get(key)
+            if entry is None:
+                entry = a.failure_counts[key] = [0, 0, 0]
             entry[0] += 1
             entry[1] += p.span_id in again
             entry[2] += p.span_id in dead
-        report.failures = [
-            Failure(group, topic, error_type, n, retried, dead_lettered)
-            for (group, topic, error_type), (n, retried, dead_lettered) in sorted(
-                counts.items(), key=lambda item: (-item[1][0], str(item[0]))
+        for ident, p in last_failed.items():
+            if p.span_id not in again:  # may yet be processed again, in a trace read later
+                a.failed_waiting[ident] = ((p.group, p.topic, str(p.error_type)), p.start)
+
+    # Ordering --------------------------------------------------------------------------------
+
+    def ordering(self, idents: dict[str, _Ident | None], fresh: set[_Ident]) -> None:
+        # Each message once per group: its first successful processing (a retry's stands for it),
+        # judged where it was first read (a message processed again in a later trace was judged).
+        a = self.a
+        chosen: dict[_Ident, tuple[_Process, _Process]] = {}
+        for p in self.t.processes:
+            if p.group is None:
+                continue
+            origin = self.origin(p)
+            ident = idents.get(origin.span_id) if origin.group == p.group else None
+            ident = ident or idents.get(p.span_id)
+            if ident is None:
+                continue
+            previous = chosen.get(ident)
+            if previous is None or _better(p, previous[1]):
+                chosen[ident] = (origin, p)
+        for ident, (origin, p) in chosen.items():
+            if ident not in fresh:
+                continue
+            if origin.key is None or origin.topic is None:
+                a.no_key += 1
+                continue
+            produced = self.produced_ns(origin)
+            if produced is None and (origin.partition is None or origin.offset is None):
+                a.no_order += 1
+                continue
+            a._sequence += 1
+            a._order(
+                (
+                    p.start,
+                    a._sequence,
+                    str(p.group),
+                    origin.topic,
+                    origin.key,
+                    origin.partition,
+                    origin.offset,
+                    produced,
+                    origin.trace_id,
+                )
             )
-        ]
-        report.dead_lettered.sort(key=lambda d: (str(d.topic), d.dlq_topic, d.trace_id))
-
-    # Sagas -----------------------------------------------------------------------------------
-
-    def sagas(self, report: Audit) -> None:
-        horizon = self.horizon if self.horizon is not None else 0
-        for index, rule in enumerate(self.o.sagas):
-            started = finished = compensated = stuck = pending = 0
-            for trace_id, states in self.a.sagas.items():
-                first, ended, undone = states[index]
-                if first is None:
-                    continue
-                started += 1
-                if ended:
-                    finished += 1
-                elif undone:
-                    compensated += 1
-                elif int(first) + self.grace_ns <= horizon:
-                    stuck += 1
-                    report.stuck_sagas.append(StuckSaga(rule.text, trace_id))
-                else:
-                    pending += 1
-            report.sagas.append(SagaOutcome(rule.text, started, finished, compensated, stuck, pending))
-        report.stuck_sagas.sort(key=lambda s: (s.rule, s.trace_id))
 
     # Paths -----------------------------------------------------------------------------------
 
-    def paths(self, report: Audit) -> None:
-        latencies: dict[tuple[str, str | None], list[float]] = defaultdict(list)
-        waits: dict[tuple[str, str | None], list[list[float]]] = {}
-        for p in self.a.processes:
+    def paths(self) -> None:
+        latencies = self.a.path_latency
+        for p in self.t.processes:
             hops = self.hops(p)
             if hops is None:
                 continue
@@ -779,32 +1044,15 @@ class _Findings:
             if len(topics) > MAX_PATH_HOPS:
                 topics = [topics[0], "..", *topics[-(MAX_PATH_HOPS - 2) :]]
             key = (">".join(topics), p.group)
-            latencies[key].append((p.start - hops[0][0].start) / 1e6)
-            per_hop = waits.setdefault(key, [[] for _ in hops])
+            found = latencies.get(key)
+            if found is None:
+                found = latencies[key] = (_Quantiles(), [_Quantiles() for _ in hops])
+            total, per_hop = found
+            total.add((p.start - hops[0][0].start) / 1e6)
             for slot, (send, consumer) in zip(per_hop, hops[-len(per_hop) :], strict=False):
                 wait = _wait_ms(send, consumer)
                 if wait is not None:
-                    slot.append(wait)
-        for (path, group), values in latencies.items():
-            values.sort()
-            named = path.split(">")
-            hop_waits = []
-            for topic, slot in zip(named[-len(waits[(path, group)]) :], waits[(path, group)], strict=False):
-                slot.sort()
-                if slot:
-                    hop_waits.append(HopWait(topic, _percentile(slot, 50), _percentile(slot, 95)))
-            report.paths.append(
-                PathLatency(
-                    path,
-                    group,
-                    len(values),
-                    _percentile(values, 50),
-                    _percentile(values, 95),
-                    _percentile(values, 99),
-                    hop_waits,
-                )
-            )
-        report.paths.sort(key=lambda p: (-p.count, p.path, str(p.group)))
+                    slot.add(wait)
 
     def hops(self, process: _Process) -> list[tuple[_Send, _Process]] | None:
         """The (send, processing) pairs from the start of the chain to ``process``, oldest first."""
@@ -818,6 +1066,134 @@ class _Findings:
             current = self.sender(send)
         chain.reverse()
         return chain or None
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+class _Report:
+    def __init__(self, auditor: Auditor, horizon: int | None) -> None:
+        self.a = auditor
+        self.o = auditor.options
+        self.horizon = horizon
+        self.notes: list[str] = []
+
+    def audit(self) -> Audit:
+        a, o = self.a, self.o
+        report = Audit(
+            window_start_ns=o.since_ns if o.since_ns is not None else a.first_ns,
+            window_end_ns=self.horizon,
+            spans=a.spans,
+            traces=a.traces,
+        )
+        self.note(a.no_group, "process span{s} without a consumer group: counted in failures and paths only")
+        report.processings = a.processings
+        report.duplicates = sorted(
+            (_duplicate(ident, times, trace_id) for ident, (times, trace_id) in a.duplicates.items()),
+            key=lambda d: (d.group, d.topic, d.partition or 0, d.offset or 0),
+        )
+        self.note(a.unknown, "processing{s} with neither offset nor send span: not checked for duplicates")
+        report.ordering_violations = a.ordering_violations
+        self.note(a.no_key, "processed message{s} without a key: not checked for ordering")
+        self.note(
+            a.no_order,
+            "processed message{s} with neither offset nor production time: not checked for ordering",
+        )
+        self.note(
+            a.unordered,
+            f"processed message{{s}} read more than twice --grace ({o.grace_s:g} s) after later processings "
+            "of its key: not checked for ordering",
+        )
+        report.unconsumed = sorted(
+            a.unconsumed, key=lambda u: (u.group, u.topic, u.partition or 0, u.offset or 0, u.trace_id)
+        )
+        self.note(
+            a.send_pending, f"send{{s}} not processed yet but within --grace ({o.grace_s:g} s): not judged"
+        )
+        self.note(a.send_failed, "failed send{s} (no message written): not expected to be processed")
+        self.note(
+            a.unwatched, "send{s} to topics no group processed in the window: not checked for consumers"
+        )
+        self.note(
+            a.group_late, "send{s} judged before a group first processed their topic: not checked for it"
+        )
+        report.failures = [
+            Failure(group, topic, error_type, n, retried, dead_lettered)
+            for (group, topic, error_type), (n, retried, dead_lettered) in sorted(
+                a.failure_counts.items(), key=lambda item: (-item[1][0], str(item[0]))
+            )
+        ]
+        report.dead_lettered = sorted(a.dead_lettered, key=lambda d: (str(d.topic), d.dlq_topic, d.trace_id))
+        self.sagas(report)
+        self.paths(report)
+        self.note(a.outside, "span{s} outside the window (--since/--until) not read")
+        self.note(a.filtered, "messaging span{s} on other topics than --topic not read")
+        self.note(a.receives, "batch receive span{s}: only process spans count as processing")
+        self.note(
+            a.late,
+            f"span{{s}} read more than --grace ({o.grace_s:g} s) after spans that ended later: joined only "
+            "with the spans of its trace still held",
+        )
+        report.notes = self.notes
+        return report
+
+    def note(self, count: int, text: str) -> None:
+        if count:
+            self.notes.append(f"{count:,} " + text.replace("{s}", "" if count == 1 else "s"))
+
+    def sagas(self, report: Audit) -> None:
+        horizon = self.horizon if self.horizon is not None else 0
+        grace = self.a.grace_ns
+        stuck = [0] * len(self.o.sagas)
+        pending = [0] * len(self.o.sagas)
+        for index, trace_id, first in self.a.unfinished:
+            if first + grace <= horizon:
+                stuck[index] += 1
+                report.stuck_sagas.append(StuckSaga(self.o.sagas[index].text, trace_id))
+            else:
+                pending[index] += 1
+        for index, rule in enumerate(self.o.sagas):
+            started, finished, compensated = self.a.saga_counts[index]
+            report.sagas.append(
+                SagaOutcome(rule.text, started, finished, compensated, stuck[index], pending[index])
+            )
+        report.stuck_sagas.sort(key=lambda s: (s.rule, s.trace_id))
+
+    def paths(self, report: Audit) -> None:
+        approximate = 0
+        for (path, group), (total, per_hop) in self.a.path_latency.items():
+            named = path.split(">")
+            hop_waits = []
+            for topic, slot in zip(named[-len(per_hop) :], per_hop, strict=False):
+                if slot.count:
+                    hop_waits.append(HopWait(topic, slot.percentile(50), slot.percentile(95)))
+                approximate += slot.buckets is not None
+            approximate += total.buckets is not None
+            report.paths.append(
+                PathLatency(
+                    path,
+                    group,
+                    total.count,
+                    total.percentile(50),
+                    total.percentile(95),
+                    total.percentile(99),
+                    hop_waits,
+                )
+            )
+        report.paths.sort(key=lambda p: (-p.count, p.path, str(p.group)))
+        self.note(
+            approximate,
+            f"path or hop latency series with more than {EXACT_SAMPLES:,} samples: percentiles read from "
+            "a histogram (within 1 %)",
+        )
+
+
+def _duplicate(ident: _Ident, times: int, trace_id: str) -> Duplicate:
+    if ident[1] == "send":  # (group, "send", send span id, topic, partition, offset)
+        group, _, _, topic, partition, offset = ident
+    else:  # (group, topic, partition, offset)
+        group, topic, partition, offset = ident
+    return Duplicate(str(group), str(topic), partition, offset, times, trace_id)  # type: ignore[arg-type]
 
 
 def _better(candidate: _Process, current: _Process) -> bool:

@@ -206,14 +206,19 @@ class SpanStore:
             for row in self._read(f"SELECT {_COLUMNS} FROM spans WHERE trace_id = ?", [trace_id])
         ]
 
-    def spans(self, *, since_ns: int | None = None, slim: bool = False) -> Iterator[Span]:
-        """Every span (of traces that started at or after ``since_ns``), a trace's spans together."""
+    def spans(
+        self, *, since_ns: int | None = None, slim: bool = False, as_received: bool = False
+    ) -> Iterator[Span]:
+        """Every span (of traces that started at or after ``since_ns``), a trace's spans together;
+        with ``as_received``, in the order they were received instead (as a file is written: what a
+        one-pass reader with a time window, the audit, needs)."""
+        order = "rowid" if as_received else "trace_id"
         if since_ns is None:
-            rows = self._read(f"SELECT {_COLUMNS} FROM spans ORDER BY trace_id", [])
+            rows = self._read(f"SELECT {_COLUMNS} FROM spans ORDER BY {order}", [])
         else:
             rows = self._read(
                 f"SELECT {_COLUMNS} FROM spans WHERE trace_id IN "
-                "(SELECT trace_id FROM traces WHERE start_ns >= ?) ORDER BY trace_id",
+                f"(SELECT trace_id FROM traces WHERE start_ns >= ?) ORDER BY {order}",
                 [since_ns],
             )
         for row in rows:
