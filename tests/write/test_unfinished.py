@@ -4,11 +4,13 @@ timeout or an error can go into process() as the README's snippets do."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import subprocess
 import sys
 import textwrap
 
+from opentelemetry import context, trace
 from opentelemetry.trace import StatusCode
 
 from tests.write.conftest import poll_n
@@ -75,6 +77,26 @@ def test_a_consumer_collected_with_an_open_span_ends_it(spans, mock_cluster, top
     gc.collect()
     process = spans.one(f"process {topic}")
     assert process.status.status_code is StatusCode.UNSET
+    # The thread's context is the one from before the poll: no ended span stays current.
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_a_context_made_current_after_the_poll_survives_the_consumers_collection(spans, mock_cluster, topic):
+    produce(spans, mock_cluster, topic, b"order")
+
+    def scenario() -> None:  # in a context of its own: what it leaves current stays there
+        consumer = consumer_for(spans, mock_cluster, topic)
+        poll_n(consumer, 1)
+        mine = trace.NonRecordingSpan(trace.SpanContext(0xABC, 0xDEF, is_remote=False))
+        token = context.attach(trace.set_span_in_context(mine))
+        consumer.wrapped.close()
+        del consumer
+        gc.collect()
+        assert spans.one(f"process {topic}").status.status_code is StatusCode.UNSET
+        assert trace.get_current_span() is mine  # the app's own context is not undone
+        context.detach(token)
+
+    contextvars.copy_context().run(scenario)
 
 
 def test_an_exception_that_ends_the_program_fails_the_open_span_at_exit(mock_cluster, topic):

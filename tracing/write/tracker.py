@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import sys
 import threading
 import time
@@ -177,9 +178,14 @@ class OpenProcessing:
 
 
 def _end_all(open_: dict[Any, Processing], handing_over: list[Processing], exc: BaseException | None) -> None:
-    """At collection or exit: end what is still open (the context it was made current
-    in is gone)."""
+    """At collection or exit: end what is still open. Where this runs in the context the
+    message's was made current in, and it is still the current one, the context from before
+    the poll comes back (else a later span of this thread would be the ended one's child);
+    anything made current after it is left alone."""
     for processing in [*open_.values(), *handing_over]:
+        token = processing.token
+        if type(token) is contextvars.Token and otel.current_context() is processing.ctx:
+            processing.detach()
         if not processing.claimed:
             processing.end(exc)
     open_.clear()
