@@ -4,7 +4,8 @@
 - concurrent: handles them in threads; the last message starts before the one before it (the
   out-of-stock order's ``order.created`` and ``order.cancelled``, one key), so a key's events really
   are processed out of order;
-- skipper: handles every message but the first, which gets no process span.
+- skipper: handles every message but the second, which gets no process span (a gap inside the
+  offsets it processed, so the audit finds it even when it judged that send before it saw the group).
 """
 
 import os
@@ -37,7 +38,7 @@ if len(messages) != count:
     sys.exit(f"{role}: {len(messages)} messages on {topic}, expected {count}")
 
 if role == "skipper":
-    for msg in messages[1:]:
+    for msg in messages[:1] + messages[2:]:
         with consumer.process(msg):
             pass
 else:

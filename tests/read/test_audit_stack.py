@@ -97,7 +97,7 @@ def test_audit_of_the_live_demo_finds_exactly_its_problems_and_the_two_added_one
         (prefix + "points", orders, 2)
     ]
     assert [(u["group"], u["topic"], u["offset"]) for u in doc["unconsumed"]] == [
-        (prefix + "skipper", orders, int(offsets[0][0]))
+        (prefix + "skipper", orders, int(offsets[1][0]))
     ]
     assert [(f["group"], f["topic"], f["error_type"], f["count"], f["retried"]) for f in doc["failures"]] == [
         (prefix + "notification", orders, "SmsFailed", 1, 1)

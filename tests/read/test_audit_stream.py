@@ -153,7 +153,24 @@ def test_a_send_judged_before_its_topic_had_a_consuming_group_is_counted_for_tha
     report = audit(t.spans, AuditOptions(grace_s=1.0))
     assert report.unconsumed == []
     assert "1 send to topics no group processed in the window: not checked for consumers" in report.notes
-    assert "1 send judged before a group first processed their topic: not checked for it" in report.notes
+    assert (
+        "1 send judged before a group first processed their topic: checked for it only where its processed "
+        "offsets surround them (the last 65,536 judged; 0 found so)" in report.notes
+    )
+
+
+def test_a_group_first_seen_after_sends_were_judged_is_checked_for_the_ones_it_skipped():
+    # Jaeger answers in span-end order: a consumer that ran late shows up after the sends it read.
+    t = Traffic()
+    sends = [t.send("orders", f"k{n}", 0, n, at_ms=1_000 * n) for n in range(4)]
+    for n, send in enumerate(sends):
+        t.process(send, "billing", at_ms=1_000 * n + 5)
+    t.process(t.send("payments", "p", 0, 0, at_ms=15_000), "billing", at_ms=15_005)  # the clock moves on
+    for n in (1, 3):  # offset 0 comes before its first: where it may have started
+        t.process(sends[n], "audit", at_ms=20_000 + n)
+    report = audit(by_end(t.spans), AuditOptions(grace_s=1.0))
+    assert [(u.group, u.offset, u.trace_id) for u in report.unconsumed] == [("audit", 2, sends[2].trace_id)]
+    assert any("(the last 65,536 judged; 1 found so)" in note for note in report.notes), report.notes
 
 
 def test_a_send_never_processed_is_reported_while_the_stream_goes_on():

@@ -475,6 +475,11 @@ class OffsetRanges:
         return len(self.starts)
 
 
+# A group first seen on a topic after some of its sends were judged is checked against them at the
+# end, where its processed offsets surround them: the trace ids of this many judged sends are kept
+# for it (a fixed cost of a few MB, whatever the stream's length or the window).
+JUDGED_MEMO = 65_536
+
 # Percentiles: exact up to this many samples per path (or hop), then read from a histogram whose
 # buckets are 2 % wide, each counted at its middle (within 1 %).
 EXACT_SAMPLES = 1024
@@ -584,6 +589,11 @@ class Auditor:
         # Per group, topic, partition, key: what a stream of any length leaves.
         self.consumers: dict[str, set[str]] = {}
         self.judged_sends: dict[str, int] = {}
+        # The last JUDGED_MEMO sends judged with an offset: (topic, partition, offset) -> (trace id,
+        # judged how many sends in); and groups first seen on a topic after sends of it were judged.
+        self.judged: OrderedDict[tuple[str, int, int], tuple[str, int]] = OrderedDict()
+        self.judged_count = 0
+        self.joined_late: dict[str, list[tuple[str, int]]] = {}
         self.processed: dict[tuple[str, str, int], OffsetRanges] = {}
         self.order: dict[tuple[str, str, str], _KeyOrder] = {}
         self.path_latency: dict[tuple[str, str | None], tuple[_Quantiles, list[_Quantiles]]] = {}
@@ -599,7 +609,7 @@ class Auditor:
         self.outside = self.filtered = self.receives = self.late = 0
         self.processings = self.unknown = self.no_group = 0
         self.no_key = self.no_order = self.unordered = 0
-        self.send_pending = self.send_failed = self.unwatched = self.group_late = 0
+        self.send_pending = self.send_failed = self.unwatched = self.group_late = self.late_found = 0
 
     # Reading ---------------------------------------------------------------------------------
 
@@ -659,7 +669,10 @@ class Auditor:
                 groups = self.consumers[topic] = set()
             if group not in groups:
                 groups.add(group)
-                self.group_late += self.judged_sends.get(topic, 0)
+                before = self.judged_sends.get(topic, 0)
+                if before:
+                    self.group_late += before
+                    self.joined_late.setdefault(topic, []).append((group, self.judged_count))
         for parent in p.parents:
             self.by_parent[(group, parent)] = p.start
         if topic is not None and p.partition is not None and p.offset is not None:
@@ -702,7 +715,8 @@ class Auditor:
     @property
     def held(self) -> int:
         """Records held now: spans of unsettled traces, sends waiting, processings remembered for
-        sends without an offset, messages waiting to be ordered, offset ranges, keys, samples."""
+        sends without an offset, messages waiting to be ordered, offset ranges, keys, samples. The
+        trace ids of the last judged sends (:data:`JUDGED_MEMO`) are a fixed cost besides."""
         return (
             sum(len(t) for t in self.open.values())
             + len(self.pending)
@@ -755,12 +769,21 @@ class Auditor:
         clock has passed its grace (the final horizon can only be later)."""
         topic = send.topic or ""
         self.judged_sends[topic] = self.judged_sends.get(topic, 0) + 1
+        if send.failed:
+            if self.consumers.get(topic):
+                self.send_failed += 1
+            else:
+                self.unwatched += 1
+            return
+        self.judged_count += 1
+        if send.partition is not None and send.offset is not None:
+            judged = self.judged
+            judged[(topic, send.partition, send.offset)] = (send.trace_id, self.judged_count)
+            if len(judged) > JUDGED_MEMO:
+                judged.popitem(last=False)
         groups = self.consumers.get(topic)
         if not groups:
             self.unwatched += 1
-            return
-        if send.failed:
-            self.send_failed += 1
             return
         for group in sorted(groups):
             if (group, send.span_id) in self.by_parent:
@@ -841,7 +864,23 @@ class Auditor:
         while self.pending:
             _, send = self.pending.popitem(last=False)
             self._judge(send, judge_at)
+        self._check_late_groups()
         return _Report(self, horizon).audit()
+
+    def _check_late_groups(self) -> None:
+        """A group first seen on a topic after sends of it were judged: those sends inside the
+        range of offsets it processed on their partition, and not among them, it skipped."""
+        if not self.joined_late:
+            return
+        for (topic, partition, offset), (trace_id, judged_at) in self.judged.items():
+            for group, joined_at in self.joined_late.get(topic, ()):
+                if judged_at > joined_at:
+                    continue  # judged with the group known: checked then
+                done = self.processed.get((group, topic, partition))
+                if done is None or offset < done.starts[0] or offset >= done.ends[-1] or offset in done:
+                    continue
+                self.unconsumed.append(Unconsumed(group, topic, partition, offset, trace_id))
+                self.late_found += 1
 
 
 def audit(spans: Iterable[Span], options: AuditOptions | None = None) -> Audit:
@@ -1115,7 +1154,9 @@ class _Report:
             a.unwatched, "send{s} to topics no group processed in the window: not checked for consumers"
         )
         self.note(
-            a.group_late, "send{s} judged before a group first processed their topic: not checked for it"
+            a.group_late,
+            "send{s} judged before a group first processed their topic: checked for it only where its "
+            f"processed offsets surround them (the last {JUDGED_MEMO:,} judged; {a.late_found:,} found so)",
         )
         report.failures = [
             Failure(group, topic, error_type, n, retried, dead_lettered)
