@@ -3,6 +3,7 @@ export exactly what the SDK's own histograms export for the same measurements.""
 
 from __future__ import annotations
 
+import threading
 from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
@@ -199,8 +200,14 @@ def _play(flow: FlowMetrics, events, clock: list[int]) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.lists(traffic_event, max_size=25), min_size=1, max_size=3), st.integers(3, 200))
-def test_the_clients_traffic_exports_the_same_through_the_sdk_and_aggregated_in_place(collections, max_paths):
+@given(
+    st.lists(st.lists(traffic_event, max_size=25), min_size=1, max_size=3),
+    st.integers(3, 200),
+    st.integers(1, 30),  # folds between collections too, after this many messages
+)
+def test_the_clients_traffic_exports_the_same_through_the_sdk_and_aggregated_in_place(
+    collections, max_paths, fold_every
+):
     clock = [NOW_NS]
     client = ClientInfo("kafka", "127.0.0.1", 9092, None, "inventory")
     sdk_reader = InMemoryMetricReader()
@@ -211,7 +218,10 @@ def test_the_clients_traffic_exports_the_same_through_the_sdk_and_aggregated_in_
         FlowMetrics(client, sdk_provider, max_paths=max_paths),
         FlowMetrics(client, merged_provider, max_paths=max_paths),
     )
-    with patch.object(metrics_module, "_time_ns", lambda: clock[0]):
+    with (
+        patch.object(metrics_module, "_time_ns", lambda: clock[0]),
+        patch.object(metrics_module, "FOLD_EVERY", fold_every),
+    ):
         for events in collections:
             for flow in flows:
                 _play(flow, events, clock)
@@ -223,3 +233,41 @@ def test_the_clients_traffic_exports_the_same_through_the_sdk_and_aggregated_in_
             assert _counters(got) == _counters(expected)
     merged_provider.shutdown()
     sdk_provider.shutdown()
+
+
+def test_values_added_from_many_threads_while_folding_are_each_counted_once():
+    exporter = Captured()
+    provider = configure_metrics(Resource.create({}), exporter=exporter, set_global=False)
+    instruments = instruments_of(provider)
+    series = instruments.queue_time.series({"messaging.destination.name": "orders"})
+    count = instruments.consumed.cell({"messaging.destination.name": "orders"})
+    per_thread, threads = 20_000, 4
+    done = threading.Event()
+
+    def add_values() -> None:
+        for i in range(per_thread):
+            series.add(0.001 * (i % 7))
+            count.add(1)
+
+    def fold_meanwhile() -> None:
+        while not done.is_set():
+            instruments.fold()
+
+    folder = threading.Thread(target=fold_meanwhile)
+    folder.start()
+    adders = [threading.Thread(target=add_values) for _ in range(threads)]
+    for adder in adders:
+        adder.start()
+    for adder in adders:
+        adder.join()
+    done.set()
+    folder.join()
+    provider.force_flush()
+    (point,) = _histograms(exporter.exports[-1])["kafka.record.queue_time"][4]
+    assert point[1] == per_thread * threads
+    assert sum(point[3]) == per_thread * threads and point[5] == 0 and point[6] == 0.006
+    assert series.pending == [] and count.pending == []
+    counters = _counters(exporter.exports[-1])
+    (observed,) = [value for _, value in counters["messaging.client.consumed.messages"]]
+    assert observed == per_thread * threads
+    provider.shutdown()

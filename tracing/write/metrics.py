@@ -27,7 +27,9 @@ import re
 import threading
 import time
 import weakref
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from functools import reduce
+from operator import add as _add
 from typing import Any, NamedTuple
 
 from opentelemetry import context as context_api
@@ -37,11 +39,10 @@ from tracing import semconv as sc
 from tracing.version import __version__
 from tracing.write import otel
 from tracing.write.propagation import last_header
-from tracing.write.recipe import SCOPE, common_attributes
+from tracing.write.recipe import CHAIN_KEY, SCOPE, common_attributes
 from tracing.write.records import ClientInfo, Headers, Received
 
 CHAIN_HEADER = "eventchain"
-CHAIN_KEY = context_api.create_key("eventchain")
 MAX_HOPS = 8
 MAX_PATHS = 100
 OTHER_PATH = "_OTHER"
@@ -54,6 +55,11 @@ WAIT_BUCKETS = DURATION_BUCKETS + (30.0, 60.0, 300.0, 900.0, 3600.0)
 # A chain may begin on another host: a clock a little ahead must not read as negative.
 _FUTURE_SLACK_MS = 60_000
 _time_ns = time.time_ns
+# A message appends its values to their series' pending lists (one C call each: no lock,
+# no Python frame); they are folded into the aggregates at collection, or by the client
+# that has handed this many messages since its last fold (so a long export interval
+# cannot grow them).
+FOLD_EVERY = 1024
 
 
 class Chain(NamedTuple):
@@ -116,18 +122,28 @@ def parse_chain(value: Any, now_ms: int | None = None) -> Chain | None:
 
 
 class Count:
-    """One counter series: the cumulative count of one attribute set."""
+    """One counter series: the cumulative count of one attribute set.
 
-    __slots__ = ("attributes", "value", "_lock")
+    ``add(n)`` appends to ``pending`` (atomic, whichever thread calls it); :meth:`fold`
+    moves what is pending into ``value`` under the tally's lock.
+    """
 
-    def __init__(self, attributes: dict[str, Any], lock: threading.Lock) -> None:
+    __slots__ = ("attributes", "value", "pending", "add")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
         self.attributes = attributes
         self.value = 0
-        self._lock = lock
+        self.pending: list[int] = []
+        self.add = self.pending.append
 
-    def add(self) -> None:
-        with self._lock:  # two threads may report deliveries at once
-            self.value += 1
+    def fold(self) -> None:
+        """Only under the tally's lock: two folds must not take the same pending values."""
+        pending = self.pending
+        n = len(pending)
+        if n:
+            taken = pending[:n]
+            del pending[:n]  # values appended meanwhile lie past n: kept for the next fold
+            self.value += sum(taken)
 
 
 class _Tally:
@@ -143,16 +159,23 @@ class _Tally:
         with self._lock:
             found = self._cells.get(key)
             if found is None:
-                found = self._cells[key] = Count(dict(attrs), self._lock)
+                found = self._cells[key] = Count(dict(attrs))
         return found
+
+    def fold(self) -> None:
+        with self._lock:
+            for cell in self._cells.values():
+                cell.fold()
 
     def observe(self, options: Any) -> list[metrics.Observation]:
         with self._lock:
+            for cell in self._cells.values():
+                cell.fold()
             return [metrics.Observation(cell.value, cell.attributes) for cell in self._cells.values()]
 
 
 class _SdkSeries:
-    """One series of an SDK histogram: ``record(amount)`` with its attribute set."""
+    """One series of an SDK histogram: ``add(amount)`` records it with its attribute set."""
 
     __slots__ = ("_record", "attributes")
 
@@ -160,7 +183,7 @@ class _SdkSeries:
         self._record = histogram.record
         self.attributes = attributes
 
-    def record(self, amount: float) -> None:
+    def add(self, amount: float) -> None:
         self._record(amount, self.attributes)
 
 
@@ -181,6 +204,7 @@ class Instruments:
 
     def __init__(self, meter: metrics.Meter, local: PreAggregated | None = None) -> None:
         histogram = meter.create_histogram if local is None else local.histogram
+        self.local = local
         self.lags: weakref.WeakSet[Any] = weakref.WeakSet()  # ConsumerLag of live consumers
         meter.create_observable_gauge(
             "kafka.consumer.lag",
@@ -235,6 +259,14 @@ class Instruments:
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
         )
 
+    def fold(self) -> None:
+        """Fold every value pending in this provider's series into its aggregates."""
+        self.sent.fold()
+        self.consumed.fold()
+        if self.local is not None:
+            for histogram in self.local.histograms:
+                histogram.fold()
+
     def _observe_lag(self, options: Any) -> list[metrics.Observation]:
         return [
             metrics.Observation(lag, attrs) for t in list(self.lags) for attrs, lag, _ in t.observations()
@@ -266,11 +298,16 @@ _preaggregated: weakref.WeakKeyDictionary[Any, PreAggregated] = weakref.WeakKeyD
 class Series:
     """One histogram series, kept as the SDK's explicit-bucket aggregation keeps it:
     cumulative bucket counts, min and max; the sum of each interval is folded into the
-    total at collection, in the SDK's order (so the floating-point total is the same)."""
+    total at collection, in the SDK's order (so the floating-point total is the same).
 
-    __slots__ = ("attributes", "bounds", "counts", "sum", "min", "max", "total_sum", "_lock")
+    ``add(amount)`` appends to ``pending``; :meth:`fold` (under the histogram's lock)
+    aggregates what is pending, in the order it was added: the same counts, sum, min and
+    max as one SDK ``record()`` per value.
+    """
 
-    def __init__(self, attributes: dict[str, Any], bounds: tuple[float, ...], lock: threading.Lock) -> None:
+    __slots__ = ("attributes", "bounds", "counts", "sum", "min", "max", "total_sum", "pending", "add")
+
+    def __init__(self, attributes: dict[str, Any], bounds: tuple[float, ...]) -> None:
         self.attributes = attributes
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
@@ -278,16 +315,37 @@ class Series:
         self.min = math.inf
         self.max = -math.inf
         self.total_sum: float = 0
-        self._lock = lock
+        self.pending: list[float] = []
+        self.add = self.pending.append
 
-    def record(self, amount: float) -> None:
-        with self._lock:
-            self.counts[bisect_left(self.bounds, amount)] += 1
-            self.sum += amount
-            if amount < self.min:
-                self.min = amount
-            if amount > self.max:
-                self.max = amount
+    def fold(self) -> None:
+        """Only under the histogram's lock: two folds must not take the same pending values."""
+        pending = self.pending
+        n = len(pending)
+        if not n:
+            return
+        values = pending[:n]
+        del pending[:n]  # values appended meanwhile lie past n: kept for the next fold
+        counts, bounds = self.counts, self.bounds
+        if n < 8:
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1
+        else:
+            # The SDK's bucket of v is bisect_left(bounds, v): bucket i holds the values
+            # in (bounds[i-1], bounds[i]]; counted over the sorted values, per bound.
+            ordered = sorted(values)
+            below = 0
+            for i, bound in enumerate(bounds):
+                upto = bisect_right(ordered, bound, below)
+                counts[i] += upto - below
+                below = upto
+            counts[-1] += n - below
+        self.sum = reduce(_add, values, self.sum)  # left to right, as one += per value
+        low, high = min(values), max(values)  # the first of equals, as a strict < or > keeps
+        if low < self.min:
+            self.min = low
+        if high > self.max:
+            self.max = high
 
 
 class LocalHistogram:
@@ -313,12 +371,17 @@ class LocalHistogram:
         with self._lock:
             found = self._series.get(key)
             if found is None:
-                found = self._series[key] = Series(dict(attributes), self.boundaries, self._lock)
+                found = self._series[key] = Series(dict(attributes), self.boundaries)
         return found
 
     def record(self, amount: float, attributes: dict[str, Any]) -> None:
         """As the SDK's ``Histogram.record()``."""
-        self.series(attributes).record(amount)
+        self.series(attributes).add(amount)
+
+    def fold(self) -> None:
+        with self._lock:
+            for series in self._series.values():
+                series.fold()
 
     def collect(self, now: int) -> list[Any]:
         """Cumulative points, folded exactly as the SDK folds an interval into its totals."""
@@ -327,6 +390,7 @@ class LocalHistogram:
         points = []
         with self._lock:
             for series in self._series.values():
+                series.fold()
                 count = sum(series.counts)
                 if not count:
                     continue  # looked up, not yet recorded: the SDK has no such series either
@@ -418,22 +482,23 @@ _VALID_PATH = re.compile(rb"[a-zA-Z0-9._\->]{1,500}")
 
 
 class _Consuming:
-    """What a consumer records for one (topic, partition), bound at its first message."""
+    """What a consumer records for one (topic, partition), bound at its first message:
+    the ``add`` of its series."""
 
-    __slots__ = ("polled", "queue_time", "process")
+    __slots__ = ("polled", "queue_time")
 
-    def __init__(self, polled: Count, queue_time: Any, process: Any) -> None:
+    def __init__(self, polled: Any, queue_time: Any) -> None:
         self.polled = polled
         self.queue_time = queue_time
-        self.process = process
 
 
 class FlowMetrics:
     """The metric side of one wrapped client.
 
     Each series (a counter's or a histogram's, per attribute set) is looked up once and
-    kept per (topic, partition, outcome): a message costs a dict lookup and, per value, a
-    bucket found by bisection and a few additions. Everything else waits for collection.
+    its ``add`` kept per (topic, partition, outcome): a message costs a dict lookup and one
+    list append per value. Aggregation waits for collection, or for the fold every
+    ``FOLD_EVERY`` messages.
     """
 
     def __init__(self, client: ClientInfo, meter_provider: Any = None, *, max_paths: int = MAX_PATHS) -> None:
@@ -445,14 +510,15 @@ class FlowMetrics:
         self._common = common_attributes(client)
         self.consumer_group = client.consumer_group
         self._max_paths = max_paths
-        self._paths: dict[str, Any] = {}  # the paths reported (at most max_paths): their series
+        self._paths: dict[str, Any] = {}  # the paths reported (at most max_paths): their series' add
         self._other: Any = None  # the series of OTHER_PATH
         self._consuming: dict[tuple[str, int | None], _Consuming] = {}
-        self._sending: dict[tuple[str, int | None, str | None], tuple[Count, Any]] = {}
+        self._sending: dict[tuple[str, int | None, str | None], tuple[Any, Any]] = {}
         self._processed: dict[tuple[str, int | None, str | None], Any] = {}
-        self._batched: dict[tuple[str, int | None, str], Count] = {}
+        self._batched: dict[tuple[str, int | None, str], Any] = {}
         self._header_paths: dict[bytes, str] = {}  # a header's path as text; "" when not valid
         self._onward: dict[tuple[str, str], str] = {}  # (path, topic) -> the path sent on
+        self._unfolded = 0  # messages since this client last folded the pending values
 
     def instruments(self) -> Instruments | None:
         """The instruments, or None while no MeterProvider is configured."""
@@ -530,30 +596,41 @@ class FlowMetrics:
             timed = dict(attrs)
             timed[sc.OPERATION_TYPE] = "send"
             found = self._sending[(topic, partition, error_type)] = (
-                instruments.sent.cell(attrs),
-                series_of(instruments.operation, timed),
+                instruments.sent.cell(attrs).add,
+                series_of(instruments.operation, timed).add,
             )
-        found[0].add()
-        found[1].record(max(0, _time_ns() - started_ns) / 1e9)
+        found[0](1)
+        took = _time_ns() - started_ns
+        found[1](took / 1e9 if took > 0 else 0.0)
+        self._unfolded += 1  # not atomic: a lost increment only delays the fold
+        if self._unfolded >= FOLD_EVERY:
+            self._fold(instruments)
+
+    def _fold(self, instruments: Instruments) -> None:
+        self._unfolded = 0
+        instruments.fold()
 
     # -- consume ----------------------------------------------------------------
     def consumed(self, instruments: Instruments, received: Received, operation: str = "consume") -> None:
         """One message handed to the application by a batch receive (:meth:`processing`
         counts a polled one)."""
         key = (received.destination, received.partition, operation)
-        cell = self._batched.get(key)
-        if cell is None:
-            cell = self._batched[key] = instruments.consumed.cell(
+        count = self._batched.get(key)
+        if count is None:
+            count = self._batched[key] = instruments.consumed.cell(
                 self._base(operation, received.destination, received.partition)
-            )
-        cell.add()
+            ).add
+        count(1)
+        self._unfolded += 1
+        if self._unfolded >= FOLD_EVERY:
+            self._fold(instruments)
 
     def _consuming_of(self, instruments: Instruments, topic: str, partition: int | None) -> _Consuming:
         found = self._consuming[(topic, partition)] = _Consuming(
-            instruments.consumed.cell(self._base("poll", topic, partition)),
-            series_of(instruments.queue_time, self._grouped(sc.DESTINATION_NAME, topic)),
-            self._process_series(instruments, topic, partition, None),
+            instruments.consumed.cell(self._base("poll", topic, partition)).add,
+            series_of(instruments.queue_time, self._grouped(sc.DESTINATION_NAME, topic)).add,
         )
+        self._process_series(instruments, topic, partition, None)  # bound now, not at the first end
         return found
 
     def processing(
@@ -576,28 +653,33 @@ class FlowMetrics:
         if state is None:
             state = self._consuming_of(instruments, topic, received.partition)
         if polled:
-            state.polled.add()
+            state.polled(1)
         now_ms = now_ns // 1_000_000
         ts = received.timestamp_ms
         if ts is not None:
-            state.queue_time.record(max(0, now_ms - ts) / 1000)
+            waited = now_ms - ts
+            state.queue_time(waited / 1000 if waited > 0 else 0.0)
         chain = self.chain_in(last_header(headers, CHAIN_HEADER), now_ms) if trusted and headers else None
         if chain is None:
             chain = _chain(ts if ts is not None else now_ms, topic)
-        series = self._paths.get(chain.path)
-        if series is None:
-            series = self._path_series(instruments, chain.path)
-        series.record(max(0, now_ms - chain.start_ms) / 1000)
+        add = self._paths.get(chain.path)
+        if add is None:
+            add = self._path_series(instruments, chain.path)
+        waited = now_ms - chain.start_ms
+        add(waited / 1000 if waited > 0 else 0.0)
+        self._unfolded += 1
+        if self._unfolded >= FOLD_EVERY:
+            self._fold(instruments)
         return chain
 
     def _path_series(self, instruments: Instruments, path: str) -> Any:
         """The chain duration's series of a path not seen yet: its own while fewer than
         ``max_paths`` are reported, else the one of ``_OTHER``."""
         if len(self._paths) < self._max_paths:
-            found = self._paths[path] = series_of(instruments.chain, self._grouped(sc.CHAIN_PATH, path))
+            found = self._paths[path] = series_of(instruments.chain, self._grouped(sc.CHAIN_PATH, path)).add
             return found
         if self._other is None:
-            self._other = series_of(instruments.chain, self._grouped(sc.CHAIN_PATH, OTHER_PATH))
+            self._other = series_of(instruments.chain, self._grouped(sc.CHAIN_PATH, OTHER_PATH)).add
         return self._other
 
     def chain_in(self, value: Any, now_ms: int) -> Chain | None:
@@ -631,7 +713,8 @@ class FlowMetrics:
         found = self._processed.get((topic, partition, error_type))
         if found is None:
             attrs = self._with_error(self._base("process", topic, partition), error_type)
-            found = self._processed[(topic, partition, error_type)] = series_of(instruments.process, attrs)
+            found = series_of(instruments.process, attrs).add
+            self._processed[(topic, partition, error_type)] = found
         return found
 
     def processed(
@@ -646,7 +729,8 @@ class FlowMetrics:
         found = self._processed.get((received.destination, received.partition, error_type))
         if found is None:
             found = self._process_series(instruments, received.destination, received.partition, error_type)
-        found.record(max(0, end_ns - started_ns) / 1e9)
+        took = end_ns - started_ns
+        found(took / 1e9 if took > 0 else 0.0)
 
 
 def _checked_path(raw: bytes) -> str | None:

@@ -40,10 +40,10 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Tracer, TracerProvider
 
 from tracing.write import otel
-from tracing.write.metrics import CHAIN_HEADER, CHAIN_KEY, FlowMetrics, Instruments
+from tracing.write.metrics import CHAIN_HEADER, FlowMetrics, Instruments
 from tracing.write.propagation import SPAN_KEY, Extracted, Propagation, replace_headers, report_internal_error
 from tracing.write.providers import Provider
-from tracing.write.recipe import Telemetry, describe, mark_failed
+from tracing.write.recipe import CHAIN_KEY, Telemetry, describe, mark_failed
 from tracing.write.records import ClientInfo, Delivery, Extra, Headers, Received, Send
 
 _get_current = context_api.get_current
@@ -421,8 +421,7 @@ class ProcessOperation:
                 if headers
                 else None
             )
-            span, ctx = self.telemetry.start_process(tracer, received, extracted, link_only, started)
-            ctx = context_api.set_value(CHAIN_KEY, chain, ctx)
+            span, ctx = self.telemetry.start_process(tracer, received, extracted, link_only, started, chain)
         processing = Processing(self, msg, received, span, ctx, owner)
         processing.instruments = instruments
         processing.started = started

@@ -41,6 +41,9 @@ from tracing.write.propagation import SPAN_KEY, Extracted, LazySpan
 from tracing.write.records import ClientInfo, Delivery, Received, Send
 
 SCOPE = "kafka-event-tracing"  # the instrumentation scope of every tracer and meter
+# Where a processing's context carries its event chain (tracing.write.metrics.Chain) for
+# the sends made while handling the message.
+CHAIN_KEY = context_api.create_key("eventchain")
 _CONSUMER = SpanKind.CONSUMER
 _PRODUCER = SpanKind.PRODUCER
 _CLIENT = SpanKind.CLIENT
@@ -262,9 +265,16 @@ class Telemetry:
         return recipe
 
     def start_process(
-        self, tracer: Tracer, received: Received, extracted: Extracted | None, link_only: bool, now_ns: int
+        self,
+        tracer: Tracer,
+        received: Received,
+        extracted: Extracted | None,
+        link_only: bool,
+        now_ns: int,
+        chain: Any = None,
     ) -> tuple[Span, Context]:
-        """Start the CONSUMER span for one message; returns it and the context to make current.
+        """Start the CONSUMER span for one message; returns it and the context to make current
+        (carrying ``chain`` under :data:`CHAIN_KEY` when given: one context built, not two).
 
         Parent: the producer's context from the headers (plus a link to it), unless
         ``link_only``, which starts a new trace that only links to the producer.
@@ -277,7 +287,7 @@ class Telemetry:
                 if self.skip_remote_unsampled:
                     skipped = self._unsampled_child(producer)
                     if skipped is not None:
-                        return skipped, with_span(parent_ctx, skipped)
+                        return skipped, with_span(parent_ctx, skipped, chain)
             else:
                 parent_ctx = Context()  # a new trace; incoming baggage and sampled flag ignored
             links: Sequence[Link] = (Link(producer),)
@@ -304,7 +314,7 @@ class Telemetry:
         span = fast.start(name, parent_ctx, _CONSUMER, attrs, links, now_ns) if fast is not None else None
         if span is None:
             span = tracer.start_span(name, parent_ctx, _CONSUMER, attrs, links, now_ns)
-        return span, with_span(parent_ctx, span)
+        return span, with_span(parent_ctx, span, chain)
 
     # -- receive (batches) ----------------------------------------------------
     def receive_span(
@@ -368,12 +378,15 @@ def _random_span_id() -> int:
     return _getrandbits(64) or 1
 
 
-def with_span(context: Context | None, span: Span) -> Context:
-    """``trace.set_span_in_context(span, context)`` in one dict build (same result)."""
+def with_span(context: Context | None, span: Span, chain: Any = None) -> Context:
+    """``trace.set_span_in_context(span, context)`` in one dict build (same result), with
+    the flow metrics' ``chain`` under :data:`CHAIN_KEY` when given."""
     if context is None:
-        return trace.set_span_in_context(span)  # derived from the current context
+        context = context_api.get_current()
     values = dict(context)
     values[SPAN_KEY] = span
+    if chain is not None:
+        values[CHAIN_KEY] = chain
     return Context(values)
 
 
