@@ -93,6 +93,21 @@ def test_propagation_only_carries_the_incoming_trace_and_nothing_else(mock_clust
         assert got["while handling"]["traceparent"].split("-")[1] == INCOMING.split("-")[1]
 
 
+def test_inject_context_adds_nothing_when_the_sdk_is_disabled_unless_propagation_only(monkeypatch):
+    from tracing import extract_context, inject_context
+
+    incoming = extract_context([("traceparent", INCOMING.encode())])
+    assert incoming is not None
+    mine = [("event-type", b"order.created")]
+    carried = inject_context(mine, incoming)  # the reference: what it adds normally
+    assert [k for k, _ in carried] == ["event-type", "traceparent"]
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert inject_context(mine, incoming) == mine
+    monkeypatch.setenv("KET_PROPAGATION_ONLY", "true")
+    assert inject_context(mine, incoming) == carried
+    assert mine == [("event-type", b"order.created")]
+
+
 def _configure_fails(**env: str) -> str:
     full = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     full.update(env)

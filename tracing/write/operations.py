@@ -28,7 +28,6 @@ only propagation (trace context in and out, nothing recorded, no ``eventchain`` 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -41,7 +40,14 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Tracer, Tra
 
 from tracing.write import otel
 from tracing.write.metrics import CHAIN_HEADER, FlowMetrics, Instruments
-from tracing.write.propagation import SPAN_KEY, Extracted, Propagation, replace_headers, report_internal_error
+from tracing.write.propagation import (
+    SPAN_KEY,
+    Extracted,
+    Propagation,
+    env_true,
+    replace_headers,
+    report_internal_error,
+)
 from tracing.write.providers import Provider
 from tracing.write.recipe import CHAIN_KEY, Telemetry, describe, mark_failed
 from tracing.write.records import ClientInfo, Delivery, Extra, Headers, Received, Send
@@ -59,16 +65,12 @@ OFF = "off"
 PROPAGATION_ONLY = "propagation only"
 
 
-def _true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() == "true"
-
-
 def switched_by_environment() -> str | None:
     """``PROPAGATION_ONLY`` when ``KET_PROPAGATION_ONLY=true``, else ``OFF`` when
     ``OTEL_SDK_DISABLED=true``, else None (the configured SDK and meters decide)."""
-    if _true("KET_PROPAGATION_ONLY"):
+    if env_true("KET_PROPAGATION_ONLY"):
         return PROPAGATION_ONLY
-    return OFF if _true("OTEL_SDK_DISABLED") else None
+    return OFF if env_true("OTEL_SDK_DISABLED") else None
 
 
 # ----------------------------------------------------------------------------

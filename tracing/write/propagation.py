@@ -13,6 +13,7 @@ Any other propagator (``b3``, ``jaeger``, custom) goes through the generic path.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -541,11 +542,21 @@ def _has_baggage(context: Context | None) -> bool:
     return BAGGAGE_KEY in ctx and bool(baggage_api.get_all(ctx))
 
 
+def env_true(name: str) -> bool:
+    """A switch in the environment (``KET_PROPAGATION_ONLY``, ``OTEL_SDK_DISABLED``) is on."""
+    return os.environ.get(name, "").strip().lower() == "true"
+
+
 def inject_context(headers: Headers = None, context: Context | None = None) -> Any:
     """Headers carrying the current (or given) context, for a message you send yourself.
 
     >>> headers = inject_context([("event-type", b"order.created")])
+
+    Under ``OTEL_SDK_DISABLED=true`` (without ``KET_PROPAGATION_ONLY=true``) the headers
+    come back as they are, as the wrappers then inject nothing either.
     """
+    if env_true("OTEL_SDK_DISABLED") and not env_true("KET_PROPAGATION_ONLY"):
+        return headers
     span_context = trace.get_current_span(context).get_span_context()
     if not span_context.is_valid:
         return headers
