@@ -4,6 +4,7 @@ however long the stream grows."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from hypothesis import given, settings
@@ -239,3 +240,43 @@ def test_percentiles_are_exact_while_few_and_within_one_percent_once_many(seed, 
         assert series.percentile(percent) == exact
     else:
         assert abs(series.percentile(percent) - exact) <= abs(exact) * 0.01
+
+
+# --- older attribute names --------------------------------------------------------------------------
+
+# What other instrumentations record instead of the current names: the OpenTelemetry Java agent
+# before the conventions' 1.24 renames (partition as an int), and the older names before those.
+_JAVA_AGENT = {
+    "messaging.operation.type": "messaging.operation",
+    "messaging.consumer.group.name": "messaging.kafka.consumer.group",
+    "messaging.destination.partition.id": "messaging.kafka.destination.partition",
+    "messaging.kafka.offset": "messaging.kafka.message.offset",
+}
+_OLDER = {
+    **_JAVA_AGENT,
+    "messaging.destination.name": "messaging.destination",
+    "messaging.consumer.group.name": "messaging.kafka.consumer_group",
+    "messaging.destination.partition.id": "messaging.kafka.partition",
+}
+
+
+def _renamed(spans: list[Span], names: dict[str, str]) -> list[Span]:
+    out = []
+    for span in spans:
+        attrs = {names.get(k, k): v for k, v in span.attributes.items()}
+        for new in ("messaging.kafka.destination.partition", "messaging.kafka.partition"):
+            if new in attrs:
+                attrs[new] = int(attrs[new])  # the Java agent records the partition as a number
+        out.append(dataclasses.replace(span, attributes=attrs))
+    return out
+
+
+def test_spans_with_older_attribute_names_are_audited_alike():
+    spans = by_end(steady_traffic(200).spans)
+    options = AuditOptions(grace_s=1)
+    expected = findings(audit(spans, options))
+    assert expected["unconsumed"] and expected["duplicates"] and expected["ordering"]  # something to find
+    for names in (_JAVA_AGENT, _OLDER):
+        renamed = _renamed(spans, names)
+        assert not any(k in s.attributes for s in renamed for k in names)  # really renamed
+        assert findings(audit(renamed, options)) == expected
