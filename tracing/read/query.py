@@ -187,31 +187,37 @@ def list_chains_facts(
 
 
 def _select(digests: dict[str, _Digest], f: ChainFilter, limit: int | None) -> ChainList:
-    kept: list[ChainSummary] = []
+    # Filtered and ordered on the digests' own counts; a summary is made only for the rows shown
+    # (the same tests as on the summaries: is_chain is hops or errors).
+    kept: list[tuple[int, str, _Digest]] = []
     hidden = 0
     for trace_id, digest in digests.items():
         if f.topic and not digest.topic_seen:
             continue
         if not f.message.empty and not digest.message_seen:
             continue
-        summary = digest.summary(trace_id)
-        if f.service and f.service not in summary.services:
+        if f.service and f.service not in digest.services:
             continue
-        if f.errors and not summary.errors:
+        if f.errors and not digest.errors:
             continue
-        if f.since_ns is not None and summary.start_ns < f.since_ns:
+        if f.since_ns is not None and digest.start < f.since_ns:
             continue
-        if not f.include_all and not is_chain(summary):
+        if not f.include_all and not digest.errors and not digest.hops():
             hidden += 1
             continue
-        kept.append(summary)
-    kept.sort(key=lambda s: (s.start_ns, s.trace_id), reverse=True)
+        kept.append((digest.start, trace_id, digest))
+    kept.sort(key=_newest_first, reverse=True)
+    shown = kept[:limit] if limit is not None else kept
     return ChainList(
-        shown=kept[:limit] if limit is not None else kept,
+        shown=[digest.summary(trace_id) for _, trace_id, digest in shown],
         matching=len(kept),
         hidden=hidden,
         traces=len(digests),
     )
+
+
+def _newest_first(row: tuple[int, str, _Digest]) -> tuple[int, str]:
+    return row[0], row[1]
 
 
 class _Digest:
@@ -271,6 +277,17 @@ class _Digest:
             elif parent_id is not None:
                 self.edges.append((parent_id, span_id, is_process))
 
+    def hops(self) -> int:
+        """Send -> consumer edges within the trace, each consumer of a send counted once."""
+        if not self.edges or not self.sends:
+            return 0
+        tied: dict[str, dict[str, bool]] = defaultdict(dict)
+        for target, consumer, is_process in self.edges:
+            if target in self.sends:
+                tied[target][consumer] = is_process
+        # A batch's receive span counts only when no process span handled the message.
+        return sum(sum(kinds.values()) or len(kinds) for kinds in tied.values())
+
     def summary(self, trace_id: str) -> ChainSummary:
         if self.root is not None:
             _, _, root_name, root_service = self.root
@@ -279,18 +296,12 @@ class _Digest:
             ids = {p[1] for p in parented}
             orphans = [p for p in parented if p[2] not in ids] or parented
             _, _, _, root_name, root_service = min(orphans)
-        tied: dict[str, dict[str, bool]] = defaultdict(dict)
-        for target, consumer, is_process in self.edges:
-            if target in self.sends:
-                tied[target][consumer] = is_process
-        # A batch's receive span counts only when no process span handled the message.
-        hops = sum(sum(kinds.values()) or len(kinds) for kinds in tied.values())
         return ChainSummary(
             trace_id=trace_id,
             root_name=root_name,
             root_service=root_service,
             services=sorted(self.services),
-            hops=hops,
+            hops=self.hops(),
             duration_ms=(self.end - self.start) / 1e6,
             errors=self.errors,
             start_ns=self.start,
