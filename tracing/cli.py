@@ -34,9 +34,11 @@ from tracing.read.audit import (
     FINDING_KINDS,
     AuditOptions,
     audit,
+    audit_of_facts,
     parse_saga,
 )
 from tracing.read.audit import failing as audit_failing
+from tracing.read.audit_facts import iter_file_audit_facts
 from tracing.read.audit_render import audit_json, render_audit
 from tracing.read.chain import trace_ids
 from tracing.read.load import (
@@ -694,7 +696,7 @@ def _audit(args: argparse.Namespace) -> int:
         topics=tuple(args.topic or ()),
     )
     if args.file:
-        report = audit(iter_file(args.file, warn=_warn), options)
+        report = audit_of_facts(iter_file_audit_facts(args.file, warn=_warn), options)
     elif store_path:
         with SpanStore.open(store_path) as store:
             report = audit(store.spans(since_ns=since, as_received=True), options)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from benchmarks.read_chains import audit_traffic, deep_chain, many_traces, mixed, write_otlp_lines
 from tests.read.conftest import fixture
+from tracing.read.audit_facts import AuditFactsReader, iter_file_audit_facts
 from tracing.read.load import (
     LoadError,
     _FactsReader,
@@ -26,7 +27,12 @@ from tracing.read.load import (
     parse_otlp,
 )
 
-READERS = {"full": lambda: _SpanReader(), "slim": lambda: _SpanReader(slim=True), "facts": _FactsReader}
+READERS = {
+    "full": lambda: _SpanReader(),
+    "slim": lambda: _SpanReader(slim=True),
+    "facts": _FactsReader,
+    "audit": AuditFactsReader,
+}
 
 _KEYS = st.sampled_from(
     [
@@ -36,6 +42,13 @@ _KEYS = st.sampled_from(
         "messaging.destination.name",
         "messaging.kafka.message.key",
         "messaging.kafka.offset",
+        "messaging.destination.partition.id",
+        "messaging.consumer.group.name",
+        "messaging.kafka.consumer.group",
+        "messaging.kafka.message.offset",
+        "messaging.message.id",
+        "kafka.record.queue_time_ms",
+        "app.event.type",
         "error.type",
         "service.name",
         "exception.type",
@@ -44,7 +57,7 @@ _KEYS = st.sampled_from(
     ]
 )
 _TEXT = st.sampled_from(
-    ["send", "process", "receive", "publish", "Deliver", "orders", "", "kafka", "é\u2603"]
+    ["send", "process", "receive", "publish", "Deliver", "orders", "", "kafka", "é\u2603", "3", "orders.0.7"]
 )
 _INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 _PLAIN_VALUE = st.one_of(
@@ -242,3 +255,28 @@ def test_a_file_reads_the_same_spans_and_facts_as_line_by_line_general_parsing(t
     assert list(iter_file(path)) == general
     facts = [fact for line in _lines(path) for fact in _otlp_line(json.loads(line), 1, _FactsReader())]
     assert list(iter_file_facts(path)) == facts
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(otlp_lines())
+def test_audit_facts_read_the_fast_way_are_the_models(line: str) -> None:
+    # The audit's own reading (attributes picked from the typed structs) against the model's rules
+    # applied to the spans the general way reads.
+    reader = AuditFactsReader()
+    typed = reader.typed_line(line)
+    expected, _ = _general("audit", line)
+    if typed is not None:
+        assert typed == expected
+
+
+def test_the_audits_usual_spans_never_need_the_model(tmp_path: Path, monkeypatch: Any) -> None:
+    # Otherwise the fast way would be proven equal and never taken.
+    path = tmp_path / "spans.jsonl"
+    write_otlp_lines(path, [*audit_traffic(60), *many_traces(20)])
+
+    def by_model(*_: Any) -> Any:
+        raise AssertionError("read as a Span")
+
+    monkeypatch.setattr(AuditFactsReader, "_by_model", by_model)
+    facts = list(iter_file_audit_facts(path))
+    assert len(facts) == sum(1 for line in _lines(path) for _ in parse_otlp(json.loads(line)))

@@ -24,7 +24,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tracing import semconv as sc
+from tracing.read.audit_facts import AuditFacts, audit_facts
 from tracing.read.model import PROCESS, RECEIVE, SEND, Span
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "StuckSaga",
     "Unconsumed",
     "audit",
+    "audit_of_facts",
     "failing",
     "parse_saga",
 ]
@@ -55,7 +56,6 @@ FINDING_KINDS = ("ordering", "duplicates", "unconsumed", "failures", "stuck")
 MAX_PATH_HOPS = 8
 # How far up a send's parents to look for the process span it was made in.
 _MAX_ANCESTRY = 64
-_EVENT_TYPE_KEYS = (sc.CLOUDEVENTS_EVENT_TYPE, sc.APP_EVENT_TYPE)
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -320,16 +320,10 @@ def failing(report: Audit, fail_on: Iterable[str], max_duplicate_rate: float | N
 class _Send:
     __slots__ = ("span_id", "trace_id", "topic", "partition", "offset", "start", "end", "parent", "failed")
 
-    def __init__(self, span: Span) -> None:
-        self.span_id = span.span_id
-        self.trace_id = span.trace_id
-        self.topic = span.topic
-        self.partition = span.partition
-        self.offset = span.offset
-        self.start = span.start_ns
-        self.end = span.end_ns
-        self.parent = span.parent_id
-        self.failed = span.error is not None
+    def __init__(self, f: AuditFacts) -> None:
+        self.trace_id, self.span_id, self.parent, self.start, self.end = f[0], f[1], f[2], f[3], f[4]
+        self.topic, self.partition, self.offset = f[6], f[7], f[8]
+        self.failed = f[12] is not None
 
 
 class _Process:
@@ -348,23 +342,12 @@ class _Process:
         "first",
     )
 
-    def __init__(self, span: Span) -> None:
-        self.span_id = span.span_id
-        self.trace_id = span.trace_id
+    def __init__(self, f: AuditFacts) -> None:
+        self.trace_id, self.span_id, self.start = f[0], f[1], f[3]
         # The send this processes: the parent, else a linked span (a link-only consumer).
-        parents = [span.parent_id] if span.parent_id else []
-        self.parents = tuple(parents + [link.span_id for link in span.links])
-        self.group = span.consumer_group
-        self.topic = span.topic
-        self.partition = span.partition
-        self.offset = span.offset
-        self.key = span.key
-        self.start = span.start_ns
-        recorded = span.attributes.get(sc.QUEUE_TIME_MS)
-        self.queue_ms = (
-            float(recorded) if isinstance(recorded, int | float) and not isinstance(recorded, bool) else None
-        )
-        self.error_type = _error_type(span) if span.error is not None else None
+        self.parents = (f[2], *f[13]) if f[2] else f[13]
+        self.topic, self.partition, self.offset, self.group, self.key = f[6], f[7], f[8], f[9], f[10]
+        self.queue_ms, self.error_type = f[11], f[12]
         self.first = False
         """The first processing of its offset by its group read in this pass."""
 
@@ -384,24 +367,6 @@ class _Trace:
 
     def __len__(self) -> int:
         return len(self.sends) + len(self.processes) + len(self.parents)
-
-
-def _error_type(span: Span) -> str:
-    value = span.attributes.get(sc.ERROR_TYPE)
-    if value:
-        return str(value)
-    for event in reversed(span.events):
-        if event.name == "exception" and event.attributes.get(sc.EXCEPTION_TYPE):
-            return str(event.attributes[sc.EXCEPTION_TYPE])
-    return "error"
-
-
-def _event_type(span: Span) -> str | None:
-    for key in _EVENT_TYPE_KEYS:
-        value = span.attributes.get(key)
-        if value is not None:
-            return str(value)
-    return None
 
 
 def _matches(topic: str | None, patterns: Sequence[str]) -> bool:
@@ -615,17 +580,21 @@ class Auditor:
 
     def add(self, span: Span) -> None:
         """Take one span into account."""
+        self.add_facts(audit_facts(span))
+
+    def add_facts(self, f: AuditFacts) -> None:
+        """Take one span into account, as its :data:`AuditFacts` (what a file is read as)."""
         o = self.options
-        start = span.start_ns
+        start = f[3]
         if (o.since_ns is not None and start < o.since_ns) or (o.until_ns is not None and start > o.until_ns):
             self.outside += 1
             return
-        role = span.role
-        if o.topics and role is not None and not self.on_topics(span.topic):
+        role = f[5]
+        if o.topics and role is not None and not self.on_topics(f[6]):
             self.filtered += 1
             return
         self.spans += 1
-        end = span.end_ns
+        end = f[4]
         if self.first_ns is None or start < self.first_ns:
             self.first_ns = start
         clock = self.clock
@@ -633,7 +602,7 @@ class Auditor:
             clock = self.clock = end
         elif end + self.window_ns < clock:
             self.late += 1
-        trace_id = span.trace_id
+        trace_id = f[0]
         trace = self.open.get(trace_id)
         if trace is None:
             trace = self.open[trace_id] = _Trace()
@@ -643,16 +612,16 @@ class Auditor:
         if end > trace.last:
             trace.last = end
         if role == SEND:
-            trace.sends[span.span_id] = self.pending[span.span_id] = _Send(span)
+            trace.sends[f[1]] = self.pending[f[1]] = _Send(f)
         elif role == PROCESS:
-            self._process(trace, _Process(span))
+            self._process(trace, _Process(f))
         else:
             if role == RECEIVE:
                 self.receives += 1
-            if span.parent_id is not None:
-                trace.parents[span.span_id] = span.parent_id
+            if f[2] is not None:
+                trace.parents[f[1]] = f[2]
         if o.sagas and role is not None:
-            self._saga_step(trace, span)
+            self._saga_step(trace, f)
         if self._next_check is None or clock >= self._next_check:
             self._next_check = clock + self._step
             self._advance(clock)
@@ -690,8 +659,8 @@ class Auditor:
         times, first = self.duplicates.get(ident, (1, trace_id))
         self.duplicates[ident] = (times + 1, first)
 
-    def _saga_step(self, trace: _Trace, span: Span) -> None:
-        topic, event_type = span.topic, _event_type(span)
+    def _saga_step(self, trace: _Trace, f: AuditFacts) -> None:
+        topic, event_type, start = f[6], f[14], f[3]
         rules = self.options.sagas
         for index, rule in enumerate(rules):
             hits = (
@@ -705,8 +674,8 @@ class Auditor:
                 trace.sagas = [[None, False, False] for _ in rules]
             entry = trace.sagas[index]
             first = entry[0]
-            if hits[0] and (first is None or span.start_ns < int(first)):
-                entry[0] = span.start_ns
+            if hits[0] and (first is None or start < int(first)):
+                entry[0] = start
             entry[1] = entry[1] or hits[1]
             entry[2] = entry[2] or hits[2]
 
@@ -885,9 +854,15 @@ class Auditor:
 
 def audit(spans: Iterable[Span], options: AuditOptions | None = None) -> Audit:
     """Audit every span of ``spans`` (read once, as it comes)."""
+    return audit_of_facts(map(audit_facts, spans), options)
+
+
+def audit_of_facts(facts: Iterable[AuditFacts], options: AuditOptions | None = None) -> Audit:
+    """Audit the :data:`AuditFacts` of spans (``iter_file_audit_facts`` reads a file so)."""
     auditor = Auditor(options)
-    for span in spans:
-        auditor.add(span)
+    add = auditor.add_facts
+    for fact in facts:
+        add(fact)
     return auditor.result()
 
 

@@ -154,15 +154,7 @@ class Span:
             return str(value)
         if self.role is None:
             return None
-        # "send orders" (current) or "orders send" (older instrumentations).
-        words = self.name.split()
-        if len(words) == 2:
-            first, second = (w.lower() for w in words)
-            if first in _OPERATION_ROLES or first in ("poll", "recv"):
-                return words[1]
-            if second in _OPERATION_ROLES or second in ("poll", "recv"):
-                return words[0]
-        return None
+        return topic_in_name(self.name)
 
     @_derived
     def consumer_group(self) -> str | None:
@@ -322,6 +314,19 @@ class EventChain:
     def find(self, span_id: str) -> Hop | None:
         """The node showing the span with this id, if it is shown."""
         return next((h for h in self.hops() if h.span.span_id == span_id), None)
+
+
+def topic_in_name(name: str) -> str | None:
+    """The topic a messaging span's name gives: "send orders" (current conventions) or "orders send"
+    (older instrumentations); None when the name is not of that shape."""
+    words = name.split()
+    if len(words) == 2:
+        first, second = (w.lower() for w in words)
+        if first in _OPERATION_ROLES or first in ("poll", "recv"):
+            return words[1]
+        if second in _OPERATION_ROLES or second in ("poll", "recv"):
+            return words[0]
+    return None
 
 
 def _first(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> Any:

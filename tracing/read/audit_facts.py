@@ -1,0 +1,242 @@
+"""What ``audit`` reads of a span, as one plain tuple, and the fast way to read it from a file.
+
+A million-span audit cannot afford a :class:`~tracing.read.model.Span` (an attribute dict, derived
+properties) per span. :func:`audit_facts` says what the audit reads, by the model's own rules;
+:class:`AuditFactsReader` reads the same tuple straight from the typed structs of the collector's
+OTLP JSON lines, for the spans in the usual shape (the current attribute names, an operation
+type or a kind that says the role, a destination name, an ``error.type`` on a failed span). Any
+other span is read as a ``Span`` and converted, so the rules live once, in the model;
+``tests/read/test_load_typed.py`` holds the two ways equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from tracing import semconv as sc
+from tracing.read.load import (
+    _HEX_DIGITS,
+    _UNSET,
+    Warn,
+    _hex_id,
+    _kind_name,
+    _log_warning,
+    _read,
+    _SpanReader,
+    _typed_attributes,
+    _typed_value,
+    _TypedSpan,
+)
+from tracing.read.model import _OPERATION_ROLES, PROCESS, RECEIVE, SEND, Span, _as_int, topic_in_name
+
+__all__ = ["AuditFacts", "AuditFactsReader", "audit_facts", "iter_file_audit_facts"]
+
+AuditFacts = tuple[
+    str,  # 0 trace id
+    str,  # 1 span id
+    "str | None",  # 2 parent span id
+    int,  # 3 start ns
+    int,  # 4 end ns
+    "str | None",  # 5 messaging role
+    "str | None",  # 6 topic
+    "int | None",  # 7 partition
+    "int | None",  # 8 offset
+    "str | None",  # 9 consumer group
+    "str | None",  # 10 message key
+    "float | None",  # 11 queue time recorded by the consumer (ms)
+    "str | None",  # 12 error type; None when the span is not in error
+    tuple[str, ...],  # 13 ids of the spans it links to
+    "str | None",  # 14 event type (sagas)
+]
+"""(trace id, span id, parent id, start ns, end ns, role, topic, partition, offset, consumer group,
+key, recorded queue time in ms, error type or None, linked span ids, event type)."""
+
+EVENT_TYPE_KEYS = (sc.CLOUDEVENTS_EVENT_TYPE, sc.APP_EVENT_TYPE)
+
+
+def audit_facts(span: Span) -> AuditFacts:
+    """The :data:`AuditFacts` of a loaded span: the model's rules, whatever the span's shape."""
+    failed = span.error is not None
+    return (
+        span.trace_id,
+        span.span_id,
+        span.parent_id,
+        span.start_ns,
+        span.end_ns,
+        span.role,
+        span.topic,
+        span.partition,
+        span.offset,
+        span.consumer_group,
+        span.key,
+        _queue_ms(span.attributes.get(sc.QUEUE_TIME_MS)),
+        error_type(span) if failed else None,
+        tuple(link.span_id for link in span.links),
+        event_type(span.attributes),
+    )
+
+
+def error_type(span: Span) -> str:
+    """What failed, for a span in error: ``error.type``, else the last exception event's type."""
+    value = span.attributes.get(sc.ERROR_TYPE)
+    if value:
+        return str(value)
+    for event in reversed(span.events):
+        if event.name == "exception" and event.attributes.get(sc.EXCEPTION_TYPE):
+            return str(event.attributes[sc.EXCEPTION_TYPE])
+    return "error"
+
+
+def event_type(attributes: Mapping[str, Any]) -> str | None:
+    """The event's type where the service records one (CloudEvents' name, else ``app.event.type``)."""
+    for key in EVENT_TYPE_KEYS:
+        value = attributes.get(key)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def _queue_ms(recorded: Any) -> float | None:
+    return float(recorded) if isinstance(recorded, int | float) and not isinstance(recorded, bool) else None
+
+
+def iter_file_audit_facts(path: str | Path, *, warn: Warn | None = None) -> Iterator[AuditFacts]:
+    """The :data:`AuditFacts` of every span of a file, as they are read (the file is read as
+    :func:`tracing.read.load.iter_file` reads it, with the same errors and warnings)."""
+    yield from _read(path, warn or _log_warning, AuditFactsReader())
+
+
+# The attributes the fast way reads (the current names; values kept as the model keeps them).
+_READ_KEYS = frozenset(
+    {
+        sc.OPERATION_TYPE,
+        sc.SYSTEM,
+        sc.DESTINATION_NAME,
+        sc.PARTITION,
+        sc.KAFKA_OFFSET,
+        sc.CONSUMER_GROUP,
+        sc.KAFKA_KEY,
+        sc.QUEUE_TIME_MS,
+        sc.ERROR_TYPE,
+        *EVENT_TYPE_KEYS,
+    }
+)
+# Older names, and the message id an offset may hide in: the model's precedence rules apply, so a
+# span with any of them is read as a Span.
+_MODEL_KEYS = frozenset(
+    {
+        sc.OPERATION_LEGACY,
+        sc.DESTINATION_LEGACY,
+        sc.KAFKA_CONSUMER_GROUP_LEGACY,
+        sc.KAFKA_CONSUMER_GROUP_OLD,
+        sc.KAFKA_PARTITION_LEGACY,
+        sc.KAFKA_PARTITION_OLD,
+        sc.KAFKA_OFFSET_LEGACY,
+        sc.MESSAGE_ID,
+    }
+)
+_ERROR_CODES = (2, "2", "STATUS_CODE_ERROR")
+
+
+class AuditFactsReader(_SpanReader):
+    """Reads :data:`AuditFacts` instead of spans (see the module's docstring)."""
+
+    def _jaeger_span(self, raw: dict[str, Any], processes: Mapping[str, Any]) -> Span:
+        return audit_facts(super()._jaeger_span(raw, processes))  # type: ignore[return-value]
+
+    def _otlp_span(self, raw: Mapping[str, Any], service: str) -> Span:
+        return audit_facts(super()._otlp_span(raw, service))  # type: ignore[return-value]
+
+    def _typed_span(self, raw: _TypedSpan, service: str) -> Span:
+        found: dict[str, Any] = {}
+        by_model = False
+        for item in raw.attributes or ():
+            value = item.value
+            key = item.key
+            # Every value is checked as the typed reading of a whole span checks it (a value it
+            # would not read sends the line the general way), kept only if the audit reads it.
+            if (
+                value is not None
+                and value.stringValue is not _UNSET
+                and value.intValue is _UNSET
+                and value.boolValue is _UNSET
+                and value.doubleValue is _UNSET
+            ):
+                if key in _READ_KEYS:
+                    found[key] = value.stringValue
+                elif key in _MODEL_KEYS:
+                    by_model = True
+            else:
+                read = _typed_value(value)
+                if key in _READ_KEYS:
+                    found[key] = read
+                elif key in _MODEL_KEYS:
+                    by_model = True
+        status = raw.status
+        failed = (status is not None and status.code in _ERROR_CODES) or found.get(sc.ERROR_TYPE) is not None
+        if by_model or (failed and not found.get(sc.ERROR_TYPE)):
+            return self._by_model(raw, service)
+        operation = found.get(sc.OPERATION_TYPE)
+        role = _OPERATION_ROLES.get(operation.lower()) if isinstance(operation, str) else None
+        if role is None:
+            kind = _kind_name(raw.kind)
+            if kind == "producer":
+                role = SEND
+            elif raw.name == "recv":
+                role = RECEIVE
+            elif kind == "consumer":
+                role = PROCESS
+            elif kind == "client" and sc.SYSTEM in found:
+                role = RECEIVE
+        topic = found.get(sc.DESTINATION_NAME)
+        if topic is not None and topic != "":
+            topic = str(topic)
+        else:
+            topic = None if role is None else topic_in_name(raw.name)
+        # Checked as the typed reading of a whole span checks them (an event or a link it would not
+        # read sends the line the general way).
+        if raw.events:
+            for event in raw.events:
+                int(event.timeUnixNano)
+                _typed_attributes(event.attributes)
+        linked: tuple[str, ...] = ()
+        if raw.links:
+            linked = tuple(
+                [
+                    _hex_id(link.spanId, 16)
+                    for link in raw.links
+                    if self.trace_id(link.traceId) and _typed_attributes(link.attributes) is not None
+                ]
+            )
+        span_id = raw.spanId
+        parent = raw.parentSpanId
+        start = int(raw.startTimeUnixNano)
+        end = raw.endTimeUnixNano
+        group = found.get(sc.CONSUMER_GROUP)
+        message_key = found.get(sc.KAFKA_KEY)
+        return (  # type: ignore[return-value]
+            self._trace_ids.get(raw.traceId) or self.trace_id(raw.traceId),
+            span_id.lower()
+            if len(span_id) == 16 and not span_id.strip(_HEX_DIGITS)
+            else _hex_id(span_id, 16),
+            (parent.lower() if len(parent) == 16 and not parent.strip(_HEX_DIGITS) else _hex_id(parent, 16))
+            if parent
+            else None,
+            start,
+            int(end) if end else start,
+            role,
+            topic,
+            _as_int(found.get(sc.PARTITION)),
+            _as_int(found.get(sc.KAFKA_OFFSET)),
+            None if group is None else str(group),
+            None if message_key is None else str(message_key),
+            _queue_ms(found.get(sc.QUEUE_TIME_MS)),
+            str(found[sc.ERROR_TYPE]) if failed else None,
+            linked,
+            event_type(found),
+        )
+
+    def _by_model(self, raw: _TypedSpan, service: str) -> Span:
+        return audit_facts(super()._typed_span(raw, service))  # type: ignore[return-value]
