@@ -108,36 +108,34 @@ def iter_file_audit_facts(path: str | Path, *, warn: Warn | None = None) -> Iter
     yield from _read(path, warn or _log_warning, AuditFactsReader())
 
 
-# The attributes the fast way reads (the current names; values kept as the model keeps them).
-_READ_KEYS = frozenset(
-    {
-        sc.OPERATION_TYPE,
-        sc.SYSTEM,
-        sc.DESTINATION_NAME,
-        sc.PARTITION,
-        sc.KAFKA_OFFSET,
-        sc.CONSUMER_GROUP,
-        sc.KAFKA_KEY,
-        sc.QUEUE_TIME_MS,
-        sc.ERROR_TYPE,
-        *EVENT_TYPE_KEYS,
-    }
-)
-# Older names, and the message id an offset may hide in: the model's precedence rules apply, so a
-# span with any of them is read as a Span.
-_MODEL_KEYS = frozenset(
-    {
-        sc.OPERATION_LEGACY,
-        sc.DESTINATION_LEGACY,
-        sc.KAFKA_CONSUMER_GROUP_LEGACY,
-        sc.KAFKA_CONSUMER_GROUP_OLD,
-        sc.KAFKA_PARTITION_LEGACY,
-        sc.KAFKA_PARTITION_OLD,
-        sc.KAFKA_OFFSET_LEGACY,
-        sc.MESSAGE_ID,
-    }
-)
+# The attributes the fast way reads (the current names; values kept as the model keeps them), each
+# in its own slot of a list; -1: a name whose rules the model applies (older names, the message id
+# an offset may hide in), so the span is read as a Span.
+_OPERATION, _SYSTEM, _TOPIC, _PARTITION, _OFFSET, _GROUP, _KEY, _QUEUE, _ERROR, _EVENT, _APP_EVENT = range(11)
+_SLOTS = {
+    sc.OPERATION_TYPE: _OPERATION,
+    sc.SYSTEM: _SYSTEM,
+    sc.DESTINATION_NAME: _TOPIC,
+    sc.PARTITION: _PARTITION,
+    sc.KAFKA_OFFSET: _OFFSET,
+    sc.CONSUMER_GROUP: _GROUP,
+    sc.KAFKA_KEY: _KEY,
+    sc.QUEUE_TIME_MS: _QUEUE,
+    sc.ERROR_TYPE: _ERROR,
+    EVENT_TYPE_KEYS[0]: _EVENT,
+    EVENT_TYPE_KEYS[1]: _APP_EVENT,
+    sc.OPERATION_LEGACY: -1,
+    sc.DESTINATION_LEGACY: -1,
+    sc.KAFKA_CONSUMER_GROUP_LEGACY: -1,
+    sc.KAFKA_CONSUMER_GROUP_OLD: -1,
+    sc.KAFKA_PARTITION_LEGACY: -1,
+    sc.KAFKA_PARTITION_OLD: -1,
+    sc.KAFKA_OFFSET_LEGACY: -1,
+    sc.MESSAGE_ID: -1,
+}
+_NO_VALUES = (None,) * 11
 _ERROR_CODES = (2, "2", "STATUS_CODE_ERROR")
+_PRESENT = object()  # messaging.system: the model asks only whether it is there
 
 
 class AuditFactsReader(_SpanReader):
@@ -150,36 +148,40 @@ class AuditFactsReader(_SpanReader):
         return audit_facts(super()._otlp_span(raw, service))  # type: ignore[return-value]
 
     def _typed_span(self, raw: _TypedSpan, service: str) -> Span:
-        found: dict[str, Any] = {}
-        by_model = False
+        values = list(_NO_VALUES)
+        slots = _SLOTS
         for item in raw.attributes or ():
             value = item.value
-            key = item.key
             # Every value is checked as the typed reading of a whole span checks it (a value it
             # would not read sends the line the general way), kept only if the audit reads it.
-            if (
-                value is not None
-                and value.stringValue is not _UNSET
-                and value.intValue is _UNSET
-                and value.boolValue is _UNSET
-                and value.doubleValue is _UNSET
-            ):
-                if key in _READ_KEYS:
-                    found[key] = value.stringValue
-                elif key in _MODEL_KEYS:
-                    by_model = True
+            if value is not None and value.boolValue is _UNSET and value.doubleValue is _UNSET:
+                # Text and whole numbers (most values) without the call.
+                read = value.stringValue
+                number = value.intValue
+                if number is _UNSET:
+                    if read is _UNSET:
+                        read = None
+                elif read is _UNSET:
+                    read = int(number)  # type: ignore[arg-type]
+                else:
+                    read = _typed_value(value)
             else:
                 read = _typed_value(value)
-                if key in _READ_KEYS:
-                    found[key] = read
-                elif key in _MODEL_KEYS:
-                    by_model = True
+            slot = slots.get(item.key)
+            if slot is not None:
+                if slot < 0:
+                    return self._by_model(raw, service)
+                if read is None and slot == _SYSTEM:
+                    read = _PRESENT
+                values[slot] = read
+        operation, _, topic, partition, offset, group, key, queue, error, event, app_event = values
         status = raw.status
-        failed = (status is not None and status.code in _ERROR_CODES) or found.get(sc.ERROR_TYPE) is not None
-        if by_model or (failed and not found.get(sc.ERROR_TYPE)):
-            return self._by_model(raw, service)
-        operation = found.get(sc.OPERATION_TYPE)
-        role = _OPERATION_ROLES.get(operation.lower()) if isinstance(operation, str) else None
+        failed = error is not None or (status is not None and status.code in _ERROR_CODES)
+        if failed and not error:
+            return self._by_model(raw, service)  # what failed is read from the exception events
+        role = _OPERATION_ROLES.get(operation) if operation is not None else None  # mostly lower case
+        if role is None and type(operation) is str:
+            role = _OPERATION_ROLES.get(operation.lower())
         if role is None:
             kind = _kind_name(raw.kind)
             if kind == "producer":
@@ -188,9 +190,8 @@ class AuditFactsReader(_SpanReader):
                 role = RECEIVE
             elif kind == "consumer":
                 role = PROCESS
-            elif kind == "client" and sc.SYSTEM in found:
+            elif kind == "client" and values[_SYSTEM] is not None:
                 role = RECEIVE
-        topic = found.get(sc.DESTINATION_NAME)
         if topic is not None and topic != "":
             topic = str(topic)
         else:
@@ -198,24 +199,26 @@ class AuditFactsReader(_SpanReader):
         # Checked as the typed reading of a whole span checks them (an event or a link it would not
         # read sends the line the general way).
         if raw.events:
-            for event in raw.events:
-                int(event.timeUnixNano)
-                _typed_attributes(event.attributes)
+            for event_ in raw.events:
+                int(event_.timeUnixNano)
+                _typed_attributes(event_.attributes)
         linked: tuple[str, ...] = ()
         if raw.links:
+            for link in raw.links:
+                self.trace_id(link.traceId)
+                _typed_attributes(link.attributes)
             linked = tuple(
                 [
-                    _hex_id(link.spanId, 16)
+                    link.spanId.lower()
+                    if len(link.spanId) == 16 and not link.spanId.strip(_HEX_DIGITS)
+                    else _hex_id(link.spanId, 16)
                     for link in raw.links
-                    if self.trace_id(link.traceId) and _typed_attributes(link.attributes) is not None
                 ]
             )
         span_id = raw.spanId
         parent = raw.parentSpanId
         start = int(raw.startTimeUnixNano)
         end = raw.endTimeUnixNano
-        group = found.get(sc.CONSUMER_GROUP)
-        message_key = found.get(sc.KAFKA_KEY)
         return (  # type: ignore[return-value]
             self._trace_ids.get(raw.traceId) or self.trace_id(raw.traceId),
             span_id.lower()
@@ -228,14 +231,14 @@ class AuditFactsReader(_SpanReader):
             int(end) if end else start,
             role,
             topic,
-            _as_int(found.get(sc.PARTITION)),
-            _as_int(found.get(sc.KAFKA_OFFSET)),
+            int(partition) if type(partition) is str and partition.isdecimal() else _as_int(partition),
+            offset if type(offset) is int else _as_int(offset),
             None if group is None else str(group),
-            None if message_key is None else str(message_key),
-            _queue_ms(found.get(sc.QUEUE_TIME_MS)),
-            str(found[sc.ERROR_TYPE]) if failed else None,
+            None if key is None else str(key),
+            None if queue is None else _queue_ms(queue),
+            str(error) if failed else None,
             linked,
-            event_type(found),
+            str(event) if event is not None else None if app_event is None else str(app_event),
         )
 
     def _by_model(self, raw: _TypedSpan, service: str) -> Span:
