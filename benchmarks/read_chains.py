@@ -28,6 +28,7 @@ class ChainWriter:
 
     def __init__(self, trace_number: int = 1, start_ns: int = START_NS) -> None:
         self.trace_id = f"{trace_number:032x}"
+        self.trace_number = trace_number
         self.start_ns = start_ns
         self.spans: list[tuple[str, dict[str, Any]]] = []  # (service, OTLP span)
         self._next = 0
@@ -46,7 +47,9 @@ class ChainWriter:
     ) -> str:
         """Add a span starting ``offset_us`` after the trace's start; returns its span id."""
         self._next += 1
-        span_id = f"{self._next:016x}"
+        # Unique across traces, as real span ids (random 64 bits) are: a reader that keys anything by
+        # span id alone must meet the same load here as on real data.
+        span_id = f"{self.trace_number:08x}{self._next:08x}"
         start = self.start_ns + offset_us * 1000
         raw: dict[str, Any] = {
             "traceId": self.trace_id,

@@ -899,6 +899,7 @@ class _TraceJoins:
         self.t = trace
         self.by_id = {p.span_id: p for p in trace.processes}
         self.senders: dict[str, _Process | None] = {}
+        self.routes: dict[str, tuple[list[tuple[_Send, _Process]], str]] = {}
         sends, pending = trace.sends, auditor.pending
         is_retry = auditor.is_retry
         retries = False
@@ -1104,38 +1105,55 @@ class _TraceJoins:
     def paths(self) -> None:
         latencies = self.a.path_latency
         for p in self.t.processes:
-            hops = self.hops(p)
-            if hops is None:
+            hops, path = self.hops(p)
+            if not hops:
                 continue
-            if len(hops) == 1:
-                key = (str(hops[0][0].topic), p.group)
-            else:
-                topics = [str(send.topic) for send, _ in hops]
-                if len(topics) > MAX_PATH_HOPS:
-                    topics = [topics[0], "..", *topics[-(MAX_PATH_HOPS - 2) :]]
-                key = (">".join(topics), p.group)
+            key = (path, p.group)
             found = latencies.get(key)
             if found is None:
                 found = latencies[key] = (_Quantiles(), [_Quantiles() for _ in hops])
             total, per_hop = found
-            total.add((p.start - hops[0][0].start) / 1e6)
+            # _Quantiles.add, inline: a sample per path and per hop of every processing.
+            values = total.values
+            values.append((p.start - hops[0][0].start) / 1e6)
+            if len(values) > total.limit:
+                total._fold()
             for slot, (send, consumer) in zip(per_hop, hops[-len(per_hop) :], strict=False):
-                wait = _wait_ms(send, consumer)
-                if wait is not None:
-                    slot.add(wait)
+                values = slot.values
+                values.append(_wait_ms(send, consumer))
+                if len(values) > slot.limit:
+                    slot._fold()
 
-    def hops(self, process: _Process) -> list[tuple[_Send, _Process]] | None:
-        """The (send, processing) pairs from the start of the chain to ``process``, oldest first."""
-        chain: list[tuple[_Send, _Process]] = []
+    def hops(self, process: _Process) -> tuple[list[tuple[_Send, _Process]], str]:
+        """The (send, processing) pairs from the start of the chain to ``process``, oldest first
+        (the nearest :data:`_MAX_ANCESTRY`), and the path they make (the topics, as the flow metrics
+        name them). A processing's upstream is worked out once per settling."""
+        known = self.routes.get(process.span_id)
+        if known is not None:
+            return known
+        nearest: list[tuple[_Send, _Process]] = []
         current: _Process | None = process
-        while current is not None and len(chain) < _MAX_ANCESTRY:
+        upstream: list[tuple[_Send, _Process]] = []
+        while current is not None and len(nearest) < _MAX_ANCESTRY:
             send = current.send
             if send is None or send.topic is None:
                 break
-            chain.append((send, current))
+            nearest.append((send, current))
             current = self.sender(send)
-        chain.reverse()
-        return chain or None
+            if current is not None and current.span_id in self.routes:
+                upstream = self.routes[current.span_id][0]
+                break
+        nearest.reverse()
+        chain = (upstream + nearest)[-_MAX_ANCESTRY:] if upstream else nearest
+        if len(chain) == 1:
+            path = str(chain[0][0].topic)
+        else:
+            topics = [str(send.topic) for send, _ in chain]
+            if len(topics) > MAX_PATH_HOPS:
+                topics = [topics[0], "..", *topics[-(MAX_PATH_HOPS - 2) :]]
+            path = ">".join(topics)
+        self.routes[process.span_id] = route = (chain, path)
+        return route
 
 
 def _start(process: _Process) -> int:
@@ -1279,7 +1297,7 @@ def _better(candidate: _Process, current: _Process) -> bool:
     return candidate.start < current.start
 
 
-def _wait_ms(send: _Send, process: _Process) -> float | None:
+def _wait_ms(send: _Send, process: _Process) -> float:
     waited = (process.start - send.end) / 1e6
     if waited >= 0:
         return waited

@@ -12,6 +12,7 @@ other span is read as a ``Span`` and converted, so the rules live once, in the m
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def _queue_ms(recorded: Any) -> float | None:
 def iter_file_audit_facts(path: str | Path, *, warn: Warn | None = None) -> Iterator[AuditFacts]:
     """The :data:`AuditFacts` of every span of a file, as they are read (the file is read as
     :func:`tracing.read.load.iter_file` reads it, with the same errors and warnings)."""
-    yield from _read(path, warn or _log_warning, AuditFactsReader())
+    return chain.from_iterable(_read(path, warn or _log_warning, AuditFactsReader()))
 
 
 # The attributes the fast way reads (the current names; values kept as the model keeps them), each
@@ -148,7 +149,7 @@ class AuditFactsReader(_SpanReader):
         return audit_facts(super()._otlp_span(raw, service))  # type: ignore[return-value]
 
     def _typed_span(self, raw: _TypedSpan, service: str) -> Span:
-        values = list(_NO_VALUES)
+        values: list[Any] = list(_NO_VALUES)
         slots = _SLOTS
         for item in raw.attributes or ():
             value = item.value
@@ -156,7 +157,7 @@ class AuditFactsReader(_SpanReader):
             # would not read sends the line the general way), kept only if the audit reads it.
             if value is not None and value.boolValue is _UNSET and value.doubleValue is _UNSET:
                 # Text and whole numbers (most values) without the call.
-                read = value.stringValue
+                read: Any = value.stringValue
                 number = value.intValue
                 if number is _UNSET:
                     if read is _UNSET:

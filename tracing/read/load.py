@@ -28,6 +28,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
@@ -191,7 +192,7 @@ def read_file(path: str | Path, *, warn: Warn | None = None, slim: bool = False)
 
 def iter_file(path: str | Path, *, warn: Warn | None = None, slim: bool = False) -> Iterator[Span]:
     """The spans of a file as they are read (see :func:`read_file`)."""
-    yield from _read(path, warn or _log_warning, _SpanReader(slim))
+    return chain.from_iterable(_read(path, warn or _log_warning, _SpanReader(slim)))
 
 
 SpanFacts = tuple[str, str, "str | None", str, str, int, int, bool, "str | None", tuple[str, ...]]
@@ -206,7 +207,7 @@ def iter_file_facts(path: str | Path, *, warn: Warn | None = None) -> Iterator[S
     :class:`Span` or attribute dict in between. The same input errors are raised as by
     :func:`iter_file`.
     """
-    yield from _read(path, warn or _log_warning, _FactsReader())
+    return chain.from_iterable(_read(path, warn or _log_warning, _FactsReader()))
 
 
 def span_facts(span: Span) -> SpanFacts:
@@ -225,7 +226,10 @@ def span_facts(span: Span) -> SpanFacts:
     )
 
 
-def _read(path: str | Path, warn: Warn, convert: _SpanReader) -> Iterator[Any]:
+def _read(path: str | Path, warn: Warn, convert: _SpanReader) -> Iterator[list[Any]]:
+    """What ``convert`` makes of the spans of a file, a batch at a time (a line of OTLP JSON lines,
+    a trace of Jaeger JSON, a whole document): flattened by the caller in C, not a generator frame
+    per span."""
     name = str(path)
     with _open_text(path) as stream:
         try:
@@ -290,7 +294,9 @@ def _first_line(stream: io.TextIOBase) -> str:
     return ""
 
 
-def _parse_stream(first: str, stream: io.TextIOBase, convert: _SpanReader, warn: Warn) -> Iterator[Span]:
+def _parse_stream(
+    first: str, stream: io.TextIOBase, convert: _SpanReader, warn: Warn
+) -> Iterator[list[Span]]:
     # OTLP JSON in the collector's shape (its first key resourceSpans) is read the typed way from the
     # start; a one-line Jaeger download is not decoded twice.
     typed = convert.typed_line(first) if '"resourceSpans"' in first[:64] else None
@@ -308,12 +314,12 @@ def _parse_stream(first: str, stream: io.TextIOBase, convert: _SpanReader, warn:
             first_spans = typed if typed is not None else _otlp_line(doc, 1, convert)
             yield from _otlp_lines(first_spans, rest, stream, convert, warn)
             return
-        yield from typed if typed is not None else convert.otlp(doc)
+        yield typed if typed is not None else list(convert.otlp(doc))
         return
     rest = stream.read()
     if doc is not _NOT_PARSED and not rest.strip():
         if _is_jaeger(doc):
-            yield from convert.jaeger(doc)
+            yield list(convert.jaeger(doc))
             return
         raise LoadError(f"neither Jaeger JSON nor OTLP JSON ({_describe(doc)})")
     if doc is not _NOT_PARSED:
@@ -325,23 +331,23 @@ _NOT_PARSED = object()
 _JAEGER_DATA = re.compile(r'\s*\{\s*"data"\s*:\s*\[')
 
 
-def _parse_document(text: str, convert: _SpanReader) -> Iterator[Span]:
+def _parse_document(text: str, convert: _SpanReader) -> Iterator[list[Span]]:
     """A whole document: Jaeger JSON (a trace at a time when it starts with "data"), or OTLP JSON."""
     opening = _JAEGER_DATA.match(text)
     if opening:
         traces = _jaeger_traces(text, opening.end())
         if traces is not None:
             for index, trace in traces:
-                yield from convert.jaeger_trace(trace, f"data[{index}]")
+                yield list(convert.jaeger_trace(trace, f"data[{index}]"))
             return
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as error:
         raise LoadError(f"not JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
     if isinstance(doc, dict) and _is_otlp(doc):
-        yield from convert.otlp(doc)
+        yield list(convert.otlp(doc))
     elif _is_jaeger(doc):
-        yield from convert.jaeger(doc)
+        yield list(convert.jaeger(doc))
     else:
         raise LoadError(f"neither Jaeger JSON nor OTLP JSON ({_describe(doc)})")
 
@@ -375,8 +381,8 @@ def _jaeger_traces(text: str, position: int) -> list[tuple[int, Any]] | None:
 
 def _otlp_lines(
     first: Iterable[Span], second: str, stream: io.TextIOBase, convert: _SpanReader, warn: Warn
-) -> Iterator[Span]:
-    yield from first
+) -> Iterator[list[Span]]:
+    yield list(first)
     number, pending = 1, second
     for line in stream:
         if line.isspace():
@@ -384,14 +390,14 @@ def _otlp_lines(
         number += 1
         typed = convert.typed_line(pending)
         if typed is None:  # not in the collector's usual shape: read the general way
-            yield from _otlp_line(_line_doc(pending, number, last=False), number, convert)
+            yield list(_otlp_line(_line_doc(pending, number, last=False), number, convert))
         else:
-            yield from typed
+            yield typed
         pending = line
     number += 1
     typed = convert.typed_line(pending)
     if typed is not None:
-        yield from typed
+        yield typed
         return
     try:
         doc = json.loads(pending)
@@ -403,7 +409,7 @@ def _otlp_lines(
         return
     if not isinstance(doc, dict):
         doc = _line_doc(pending, number, last=False)
-    yield from _otlp_line(doc, number, convert)
+    yield list(_otlp_line(doc, number, convert))
 
 
 def _line_doc(line: str, number: int, last: bool) -> Any:
