@@ -554,6 +554,9 @@ class Auditor:
     def __init__(self, options: AuditOptions | None = None) -> None:
         o = self.options = options or AuditOptions()
         self.on_topics = _TopicPatterns(o.topics)
+        self._on_some_topics = bool(o.topics)
+        self._windowed = o.since_ns is not None or o.until_ns is not None
+        self._sagas = bool(o.sagas)
         self.is_retry = _TopicPatterns(o.retry)
         self.is_dlq = _TopicPatterns(o.dlq)
         self.grace_ns = int(o.grace_s * 1e9)
@@ -578,6 +581,7 @@ class Auditor:
         self._sequence = 0
         # Per group, topic, partition, key: what a stream of any length leaves.
         self.consumers: dict[str, set[str]] = {}
+        self.consumer_order: dict[str, tuple[str, ...]] = {}  # the same groups, sorted
         self.judged_sends: dict[str, int] = {}
         # The last JUDGED_MEMO sends judged with an offset: (topic, partition, offset) -> (trace id,
         # judged how many sends in); and groups first seen on a topic after sends of it were judged.
@@ -609,17 +613,17 @@ class Auditor:
 
     def add_facts(self, f: AuditFacts) -> None:
         """Take one span into account, as its :data:`AuditFacts` (what a file is read as)."""
-        o = self.options
-        start = f[3]
-        if (o.since_ns is not None and start < o.since_ns) or (o.until_ns is not None and start > o.until_ns):
-            self.outside += 1
-            return
-        role = f[5]
-        if o.topics and role is not None and not self.on_topics(f[6]):
+        # This runs once per span of the stream: the common case reads locals, not the options.
+        trace_id, span_id, parent, start, end, role, topic = f[:7]
+        if self._windowed:
+            since, until = self.options.since_ns, self.options.until_ns
+            if (since is not None and start < since) or (until is not None and start > until):
+                self.outside += 1
+                return
+        if self._on_some_topics and role is not None and not self.on_topics(topic):
             self.filtered += 1
             return
         self.spans += 1
-        end = f[4]
         if self.first_ns is None or start < self.first_ns:
             self.first_ns = start
         clock = self.clock
@@ -627,7 +631,6 @@ class Auditor:
             clock = self.clock = end
         elif end + self.window_ns < clock:
             self.late += 1
-        trace_id = f[0]
         trace = self.open.get(trace_id)
         if trace is None:
             trace = self.open[trace_id] = _Trace()
@@ -637,15 +640,15 @@ class Auditor:
         if end > trace.last:
             trace.last = end
         if role == SEND:
-            trace.sends[f[1]] = self.pending[f[1]] = _Send(f)
+            trace.sends[span_id] = self.pending[span_id] = _Send(f)
         elif role == PROCESS:
             self._process(trace, _Process(f))
         else:
             if role == RECEIVE:
                 self.receives += 1
-            if f[2] is not None:
-                trace.parents[f[1]] = f[2]
-        if o.sagas and role is not None:
+            if parent is not None:
+                trace.parents[span_id] = parent
+        if self._sagas and role is not None:
             self._saga_step(trace, f)
         if self._next_check is None or clock >= self._next_check:
             self._next_check = clock + self._step
@@ -659,26 +662,37 @@ class Auditor:
             return
         if topic is not None:
             groups = self.consumers.get(topic)
-            if groups is None:
-                groups = self.consumers[topic] = set()
-            if group not in groups:
-                groups.add(group)
-                before = self.judged_sends.get(topic, 0)
-                if before:
-                    self.group_late += before
-                    self.joined_late.setdefault(topic, []).append((group, self.judged_count))
+            if groups is None or group not in groups:
+                self._new_consumer(topic, group)
+        by_parent, start = self.by_parent, p.start
         for parent in p.parents:
-            self.by_parent[(group, parent)] = p.start
-        if topic is not None and p.partition is not None and p.offset is not None:
+            by_parent[(group, parent)] = start
+        partition, offset = p.partition, p.offset
+        if topic is not None and partition is not None and offset is not None:
             self.processings += 1
-            where = (group, topic, p.partition)
+            where = (group, topic, partition)
             done = self.processed.get(where)
             if done is None:
                 done = self.processed[where] = OffsetRanges()
-            if done.add(p.offset):
+            ends = done.ends
+            if ends and ends[-1] == offset:  # OffsetRanges.add's common case, inline
+                ends[-1] = offset + 1
+                p.first = True
+            elif done.add(offset):
                 p.first = True
             else:
-                self._repeat((group, topic, p.partition, p.offset), p.trace_id)
+                self._repeat((group, topic, partition, offset), p.trace_id)
+
+    def _new_consumer(self, topic: str, group: str) -> None:
+        groups = self.consumers.get(topic)
+        if groups is None:
+            groups = self.consumers[topic] = set()
+        groups.add(group)
+        self.consumer_order[topic] = tuple(sorted(groups))
+        before = self.judged_sends.get(topic, 0)
+        if before:
+            self.group_late += before
+            self.joined_late.setdefault(topic, []).append((group, self.judged_count))
 
     def _repeat(self, ident: _Ident, trace_id: str) -> None:
         times, first = self.duplicates.get(ident, (1, trace_id))
@@ -775,11 +789,11 @@ class Auditor:
             judged[(topic, send.partition, send.offset)] = (send.trace_id, self.judged_count)
             if len(judged) > JUDGED_MEMO:
                 judged.popitem(last=False)
-        groups = self.consumers.get(topic)
+        groups = self.consumer_order.get(topic)
         if not groups:
             self.unwatched += 1
             return
-        for group in sorted(groups):
+        for group in groups:
             if (group, send.span_id) in self.by_parent:
                 continue
             if send.partition is not None and send.offset is not None:
@@ -1105,9 +1119,14 @@ class _TraceJoins:
     def paths(self) -> None:
         latencies = self.a.path_latency
         for p in self.t.processes:
-            hops, path = self.hops(p)
-            if not hops:
+            send = p.send
+            if send is None or send.topic is None:
                 continue
+            if self.sender(send) is None:  # the chain's first hop (most processings)
+                hops: Sequence[tuple[_Send, _Process]] = ((send, p),)
+                path = send.topic
+            else:
+                hops, path = self.hops(p)
             key = (path, p.group)
             found = latencies.get(key)
             if found is None:

@@ -19,6 +19,7 @@ from typing import Any
 from tracing import semconv as sc
 from tracing.read.load import (
     _HEX_DIGITS,
+    _OTLP_KINDS,
     _UNSET,
     Warn,
     _hex_id,
@@ -184,7 +185,8 @@ class AuditFactsReader(_SpanReader):
         if role is None and type(operation) is str:
             role = _OPERATION_ROLES.get(operation.lower())
         if role is None:
-            kind = _kind_name(raw.kind)
+            kind = raw.kind
+            kind = _OTLP_KINDS.get(kind, "internal") if type(kind) is int else _kind_name(kind)
             if kind == "producer":
                 role = SEND
             elif raw.name == "recv":
@@ -194,7 +196,8 @@ class AuditFactsReader(_SpanReader):
             elif kind == "client" and values[_SYSTEM] is not None:
                 role = RECEIVE
         if topic is not None and topic != "":
-            topic = str(topic)
+            if type(topic) is not str:
+                topic = str(topic)
         else:
             topic = None if role is None else topic_in_name(raw.name)
         # Checked as the typed reading of a whole span checks them (an event or a link it would not
@@ -232,10 +235,14 @@ class AuditFactsReader(_SpanReader):
             int(end) if end else start,
             role,
             topic,
-            int(partition) if type(partition) is str and partition.isdecimal() else _as_int(partition),
-            offset if type(offset) is int else _as_int(offset),
-            None if group is None else str(group),
-            None if key is None else str(key),
+            None
+            if partition is None
+            else int(partition)
+            if type(partition) is str and partition.isdecimal()
+            else _as_int(partition),
+            offset if type(offset) is int or offset is None else _as_int(offset),
+            group if type(group) is str or group is None else str(group),
+            key if type(key) is str or key is None else str(key),
             None if queue is None else _queue_ms(queue),
             str(error) if failed else None,
             linked,
