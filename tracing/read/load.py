@@ -886,54 +886,80 @@ class _FactsReader(_SpanReader):
         )
 
     def _typed_span(self, raw: _TypedSpan, service: str) -> Span:
-        found: dict[str, Any] = {}
+        # _facts' rules, inline: this runs per span.
+        operation = legacy = error_type = None
+        system = False
         for item in raw.attributes or ():
             key = item.key
             if key in _FACT_KEYS:
-                found[key] = _typed_value(item.value)
+                value = item.value
+                if (
+                    value is not None
+                    and value.intValue is _UNSET
+                    and value.boolValue is _UNSET
+                    and value.doubleValue is _UNSET
+                    and value.stringValue is not _UNSET
+                ):
+                    read: Any = value.stringValue
+                else:
+                    read = _typed_value(value)
+                if key == sc.OPERATION_TYPE:
+                    operation = read
+                elif key == sc.OPERATION_LEGACY:
+                    legacy = read
+                elif key == sc.ERROR_TYPE:
+                    error_type = read
+                else:
+                    system = True
+        role = None
+        for told in (operation, legacy):
+            if type(told) is str:
+                role = _OPERATION_ROLES.get(told) or _OPERATION_ROLES.get(told.lower())
+                if role is not None:
+                    break
+        if role is None:
+            kind = raw.kind
+            kind_name = _OTLP_KINDS.get(kind, "internal") if type(kind) is int else _kind_name(kind)
+            if kind_name == "producer":
+                role = SEND
+            elif raw.name == "recv":
+                role = RECEIVE
+            elif kind_name == "consumer":
+                role = PROCESS
+            elif kind_name == "client" and system:
+                role = RECEIVE
         links = raw.links
         linked: tuple[str, ...] = ()
         if links:
-            linked = tuple([_hex_id(link.spanId, 16) for link in links if self.trace_id(link.traceId)])
+            for link in links:
+                self.trace_id(link.traceId)
+            linked = tuple(
+                [
+                    link.spanId.lower()
+                    if len(link.spanId) == 16 and not link.spanId.strip(_HEX_DIGITS)
+                    else _hex_id(link.spanId, 16)
+                    for link in links
+                ]
+            )
         status = raw.status
         start = int(raw.startTimeUnixNano)
         end = raw.endTimeUnixNano
         span_id = raw.spanId
         parent = raw.parentSpanId
-        name = raw.name
-        trace_id = raw.traceId
-        if not found and len(span_id) == 16 and not span_id.strip(_HEX_DIGITS):
-            # A span without messaging attributes (as most are not): no rule to apply but its kind's.
-            kind_name = _kind_name(raw.kind)
-            if parent:
-                parent = (
-                    parent.lower()
-                    if len(parent) == 16 and not parent.strip(_HEX_DIGITS)
-                    else _hex_id(parent, 16)
-                )
-            return (  # type: ignore[return-value]
-                self._trace_ids.get(trace_id) or self.trace_id(trace_id),
-                span_id.lower(),
-                parent or None,
-                name,
-                service,
-                start,
-                int(end) if end else start,
-                status is not None and status.code in (2, "2", "STATUS_CODE_ERROR"),
-                _KIND_ROLES.get(kind_name) if name != "recv" or kind_name == "producer" else RECEIVE,
-                linked,
-            )
-        return self._facts(  # type: ignore[return-value]
-            trace_id,
-            span_id,
-            parent,
-            name,
+        return (  # type: ignore[return-value]
+            self._trace_ids.get(raw.traceId) or self.trace_id(raw.traceId),
+            span_id.lower()
+            if len(span_id) == 16 and not span_id.strip(_HEX_DIGITS)
+            else _hex_id(span_id, 16),
+            (parent.lower() if len(parent) == 16 and not parent.strip(_HEX_DIGITS) else _hex_id(parent, 16))
+            if parent
+            else None,
+            raw.name,
             service,
             start,
             int(end) if end else start,
-            status.code if status is not None else 0,
-            found,
-            _kind_name(raw.kind),
+            (status is not None and status.code in (2, "2", "STATUS_CODE_ERROR")) or error_type is not None,
+            role,
             linked,
         )
 
