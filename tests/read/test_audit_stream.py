@@ -5,12 +5,29 @@ however long the stream grows."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracing.read.audit import EXACT_SAMPLES, Audit, AuditOptions, Auditor, OffsetRanges, _Quantiles, audit
+from benchmarks.read_chains import audit_traffic, many_traces, write_otlp_lines
+from tracing.read.audit import (
+    _BUCKET_BASE,
+    _PER_LOG,
+    EXACT_SAMPLES,
+    FOLD_EVERY,
+    Audit,
+    AuditOptions,
+    Auditor,
+    OffsetRanges,
+    _Quantiles,
+    audit,
+    audit_of_facts,
+    parse_saga,
+)
+from tracing.read.audit_facts import iter_file_audit_facts
+from tracing.read.load import iter_file
 from tracing.read.model import Span
 
 from .test_audit import Traffic, _ns
@@ -240,6 +257,50 @@ def test_percentiles_are_exact_while_few_and_within_one_percent_once_many(seed, 
         assert series.percentile(percent) == exact
     else:
         assert abs(series.percentile(percent) - exact) <= abs(exact) * 0.01
+
+
+def _one_at_a_time(values: list[float]) -> dict[float, int]:
+    """The histogram as each sample bucketed on its own makes it (what the batches must equal)."""
+    buckets: dict[float, int] = {}
+    for value in values:
+        if value == 0:
+            middle = 0.0
+        else:
+            index = math.floor(math.log(abs(value)) * _PER_LOG)
+            middle = _BUCKET_BASE ** (index + 0.5) * (1 if value > 0 else -1)
+        buckets[middle] = buckets.get(middle, 0) + 1
+    return buckets
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), count=st.integers(EXACT_SAMPLES + 1, EXACT_SAMPLES + 3 * FOLD_EVERY))
+def test_samples_folded_in_batches_make_the_histogram_one_at_a_time_makes(seed, count):
+    rng = random.Random(seed)
+    values = [
+        rng.choice((1.0, -1.0, 0.0, 1e-6)) * rng.lognormvariate(0, 6) if rng.random() < 0.9 else 0.0
+        for _ in range(count)
+    ]
+    series = _Quantiles()
+    for value in values:
+        series.add(value)
+    series.percentile(50)  # folds what is pending
+    assert series.count == len(values)
+    assert series.buckets == _one_at_a_time(values)
+
+
+def test_a_file_audited_from_its_facts_reports_what_its_spans_report(tmp_path):
+    # The file path reads AuditFacts straight from the typed structs; the Span path applies the
+    # model's rules: the same report, finding for finding and note for note.
+    flows, mixed = tmp_path / "flows.jsonl", tmp_path / "mixed.jsonl"
+    write_otlp_lines(flows, audit_traffic(3_000), spans_per_line=300)
+    write_otlp_lines(mixed, [*audit_traffic(500), *many_traces(300)], spans_per_line=300)
+    sagas = (parse_saga("orders:invoices"),)
+    for path in (flows, mixed):
+        for options in (AuditOptions(), AuditOptions(grace_s=0.5), AuditOptions(sagas=sagas)):
+            from_facts = audit_of_facts(iter_file_audit_facts(path), options)
+            assert from_facts == audit(iter_file(path), options)
+            if path is flows:
+                assert from_facts.counts()["duplicates"] == 60  # every 50th flow redelivered: found
 
 
 # --- older attribute names --------------------------------------------------------------------------
