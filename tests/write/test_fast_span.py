@@ -8,6 +8,7 @@ path starts and the one ``tracer.start_span`` starts export identically, field b
 from __future__ import annotations
 
 import random
+from time import time_ns
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -176,3 +177,64 @@ def test_the_switch_turns_the_fast_path_off(monkeypatch):
     monkeypatch.setenv("KET_FAST_SPANS", "false")
     provider, tracer, _ = _pipeline("parent_on", {}, 1)
     assert otel.FastSpans.install(provider, tracer) is None
+
+
+EVENT_VALUES = st.one_of(
+    st.text(max_size=40), st.integers(-(2**40), 2**40), st.booleans(), st.floats(allow_nan=False)
+)
+
+
+def _event_view(span) -> list[tuple]:
+    return [
+        (
+            e.name,
+            dict(e.attributes),
+            e.attributes.maxlen,
+            e.attributes.max_value_len,
+            e.attributes.dropped,
+            e.attributes._immutable,
+        )
+        for e in span.events
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.dictionaries(st.sampled_from(KEYS), EVENT_VALUES, max_size=4), max_size=5),
+    limits=st.fixed_dictionaries(
+        {
+            "max_event_attributes": st.sampled_from([None, 0, 1, 3]),
+            "max_attribute_length": st.sampled_from([None, 0, 5, 100]),
+            "max_events": st.sampled_from([None, 0, 2, 10]),
+        }
+    ),
+    ended=st.booleans(),
+)
+def test_a_settlement_event_added_the_fast_way_is_the_event_the_sdk_adds(events, limits, ended):
+    spans = []
+    for add in (lambda s, n, a: s.add_event(n, a), otel.add_known_event):
+        provider = TracerProvider(span_limits=SpanLimits(**limits))
+        span = provider.get_tracer("t").start_span("process orders")
+        if ended:
+            span.end()
+        before = time_ns()
+        for index, attributes in enumerate(events):
+            add(span, f"ack{index}", dict(attributes))
+        after = time_ns()
+        assert all(before <= e.timestamp <= after for e in span.events)
+        spans.append(span)
+    assert _event_view(spans[1]) == _event_view(spans[0])
+    assert spans[1]._events.dropped == spans[0]._events.dropped
+
+
+def test_a_settlement_event_is_added_the_fast_way_on_the_sdks_spans(monkeypatch):
+    span = TracerProvider().get_tracer("t").start_span("process orders")
+
+    def refused(*_: object, **__: object) -> None:
+        raise AssertionError("went through add_event")
+
+    monkeypatch.setattr(type(span), "add_event", refused)
+    otel.add_known_event(span, "ack", {"messaging.rabbitmq.message.delivery_tag": 7})
+    assert [(e.name, dict(e.attributes)) for e in span.events] == [
+        ("ack", {"messaging.rabbitmq.message.delivery_tag": 7})
+    ]

@@ -29,6 +29,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import TracerProvider
 
 from tracing import semconv as sc
+from tracing.write import otel
 from tracing.write.operations import PARENT, ProcessOperation, SendOperation
 from tracing.write.propagation import report_internal_error
 from tracing.write.providers import rabbitmq as provider
@@ -48,7 +49,7 @@ def settle_event(name: str, delivery_tag: Any, **attributes: Any) -> None:
             attrs: dict[str, Any] = {k: v for k, v in attributes.items() if v is not None}
             if isinstance(delivery_tag, int):
                 attrs[sc.RABBITMQ_DELIVERY_TAG] = delivery_tag
-            span.add_event(name, attrs)
+            otel.add_known_event(span, name, attrs)
     except Exception:
         report_internal_error("could not record a settlement")
 
@@ -236,7 +237,8 @@ class TracedBlockingChannel:
             try:
                 span = _get_current_span()
                 if span.is_recording():
-                    span.add_event(
+                    otel.add_known_event(
+                        span,
                         "ack",
                         {sc.RABBITMQ_DELIVERY_TAG: delivery_tag} if isinstance(delivery_tag, int) else {},
                     )
