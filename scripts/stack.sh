@@ -346,7 +346,7 @@ start_rabbitmq() {
     rotate_log "$log"
     say "rabbitmq: starting node $RABBITMQ_NODE on 127.0.0.1:$RABBITMQ_PORT (log $(rel "$log"), node logs $(rel "$RABBITMQ_DIR/log"))"
     rabbitmq_cmd rabbitmq-server
-    (cd "$RABBITMQ_DIR" && exec setsid "${RABBITMQ_CMD[@]}" </dev/null >"$log" 2>&1) &
+    (cd "$RABBITMQ_DIR" && exec setsid "${RABBITMQ_CMD[@]}" </dev/null >"$log" 2>&1 9>&-) &
     launcher=$!
     # The script does not exec the Erlang VM, and stopping it would not stop the VM: the pid
     # file names the VM, which writes its own pid early in its boot.
@@ -571,7 +571,7 @@ start_kafka() {
     # shellcheck disable=SC2086  # KAFKA_HEAP holds several JVM options
     (cd "$ROOT" && exec setsid java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_LOG4J" "-Dkafka.logs.dir=$LOG_DIR" \
-        -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF" </dev/null >"$log" 2>&1) &
+        -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF" </dev/null >"$log" 2>&1 9>&-) &
     echo $! >"$RUN_DIR/kafka.pid"
 }
 
@@ -596,7 +596,7 @@ start_jaeger() {
         printf 'missing %s\n' "$JAEGER_UI_PROBLEM" >"$JAEGER_UI_STATE"
     fi
     say "jaeger: starting, OTLP 127.0.0.1:$OTLP_GRPC_PORT/$OTLP_HTTP_PORT, UI/API $JAEGER_QUERY_URL (log $(rel "$log"))"
-    (cd "$ROOT" && exec setsid "$JAEGER_BIN" --config "$JAEGER_RUN_CONFIG" "${ui_args[@]}" </dev/null >"$log" 2>&1) &
+    (cd "$ROOT" && exec setsid "$JAEGER_BIN" --config "$JAEGER_RUN_CONFIG" "${ui_args[@]}" </dev/null >"$log" 2>&1 9>&-) &
     echo $! >"$RUN_DIR/jaeger.pid"
 }
 
@@ -808,18 +808,26 @@ ui_status() {
 LEASES="$RUN_DIR/leases"
 RUN_STARTED="$RUN_DIR/started-by-run"
 
+# Held on fd 9. Re-entrant: a run whose start failed cleans up while it still holds the lock (the
+# EXIT trap), and must not wait for itself. The services are started with fd 9 closed, so none of
+# them keeps the lock once this script is gone.
+STACK_LOCK_HELD=0
+
 lock_stack() {
     command -v flock >/dev/null 2>&1 || return 0
+    ((STACK_LOCK_HELD)) && return 0
     exec 9>"$RUN_DIR/lock"
     if ! flock -n 9; then
         say "stack: another scripts/stack.sh is starting or stopping the stack; waiting for it"
         flock 9
     fi
+    STACK_LOCK_HELD=1
 }
 
 unlock_stack() {
     command -v flock >/dev/null 2>&1 || return 0
     flock -u 9 || true
+    STACK_LOCK_HELD=0
 }
 
 live_leases() {
