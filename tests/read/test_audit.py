@@ -396,3 +396,17 @@ def test_cli_text_folds_long_sections_and_says_how_many_more(cli, tmp_path):
     assert "... 15 more (--json lists every one)" in result.out
     assert all(len(line) <= 100 for line in result.out.splitlines() if "TRACE" not in line)
     result.out.encode("ascii")
+
+
+def test_a_topic_named_send_is_audited_as_any_other():
+    # A message is told apart by its offset, or (without one) by its send span: a topic whose name
+    # is the marker of the second kind must not be taken for it.
+    t = Traffic()
+    sends = [t.send("send", "k", 0, n, at_ms=n) for n in range(3)]
+    for send in sends:
+        t.process(send, "mailer", at_ms=send.start_ns / 1e6 - T0_NS / 1e6 + 5)
+    t.process(sends[1], "mailer", at_ms=20)  # delivered twice
+    report = run(t)
+    assert [(d.group, d.topic, d.offset, d.times) for d in report.duplicates] == [("mailer", "send", 1, 2)]
+    assert report.processings == 4
+    assert not report.notes

@@ -540,6 +540,9 @@ class _KeyOrder:
 
 
 _Ident = tuple[object, ...]
+"""A message: (group, topic, partition, offset), or without an offset (group, "send", the send's
+span id, topic, partition, offset); told apart by length, as a topic may be named "send"."""
+_BY_SEND = 6
 # An ordering event: (processing start, sequence, group, topic, key, partition, offset, produced, trace)
 _Event = tuple[int, int, str, str, str, "int | None", "int | None", "int | None", str]
 
@@ -947,7 +950,7 @@ class _TraceJoins:
                 runs.append(p)
             if p.first:
                 fresh.add(ident)
-            elif ident[1] == "send":  # no offset: matched by the send's span id, while it is held
+            elif len(ident) == _BY_SEND:  # no offset: matched by the send's span id, while it is held
                 a.processings += 1
                 key = (str(p.group), str(ident[2]))
                 if key in a.send_runs:
@@ -1302,7 +1305,7 @@ class _Report:
 
 
 def _duplicate(ident: _Ident, times: int, trace_id: str) -> Duplicate:
-    if ident[1] == "send":  # (group, "send", send span id, topic, partition, offset)
+    if len(ident) == _BY_SEND:  # (group, "send", send span id, topic, partition, offset)
         group, _, _, topic, partition, offset = ident
     else:  # (group, topic, partition, offset)
         group, topic, partition, offset = ident
