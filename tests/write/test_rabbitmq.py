@@ -6,6 +6,7 @@ The same wrappers against the real broker: the RabbitMQ part of tests/write/test
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,7 @@ pytest.importorskip("aio_pika")
 
 from tracing.rabbitmq import TracedBlockingChannel  # noqa: E402
 from tracing.rabbitmq.aio import TracedQueue  # noqa: E402
+from tracing.write.clients.rabbitmq import with_headers  # noqa: E402
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 _scalars = st.one_of(
@@ -138,3 +140,34 @@ def test_instrument_traces_pika_channels_and_uninstrument_restores():
     finally:
         tracing.uninstrument()
     assert BlockingConnection.channel is original
+
+
+_FIELDS = st.one_of(st.none(), st.text(max_size=8), st.integers(0, 2**31))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    fields=st.fixed_dictionaries(
+        {"content_type": _FIELDS, "message_id": _FIELDS, "priority": _FIELDS, "app_id": _FIELDS}
+    ),
+    before=st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3)),
+    after=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+    subclass=st.booleans(),
+)
+def test_published_properties_are_the_callers_copied_with_only_the_headers_changed(
+    fields, before, after, subclass
+):
+    import pika
+
+    class Mine(pika.BasicProperties):
+        pass
+
+    kind = Mine if subclass else pika.BasicProperties
+    original = kind(headers=before, **fields)
+    kept = dict(original.__dict__)
+    sent = with_headers(original, after, pika.BasicProperties)
+    expected = copy.copy(original)
+    expected.headers = dict(after)
+    assert type(sent) is type(original) and sent is not original
+    assert sent.__dict__ == expected.__dict__
+    assert original.__dict__ == kept and original.headers is before  # the caller's are untouched

@@ -56,7 +56,16 @@ def settle_event(name: str, delivery_tag: Any, **attributes: Any) -> None:
 
 def with_headers(properties: Any, headers: Any, make: Any) -> Any:
     """A copy of ``properties`` (or new ones, from ``make``) carrying ``headers`` as a dict."""
-    new = copy.copy(properties) if properties is not None else make()
+    if properties is None:
+        new = make()
+    elif type(properties) is make:
+        # What copy.copy() makes of pika's plain BasicProperties (its fields in __dict__, no
+        # __copy__ or __reduce__ of its own), without copy's generic protocol: a third of an
+        # unsampled publish's cost.
+        new = object.__new__(make)
+        new.__dict__.update(properties.__dict__)
+    else:
+        new = copy.copy(properties)
     new.headers = dict(headers) if headers is not None else None
     return new
 
