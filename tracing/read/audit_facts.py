@@ -31,7 +31,7 @@ from tracing.read.load import (
     _typed_value,
     _TypedSpan,
 )
-from tracing.read.model import _OPERATION_ROLES, PROCESS, RECEIVE, SEND, Span, _as_int, topic_in_name
+from tracing.read.model import _OPERATION_ROLES, Span, _as_int, role_of_kind, topic_in_name
 
 __all__ = ["AuditFacts", "AuditFactsReader", "audit_facts", "iter_file_audit_facts"]
 
@@ -187,14 +187,7 @@ class AuditFactsReader(_SpanReader):
         if role is None:
             kind = raw.kind
             kind = _OTLP_KINDS.get(kind, "internal") if type(kind) is int else _kind_name(kind)
-            if kind == "producer":
-                role = SEND
-            elif raw.name == "recv":
-                role = RECEIVE
-            elif kind == "consumer":
-                role = PROCESS
-            elif kind == "client" and values[_SYSTEM] is not None:
-                role = RECEIVE
+            role = role_of_kind(kind, raw.name, values[_SYSTEM] is not None)
         if topic is not None and topic != "":
             if type(topic) is not str:
                 topic = str(topic)

@@ -35,7 +35,7 @@ from typing import IO, Any
 import msgspec
 
 from tracing import semconv as sc
-from tracing.read.model import _OPERATION_ROLES, PROCESS, RECEIVE, SEND, Span, SpanEvent, SpanRef
+from tracing.read.model import _OPERATION_ROLES, Span, SpanEvent, SpanRef, role_of_kind
 
 __all__ = [
     "JaegerClient",
@@ -920,14 +920,7 @@ class _FactsReader(_SpanReader):
         if role is None:
             kind = raw.kind
             kind_name = _OTLP_KINDS.get(kind, "internal") if type(kind) is int else _kind_name(kind)
-            if kind_name == "producer":
-                role = SEND
-            elif raw.name == "recv":
-                role = RECEIVE
-            elif kind_name == "consumer":
-                role = PROCESS
-            elif kind_name == "client" and system:
-                role = RECEIVE
+            role = role_of_kind(kind_name, raw.name, system)
         links = raw.links
         linked: tuple[str, ...] = ()
         if links:
@@ -986,14 +979,7 @@ class _FactsReader(_SpanReader):
                 if role is not None:
                     break
         if role is None:
-            if kind_name == "producer":
-                role = SEND
-            elif name == "recv":
-                role = RECEIVE
-            elif kind_name == "consumer":
-                role = PROCESS
-            elif kind_name == "client" and sc.SYSTEM in found:
-                role = RECEIVE
+            role = role_of_kind(kind_name, name, sc.SYSTEM in found)
         # The common case inline (16 hex digits, as the collector writes them); _hex_id otherwise.
         if type(span_id) is str and len(span_id) == 16 and not span_id.strip(_HEX_DIGITS):
             span_id = span_id.lower()
@@ -1019,8 +1005,6 @@ class _FactsReader(_SpanReader):
         )
 
 
-# Span.role's fallback on the span kind, when no attribute says the role (and the name is not "recv").
-_KIND_ROLES = {"producer": SEND, "consumer": PROCESS}
 _FACT_KEYS = frozenset({sc.OPERATION_TYPE, sc.OPERATION_LEGACY, sc.ERROR_TYPE, sc.SYSTEM})
 
 

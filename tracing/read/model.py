@@ -125,15 +125,7 @@ class Span:
             value = self.attributes.get(key)
             if isinstance(value, str) and value.lower() in _OPERATION_ROLES:
                 return _OPERATION_ROLES[value.lower()]
-        if self.kind == "producer":
-            return SEND
-        if self.name == "recv":  # the contrib confluent-kafka instrumentation's poll span, no attributes
-            return RECEIVE
-        if self.kind == "consumer":
-            return PROCESS
-        if self.kind == "client" and sc.SYSTEM in self.attributes:
-            return RECEIVE
-        return None
+        return role_of_kind(self.kind, self.name, sc.SYSTEM in self.attributes)
 
     @property
     def key(self) -> str | None:
@@ -314,6 +306,21 @@ class EventChain:
     def find(self, span_id: str) -> Hop | None:
         """The node showing the span with this id, if it is shown."""
         return next((h for h in self.hops() if h.span.span_id == span_id), None)
+
+
+def role_of_kind(kind: str, name: str, has_system: bool) -> str | None:
+    """The role of a span whose attributes do not say it: PRODUCER sends, CONSUMER processes,
+    a CLIENT span with ``messaging.system`` receives; ``recv`` is the contrib confluent-kafka
+    instrumentation's poll span (no attributes)."""
+    if kind == "producer":
+        return SEND
+    if name == "recv":
+        return RECEIVE
+    if kind == "consumer":
+        return PROCESS
+    if kind == "client" and has_system:
+        return RECEIVE
+    return None
 
 
 def topic_in_name(name: str) -> str | None:
