@@ -107,7 +107,18 @@ def setup(metrics_on: bool) -> None:
 
     resource = Resource.create({"service.name": "bench-metrics"})
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(Drop())
+    if os.environ.get("BENCH_SPAN_PROCESSOR") == "batch":
+        # As configure() sets it up: the SDK's BatchSpanProcessor (its export thread counted too),
+        # into a discarding exporter, with a queue that never drops.
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class Discard(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 20))
+    else:
+        provider.add_span_processor(Drop())
     trace.set_tracer_provider(provider)
     if metrics_on:
         from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult

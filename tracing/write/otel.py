@@ -393,6 +393,10 @@ def add_known_event(span: Any, name: str, attributes: dict[str, Any]) -> None:
     would cut, drop or warn about (over the limits, an ended span), and any other span, goes
     through ``add_event`` itself. ``KET_FAST_SPANS=false`` turns it off with the fast spans."""
     parts = _event_parts()
+    if type(span) is PendingSpan:
+        if parts is not None and _add_pending_event(span, parts, name, attributes):
+            return
+        span = span.sdk_span()
     if (
         parts is None
         or type(span) is not parts[0]
@@ -413,6 +417,54 @@ def add_known_event(span: Any, name: str, attributes: dict[str, Any]) -> None:
             span._events.append(event)
             return
     span.add_event(name, attributes)  # ended: the SDK says so
+
+
+def _add_pending_event(
+    span: PendingSpan, parts: tuple[Any, Any, Any], name: str, attributes: dict[str, Any]
+) -> bool:
+    """:func:`add_known_event` on a pending span; False when the SDK's span must add it."""
+    if not all(type(value) in _PLAIN_VALUES for value in attributes.values()):
+        return False
+    limits = span._paths._limits
+    maxlen, length = limits.max_event_attributes, limits.max_attribute_length
+    if (maxlen is not None and len(attributes) > maxlen) or (
+        length is not None and any(type(v) is str and len(v) > length for v in attributes.values())
+    ):
+        return False
+    event = parts[1](name, _known_attributes(parts[2], dict(attributes), maxlen, length, True))
+    return span.add_known_event(event)
+
+
+def sampling_rules(sampler: Any) -> tuple[Any, ...]:
+    """How the sampler decides for a root, then under a remote sampled, remote unsampled, local
+    sampled and local unsampled parent: ``(recording, sampled)`` for the SDK's static samplers
+    (``ALWAYS_ON``/``ALWAYS_OFF``), the ratio's bound for its ``TraceIdRatioBased`` (sampled when
+    ``trace_id & (2**64 - 1) < bound``), None where only a call to the sampler can tell (any
+    other sampler, subclasses included). Neither SDK sampler changes a recorded span's
+    attributes, and both return the parent's trace state."""
+    try:
+        from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler, TraceIdRatioBased
+
+        def rule(each: Any) -> Any:
+            if type(each) is StaticSampler:
+                decision = each._decision
+                return (bool(decision.is_recording()), bool(decision.is_sampled()))  # type: ignore[no-untyped-call]
+            if type(each) is TraceIdRatioBased and each.TRACE_ID_LIMIT == _TRACE_ID_LIMIT:
+                return int(each.bound)
+            return None
+
+        if type(sampler) is ParentBased:
+            delegates = (
+                sampler._root,
+                sampler._remote_parent_sampled,
+                sampler._remote_parent_not_sampled,
+                sampler._local_parent_sampled,
+                sampler._local_parent_not_sampled,
+            )
+            return tuple(rule(each) for each in delegates)
+        return (rule(sampler),) * 5
+    except Exception:
+        return (None,) * 5
 
 
 class FastSpans:
@@ -445,11 +497,20 @@ class FastSpans:
         "_bounded",
         "_bounded_list",
         "_lock",
+        "_readable_class",
+        "_plain_types",
+        "_multi_plain",
+        "_checked",
+        "_plain",
+        "_no_events",
+        "_no_links",
+        "_rules",
     )
 
     def __init__(self, tracer: Any) -> None:
         from opentelemetry.attributes import BoundedAttributes
-        from opentelemetry.sdk.trace import _Span
+        from opentelemetry.sdk.trace import ReadableSpan, SynchronousMultiSpanProcessor, _Span
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
         from opentelemetry.sdk.util import BoundedList
         from opentelemetry.trace import Status, StatusCode
 
@@ -475,6 +536,14 @@ class FastSpans:
         self._bounded: Any = BoundedAttributes
         self._bounded_list = BoundedList
         self._lock = threading.Lock
+        self._readable_class: Any = ReadableSpan
+        self._plain_types = (BatchSpanProcessor, SimpleSpanProcessor)
+        self._multi_plain = type(self._processor) is SynchronousMultiSpanProcessor
+        self._checked: Any = _MISSING
+        self._plain = False
+        self._no_events: Any = BoundedList(self._max_events)
+        self._rules = sampling_rules(self._sampler)
+        self._no_links: Any = BoundedList(self._max_links)
 
     @classmethod
     def install(cls, provider: Any, tracer: Any) -> FastSpans | None:
@@ -534,18 +603,65 @@ class FastSpans:
         else:
             trace_id = parent.trace_id
             random_trace_id = parent.trace_flags.random_trace_id
-        result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        decision = result.decision
-        recording = decision.is_recording()
-        if recording and result.attributes != attributes:
-            # The sampler added or changed attributes: the SDK's own path for this span.
-            return self._tracer.start_span(name, context, kind, attributes, links, start_time)
-        flags = 0x01 if decision.is_sampled() else 0x00
+        if parent is None:
+            rule = self._rules[0]
+        elif parent.is_remote:
+            rule = self._rules[1 if parent.trace_flags & 0x01 else 2]
+        else:
+            rule = self._rules[3 if parent.trace_flags & 0x01 else 4]
+        if rule is not None:  # the SDK's static or ratio sampler: its decision, made as it makes it
+            if type(rule) is int:
+                recording = sampled = trace_id & _TRACE_ID_LIMIT < rule
+            else:
+                recording, sampled = rule
+            trace_state = parent.trace_state if parent is not None else None
+        else:
+            result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            decision = result.decision
+            recording = decision.is_recording()
+            if recording and result.attributes != attributes:
+                # The sampler added or changed attributes: the SDK's own path for this span.
+                return self._tracer.start_span(name, context, kind, attributes, links, start_time)
+            sampled = decision.is_sampled()
+            trace_state = result.trace_state
+        flags = 0x01 if sampled else 0x00
         if random_trace_id:
             flags |= _RANDOM_TRACE_ID
-        span_context = SpanContext(trace_id, self._new_span_id(), False, _FLAGS[flags], result.trace_state)
+        span_context = SpanContext(trace_id, self._new_span_id(), False, _FLAGS[flags], trace_state)
         if not recording:
             return NonRecordingSpan(span_context)
+        started = start_time if start_time is not None else time.time_ns()
+        if self._processors_plain():
+            # No processor looks at a span before it ends: the SDK's span object is made
+            # only if something asks for it (PendingSpan), the finished span directly.
+            return PendingSpan(self, name, span_context, kind, parent, started, attributes, links)
+        span = self.sdk_span(name, span_context, kind, parent, started, attributes, links, [], None)
+        self._processor.on_start(span, parent_context=context)
+        return span
+
+    def _processors_plain(self) -> bool:
+        """True while every registered span processor is the SDK's Batch or Simple one (their
+        ``on_start`` and ``_on_ending`` do nothing; ``on_end`` takes the finished span)."""
+        registered = getattr(self._processor, "_span_processors", None)
+        if registered is not self._checked:  # processors added since: look again
+            self._checked = registered
+            self._plain = self._multi_plain and all(type(p) in self._plain_types for p in registered or ())
+        return self._plain
+
+    def sdk_span(
+        self,
+        name: str,
+        span_context: SpanContext,
+        kind: Any,
+        parent: SpanContext | None,
+        started: int,
+        attributes: dict[str, Any],
+        links: Any,
+        events: list[Any],
+        ended: int | None,
+    ) -> Any:
+        """The SDK's span object with these fields, as its constructor and ``start`` make it
+        (and ``end``, when ``ended``), without calling any processor."""
         span = self._span_class.__new__(self._span_class)
         # ReadableSpan's fields, then Span's, as their constructors set them.
         span._name = name
@@ -554,8 +670,8 @@ class FastSpans:
         span._instrumentation_info = self._info
         span._instrumentation_scope = self._scope
         span._parent = parent
-        span._start_time = start_time if start_time is not None else time.time_ns()
-        span._end_time = None
+        span._start_time = started
+        span._end_time = ended
         span._resource = self._resource
         span._status = self._unset
         span._sampler = self._sampler
@@ -565,8 +681,12 @@ class FastSpans:
         span._span_processor = self._processor
         span._limits = self._limits
         span._lock = self._lock()
-        span._attributes = self._attributes(attributes, self._max_attributes, False)
-        span._events = self._bounded_list(self._max_events)
+        span._attributes = self._attributes(attributes, self._max_attributes, ended is not None)
+        span._events = (
+            self._bounded_list.from_seq(self._max_events, events)
+            if events
+            else self._bounded_list(self._max_events)
+        )
         if links:
             for link in links:
                 link._attributes = self._attributes({}, self._max_link_attributes, True)
@@ -577,14 +697,45 @@ class FastSpans:
             else self._bounded_list(self._max_links)
         )
         span._record_end_metrics = None
-        self._processor.on_start(span, parent_context=context)
         return span
+
+    def finish(self, pending: PendingSpan) -> None:
+        """Hand the processors the finished span the SDK's ``end()`` would hand them."""
+        readable = self._readable_class.__new__(self._readable_class)
+        readable._name = pending._name
+        readable._context = pending._context
+        readable._kind = pending._kind
+        readable._instrumentation_info = self._info
+        readable._instrumentation_scope = self._scope
+        readable._parent = pending._parent
+        readable._start_time = pending._start_time
+        readable._end_time = pending._end_time
+        readable._attributes = self._attributes(pending._values, self._max_attributes, True)
+        events = pending._events
+        # A finished span's lists are only read from here on: the empty ones are shared.
+        readable._events = (
+            self._bounded_list.from_seq(self._max_events, events) if events else self._no_events
+        )
+        links = pending._links
+        if links:
+            for link in links:
+                link._attributes = self._attributes({}, self._max_link_attributes, True)
+            readable._links = self._bounded_list.from_seq(self._max_links, links)
+        else:
+            readable._links = self._no_links
+        readable._resource = self._resource
+        readable._status = self._unset
+        self._processor.on_end(readable)
 
     def set_known(self, span: Any, key: str, value: int | str) -> None:
         """``span.set_attribute(key, value)`` for a value known to be valid (an int, or a
         str): the SDK's own result without its validation. Anything the SDK would warn
         about or drop (an ended span, a full or zero-size attribute dict, a str over the
         length limit) goes through ``set_attribute`` itself."""
+        if type(span) is PendingSpan:
+            if span.set_known(key, value):
+                return
+            span = span.sdk_span()
         attributes: Any = getattr(span, "_attributes", None)
         if (
             type(attributes) is not self._bounded
@@ -602,6 +753,157 @@ class FastSpans:
             span.set_attribute(key, value)
             return
         values[key] = value
+
+
+class PendingSpan(trace.Span):
+    """A span of this library's, started and not yet ended, held as its fields.
+
+    The SDK's span object costs a lock, two bounded lists and the copy ``end()`` makes for the
+    processors; with only the SDK's Batch and Simple processors registered, nothing looks at
+    it before it ends. So the common operation (started, a few known attributes, ended) makes
+    only the finished span the processors receive (:meth:`FastSpans.finish`). Anything else
+    asked of it (an app's ``set_attribute`` on the current span, an exception, a status, a
+    property of the SDK's span) first makes the SDK's span object with the same fields,
+    which answers from then on: what the app sees is the SDK's behaviour, warnings included.
+    """
+
+    __slots__ = (
+        "_paths",
+        "_name",
+        "_context",
+        "_kind",
+        "_parent",
+        "_start_time",
+        "_end_time",
+        "_values",
+        "_links",
+        "_events",
+        "_sdk",
+    )
+
+    def __init__(
+        self,
+        paths: FastSpans,
+        name: str,
+        context: SpanContext,
+        kind: Any,
+        parent: SpanContext | None,
+        started: int,
+        values: dict[str, Any],
+        links: Any,
+    ) -> None:
+        self._paths = paths
+        self._name = name
+        self._context = context
+        self._kind = kind
+        self._parent = parent
+        self._start_time = started
+        self._end_time: int | None = None
+        self._values = values
+        self._links = links
+        self._events: list[Any] = []
+        self._sdk: Any = None
+
+    def sdk_span(self) -> Any:
+        """The SDK's span object for this span (made once; after ``end``, an ended one)."""
+        sdk = self._sdk
+        if sdk is None:
+            sdk = self._sdk = self._paths.sdk_span(
+                self._name,
+                self._context,
+                self._kind,
+                self._parent,
+                self._start_time,
+                self._values,
+                self._links,
+                self._events,
+                self._end_time,
+            )
+        return sdk
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        sdk = self._sdk
+        return self._end_time is None if sdk is None else bool(sdk.is_recording())
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._sdk is not None or self._end_time is not None:
+            self.sdk_span().end(end_time)  # the SDK's own end (or its warning when ended)
+            return
+        self._end_time = end_time if end_time is not None else time.time_ns()
+        self._paths.finish(self)
+
+    def set_known(self, key: str, value: int | str) -> bool:
+        """Set an attribute whose value is known valid and within the limits; False when the
+        SDK must (already its object, ended, the dict full, a str over the length limit)."""
+        if self._sdk is not None or self._end_time is not None:
+            return False
+        paths = self._paths
+        values = self._values
+        if type(value) is str and paths._max_length is not None and len(value) > paths._max_length:
+            return False
+        if key in values:
+            del values[key]  # re-inserted last, as BoundedAttributes does
+        elif paths._max_attributes is not None and len(values) >= paths._max_attributes:
+            return False
+        values[key] = value
+        return True
+
+    def add_known_event(self, event: Any) -> bool:
+        """Append an event built for this span's limits; False when the SDK must add it."""
+        if self._sdk is not None or self._end_time is not None:
+            return False
+        maxlen = self._paths._max_events
+        if maxlen is not None and len(self._events) >= maxlen:
+            return False
+        self._events.append(event)
+        return True
+
+    # The rest of the Span API: the SDK's span object answers.
+    def set_attributes(self, attributes: Any) -> None:
+        self.sdk_span().set_attributes(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.sdk_span().set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self.sdk_span().add_event(name, attributes, timestamp)
+
+    def add_link(self, context: SpanContext, attributes: Any = None) -> None:
+        self.sdk_span().add_link(context, attributes)
+
+    def update_name(self, name: str) -> None:
+        self.sdk_span().update_name(name)
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self.sdk_span().set_status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Any = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        self.sdk_span().record_exception(exception, attributes, timestamp, escaped)
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        if exc_val is None and self._sdk is None:
+            self.end()
+        else:
+            self.sdk_span().__exit__(exc_type, exc_val, exc_tb)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the slots and methods above do not have: the SDK span's properties
+        # (name, attributes, events, ...) and anything else a caller reads from it.
+        if name.startswith("__") or name in PendingSpan.__slots__:
+            raise AttributeError(name)
+        return getattr(self.sdk_span(), name)
+
+    def __repr__(self) -> str:
+        return f'PendingSpan(name="{self._name}", context={self._context})'
 
 
 # -- metric exporters -----------------------------------------------------------
