@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -505,6 +506,7 @@ class FastSpans:
         "_no_events",
         "_no_links",
         "_rules",
+        "_no_link_attributes",
     )
 
     def __init__(self, tracer: Any) -> None:
@@ -543,6 +545,7 @@ class FastSpans:
         self._plain = False
         self._no_events: Any = BoundedList(self._max_events)
         self._rules = sampling_rules(self._sampler)
+        self._no_link_attributes = self._attributes({}, self._max_link_attributes, True)
         self._no_links: Any = BoundedList(self._max_links)
 
     @classmethod
@@ -593,9 +596,13 @@ class FastSpans:
                 return None  # links with attributes: the SDK bounds them itself
         # No span in the context given: a root, without asking the API (which then answers INVALID_SPAN).
         found = context.get(_SPAN_KEY) if context is not None else _MISSING
-        parent: SpanContext | None = (
-            None if found is None else trace.get_current_span(context).get_span_context()
-        )
+        parent: SpanContext | None
+        if found is None:
+            parent = None
+        elif isinstance(found, trace.Span):  # what get_current_span(context) would return
+            parent = found.get_span_context()
+        else:
+            parent = trace.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:
             parent = None
             trace_id = self._new_trace_id()
@@ -699,6 +706,15 @@ class FastSpans:
         span._record_end_metrics = None
         return span
 
+    def _links_of(self, links: Any) -> Any:
+        """``BoundedList.from_seq(max_links, links)``, its fields set directly."""
+        bounded: Any = self._bounded_list.__new__(self._bounded_list)
+        maxlen = self._max_links
+        bounded.dropped = max(0, len(links) - maxlen) if maxlen is not None else 0
+        bounded._dq = deque(links, maxlen)
+        bounded._lock = self._lock()
+        return bounded
+
     def finish(self, pending: PendingSpan) -> None:
         """Hand the processors the finished span the SDK's ``end()`` would hand them."""
         readable = self._readable_class.__new__(self._readable_class)
@@ -718,14 +734,17 @@ class FastSpans:
         )
         links = pending._links
         if links:
+            no_attributes = self._no_link_attributes  # empty and immutable: one for all
             for link in links:
-                link._attributes = self._attributes({}, self._max_link_attributes, True)
-            readable._links = self._bounded_list.from_seq(self._max_links, links)
+                link._attributes = no_attributes
+            readable._links = self._links_of(links)
         else:
             readable._links = self._no_links
         readable._resource = self._resource
         readable._status = self._unset
-        self._processor.on_end(readable)
+        # SynchronousMultiSpanProcessor.on_end, without its frame: each processor registered now.
+        for processor in self._processor._span_processors:
+            processor.on_end(readable)
 
     def set_known(self, span: Any, key: str, value: int | str) -> None:
         """``span.set_attribute(key, value)`` for a value known to be valid (an int, or a

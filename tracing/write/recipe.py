@@ -284,7 +284,7 @@ class Telemetry:
             producer = extracted.span_context
             if not link_only:
                 parent_ctx = extracted.context
-                if self.skip_remote_unsampled:
+                if self.skip_remote_unsampled and not producer.trace_flags & 0x01:
                     skipped = self._unsampled_child(producer)
                     if skipped is not None:
                         return skipped, with_span(parent_ctx, skipped, chain)
