@@ -82,12 +82,18 @@ def test_without_an_sdk_the_context_made_current_is_the_one_extraction_reads(hea
         assert baggage.get_all(carried) == baggage.get_all(extracted.context)
 
 
-# Valid version-00 values, bytes as the client gives them (all-zero ids included).
+# Valid version-00 values, bytes as Kafka's clients give them and text as RabbitMQ's do
+# (all-zero ids included).
 valid_traceparents = st.builds(
-    lambda trace_id, span_id, flags: b"00-%032x-%016x-%02x" % (trace_id, span_id, flags),
+    lambda trace_id, span_id, flags, text: (
+        f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+        if text
+        else b"00-%032x-%016x-%02x" % (trace_id, span_id, flags)
+    ),
     st.one_of(st.just(0), st.integers(1, 2**128 - 1)),
     st.one_of(st.just(0), st.integers(1, 2**64 - 1)),
     st.integers(0, 255),
+    st.booleans(),
 )
 
 
@@ -103,16 +109,28 @@ valid_traceparents = st.builds(
 )
 @example([("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")])
 @example([("other", b"x"), ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")])
+@example([("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")])
+@example([("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u00e9")])
 def test_a_plain_traceparent_read_once_gives_what_extraction_gives(headers):
     propagation = Propagation()
     extracted = propagation.extract(headers)
     plain = propagation.plain_traceparent(headers)
     if plain is not None:  # only then does a consumer take the one-read path
+        assert type(plain) is bytes
         assert extracted is not None
         once = Extracted.of_plain(plain)
         assert once.span_context == extracted.span_context
         assert trace.get_current_span(once.context).get_span_context() == extracted.span_context
         assert dict(once.context).keys() == dict(extracted.context).keys()
+
+
+def test_a_text_traceparent_takes_the_one_read_path_as_its_bytes_do():
+    value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    propagation = Propagation()
+    assert propagation.plain_traceparent([("traceparent", value)]) == value.encode()
+    assert propagation.plain_traceparent({"traceparent": value, "tenant": "acme"}) == value.encode()
+    assert propagation.plain_traceparent({"traceparent": value, "tracestate": "a=b"}) is None
+    assert propagation.plain_traceparent([("traceparent", value.upper())]) is None
 
 
 def test_a_lazily_read_parent_looks_like_any_remote_parent():

@@ -417,7 +417,8 @@ class Propagation:
 
     def plain_traceparent(self, headers: Headers) -> bytes | None:
         """The common case, recognised without building anything: W3C propagators and a
-        valid version-00 ``traceparent`` (bytes) as the only trace header. None otherwise
+        valid version-00 ``traceparent`` (bytes, or text as RabbitMQ's clients give it: returned
+        as bytes) as the only trace header. None otherwise
         (then :meth:`extract` handles the headers, and reports what is wrong with them)."""
         try:
             # self._is_fast(), without two calls: this runs for every message.
@@ -435,8 +436,14 @@ class Propagation:
                     tp = item[1]
                 elif key == TRACESTATE or key == BAGGAGE:
                     return None
-            if type(tp) is bytes and len(tp) == _TRACEPARENT_00_LEN and _VALID_TRACEPARENT_00.fullmatch(tp):
-                return tp
+            if type(tp) is bytes:  # Kafka's clients
+                if len(tp) == _TRACEPARENT_00_LEN and _VALID_TRACEPARENT_00.fullmatch(tp):
+                    return tp
+            elif type(tp) is str and len(tp) == _TRACEPARENT_00_LEN and tp.isascii():
+                # RabbitMQ's clients hand text: the same bytes, so one way on from here.
+                raw = tp.encode()
+                if _VALID_TRACEPARENT_00.fullmatch(raw):
+                    return raw
         except Exception:
             return None  # the full path reports it
         return None
