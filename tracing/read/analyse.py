@@ -181,6 +181,8 @@ def fold_repeats(chain: EventChain) -> EventChain:
     other processors (it reads their flags).
     """
     for hop in chain.hops():  # top-down: a folded node's subtree is folded with it, whole
+        if len(hop.children) < REPEAT_MIN:
+            continue  # too few siblings to make a run (most nodes)
         groups: dict[tuple[str, str, str | None], list[Hop]] = defaultdict(list)
         for child in hop.children:
             groups[(child.span.service, child.span.name, child.span.consumer_group)].append(child)
@@ -320,5 +322,10 @@ def _by_id(spans: Iterable[Span]) -> dict[str, Span]:
 def _subtree_ends(root: Hop) -> dict[int, int]:
     ends: dict[int, int] = {}
     for hop in reversed(list(root.walk())):  # children before parents
-        ends[id(hop)] = max([hop.own_end_ns(), *(ends[id(c)] for c in hop.children)])
+        end = hop.own_end_ns()
+        for child in hop.children:
+            child_end = ends[id(child)]
+            if child_end > end:
+                end = child_end
+        ends[id(hop)] = end
     return ends

@@ -258,13 +258,20 @@ class Hop:
         """This node and every node under it, depth first, in display order."""
         # Iterative: a long chain must not hit the recursion limit.
         stack = [self]
+        pop, push = stack.pop, stack.append
         while stack:
-            hop = stack.pop()
+            hop = pop()
             yield hop
-            stack.extend(reversed(hop.children))
+            children = hop.children
+            if len(children) == 1:  # a chain's usual step: no reversed view to make
+                push(children[0])
+            elif children:
+                stack.extend(reversed(children))
 
     def own_end_ns(self) -> int:
         """The latest end time of this node's span and the spans folded into it."""
+        if not self.folded:  # most nodes: no list to build
+            return self.span.end_ns
         return max([self.span.end_ns, *(s.end_ns for s in self.folded)])
 
 

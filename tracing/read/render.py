@@ -298,7 +298,11 @@ def _flow(items: Sequence[Sequence[Segment]], after: Sequence[Segment], width: i
     line: Line = []
     used = 0
     for item in items:
-        size = sum([len(text) if text.isascii() else cell_len(text) for text, _ in item])
+        if len(item) == 1:  # most items: one segment, sized without a list
+            text = item[0][0]
+            size = len(text) if text.isascii() else cell_len(text)
+        else:
+            size = sum([len(text) if text.isascii() else cell_len(text) for text, _ in item])
         if line and used + 2 + size > width:
             lines.append(line)
             line, used = [(WRAP_INDENT, "")], len(WRAP_INDENT)
