@@ -332,3 +332,113 @@ def test_a_send_plans_the_same_with_or_without_the_no_sdk_shortcut(
                 os.environ.pop(switch, None)
             else:
                 os.environ[switch] = saved[2]
+
+
+# -- the no-SDK poll: the context each message carries, made current on a reused Processing
+class _ListConsumer:
+    """A client whose poll() hands out prepared messages, then None."""
+
+    def __init__(self, messages) -> None:
+        self._messages = list(messages)
+
+    def poll(self, timeout=-1):
+        return self._messages.pop(0) if self._messages else None
+
+    def consume(self, num_messages=1, timeout=-1):
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def _message(offset: int, headers):
+    from confluent_kafka import Message
+
+    return Message(topic="orders", partition=0, offset=offset, value=b"v", headers=headers)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["traceparent", "traceparent", "tracestate", "other"]),
+                st.one_of(valid_traceparents, traceparents),
+            ),
+            max_size=3,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.sampled_from(["poll", "poll", "enter", "exit", "enter-unpolled"]), max_size=14),
+)
+def test_a_no_sdk_poll_makes_current_what_the_general_path_makes_current(headers_per_message, steps):
+    from contextlib import ExitStack
+
+    from tracing.write.clients.consumer import TracedConsumer
+
+    saved = (trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER)
+    trace_api._TRACER_PROVIDER = metrics_internal._METER_PROVIDER = None  # no SDK, no meters
+    try:
+
+        def run(fast: bool) -> list:
+            messages = [_message(i, h or None) for i, h in enumerate(headers_per_message)]
+            consumer = TracedConsumer(_ListConsumer(messages), client_config={"group.id": "g"})
+            consumer._spans.operation.carry_only = fast  # False: ProcessOperation.open() alone
+            seen, last = [], None
+            with ExitStack() as stack:
+                blocks = []
+                for step in steps:
+                    if step == "poll":
+                        last = consumer.poll(0) or last
+                    elif step == "enter" and last is not None:
+                        block = ExitStack()
+                        block.enter_context(consumer.process(last))
+                        blocks.append(block)
+                    elif step == "enter-unpolled":
+                        block = ExitStack()
+                        block.enter_context(consumer.process(_message(99, headers_per_message[0] or None)))
+                        blocks.append(block)
+                    elif step == "exit" and blocks:
+                        blocks.pop().close()
+                    seen.append(trace.get_current_span().get_span_context())
+                while blocks:
+                    blocks.pop().close()
+                    seen.append(trace.get_current_span().get_span_context())
+                stack.callback(consumer.close)
+            seen.append(trace.get_current_span().get_span_context())
+            return seen
+
+        general = run(False)
+        assert run(True) == general
+        assert general[-1] == trace.INVALID_SPAN_CONTEXT  # nothing left current
+    finally:
+        trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved
+
+
+def test_a_no_sdk_consumer_reuses_one_processing_for_the_messages_it_polls():
+    from tracing.write.clients.consumer import TracedConsumer
+    from tracing.write.operations import Processing
+
+    value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-%016x-01"
+    messages = [_message(i, [("traceparent", value % (i + 1))]) for i in range(5)]
+    saved = (trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER)
+    trace_api._TRACER_PROVIDER = metrics_internal._METER_PROVIDER = None
+    try:
+        consumer = TracedConsumer(_ListConsumer(messages), client_config={"group.id": "g"})
+        held = set()
+        for i in range(5):
+            msg = consumer.poll(0)
+            assert trace.get_current_span().get_span_context().span_id == i + 1
+            processing = consumer._spans.open[None]
+            assert type(processing) is Processing and processing.msg is msg
+            held.add(id(processing))
+            if i == 2:
+                with consumer.process(msg) as span:
+                    assert span.get_span_context().span_id == 3
+                assert not trace.get_current_span().get_span_context().is_valid  # the block restored it
+        assert len(held) == 1  # one Processing, reused for every message
+        consumer.poll(0)  # None: the last message's context is no longer current
+        assert not trace.get_current_span().get_span_context().is_valid
+    finally:
+        trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved

@@ -313,6 +313,8 @@ class ProcessOperation:
         "_link_only",
         "_given",
         "_switched",
+        "carry_only",
+        "headers",
     )
 
     def __init__(
@@ -335,6 +337,10 @@ class ProcessOperation:
         self._link_only: bool | None = trust == LINK if isinstance(trust, str) else None
         self._given = tracer_provider is not None or meter_provider is not None
         self._switched = switched_by_environment()
+        # Nothing given, nothing switched, every topic trusted: then, while no global provider
+        # is set, a message only carries its context on (open()'s first check).
+        self.carry_only = not self._given and self._switched is None and self._link_only is False
+        self.headers = provider.headers
 
     def open(self, msg: Any, owner: Any, polled: bool) -> Processing | None:
         """Begin processing ``msg``: its span, its context made current in the caller,
@@ -343,6 +349,12 @@ class ProcessOperation:
         ``polled``: the client just handed ``msg`` to the app (counted as consumed).
         """
         try:  # one try for the whole recipe: this runs for every polled message
+            if self.carry_only and not (
+                self.telemetry.resolved or self.flow.resolved or otel.any_provider_may_be_set()
+            ):
+                # The common no-SDK case, first and alone (OpenProcessing.polled has it in one frame).
+                carried = self.propagation.context_of(self.headers(msg))
+                return Processing(self, msg, None, None, carried, owner) if carried is not None else None
             provider = self.provider
             link_only = self._link_only
             if link_only is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import contextvars
 import sys
 import threading
@@ -26,13 +27,19 @@ from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from tracing.write import otel
 from tracing.write.operations import Processing, ProcessOperation
-from tracing.write.propagation import report_internal_error
+from tracing.write.propagation import SPAN_KEY, RemoteParent, report_internal_error
 
 _time_ns = time.time_ns
+_get_ident = threading.get_ident
+_NO_CONTEXT = Context()
+_Token = contextvars.Token
+_attach = otel.attach
+_any_provider_may_be_set = otel.any_provider_may_be_set
 
 
 def in_flight() -> BaseException | None:
@@ -74,6 +81,9 @@ class OpenProcessing:
         self.open: dict[Any, Processing] = {}  # key (task, or None) -> its open processing
         self.handing_over: list[Processing] = []  # ended by a poll unless claimed meanwhile
         self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Sync: ended processings that only carried a context, for the next messages (a deque:
+        # append and pop are atomic, for consumers polled from several threads).
+        self._spare: collections.deque[Processing] = collections.deque()
         # What is open when the consumer is collected is ended then (at exit: _at_exit).
         finalizer = weakref.finalize(self, _end_all, self.open, self.handing_over, None)
         finalizer.atexit = False
@@ -84,21 +94,76 @@ class OpenProcessing:
         return _current_task() if self._per_task else None
 
     # -- the poll side ------------------------------------------------------------
+    # end_own() and polled() run for every polled message: the synchronous clients' case
+    # (one open processing, keyed None) comes first, with _release() and otel.detach() inlined.
     def end_own(self, end_time: int | None = None) -> None:
         """End the caller's open processing (sync: the consumer's), at its next poll."""
-        processing = self.open.pop(_current_task() if self._per_task else None, None)
+        if self._per_task:
+            self._end_task_own(end_time)
+            return
+        processing = self.open.pop(None, None)
         if processing is None:
             return
-        # _release(), inlined: this runs for every polled message.
         token = processing.token
-        if token is not None and processing.owner == self.owner():
+        if token is not None and processing.owner == _get_ident():
             processing.token = None
-            otel.detach(token)
-        if not processing.claimed and (processing.span is not None or processing.instruments is not None):
-            processing.end(None, end_time)
+            if type(token) is _Token:
+                try:
+                    token.var.reset(token)
+                except (ValueError, RuntimeError):  # made in another context: left alone
+                    pass
+            else:
+                otel.detach(token)
+        if not processing.claimed:
+            if processing.span is None and processing.instruments is None:
+                # It only carried a context, and nothing else holds it: kept for the next message.
+                processing.msg = None
+                processing.ctx = _NO_CONTEXT
+                self._spare.append(processing)
+            else:
+                processing.end(None, end_time)
+
+    def _end_task_own(self, end_time: int | None) -> None:
+        processing = self.open.pop(_current_task(), None)
+        if processing is not None:
+            self._release(processing, None, end_time)
 
     def polled(self, msg: Any) -> None:
         """The client handed ``msg`` to the caller: open its processing there."""
+        op = self.operation
+        if (
+            op.carry_only
+            and not self._per_task
+            and not (op.telemetry.resolved or op.flow.resolved or _any_provider_may_be_set())
+        ):
+            # ProcessOperation.open()'s first branch, the common no-SDK case: the context the
+            # message carries is made current, on a Processing reused from an earlier message.
+            headers = op.headers(msg)
+            if not headers:
+                return
+            tp = op.propagation.plain_traceparent(headers)
+            # As Propagation.context_of(), built here on the common header.
+            if tp is not None:
+                ctx: Context | None = Context({SPAN_KEY: RemoteParent(tp)})
+            else:
+                ctx = op.propagation.context_of(headers)
+            if ctx is None:
+                return
+            try:
+                reused = self._spare.pop()
+            except IndexError:
+                self.open[None] = Processing(op, msg, None, None, ctx, _get_ident())
+                return
+            reused.msg = msg
+            reused.ctx = ctx
+            reused.owner = _get_ident()
+            try:
+                reused.token = _attach(ctx)
+            except Exception:
+                reused.token = None
+                report_internal_error("could not make a message's context current")
+            self.open[None] = reused
+            return
         owner = self.owner()
         processing = self.operation.open(msg, owner, True)
         if processing is None:
@@ -256,6 +321,8 @@ class ProcessBlock:
                 otel.detach(token)
         if processing.span is not None or processing.instruments is not None:
             processing.end(exc)
+        else:  # it only carried a context: free again, for the next poll to reuse
+            processing.claimed = False
 
     async def __aenter__(self) -> Span:
         return self.__enter__()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import methodcaller
 from typing import Any
 
 from tracing.write.recipe import server_of
@@ -55,9 +56,8 @@ def destination(msg: Any) -> str:
     return topic
 
 
-def headers(msg: Any) -> Headers:
-    found: Headers = msg.headers()
-    return found
+# msg.headers(), called from C: no Python frame for every polled message.
+headers: Callable[[Any], Headers] = methodcaller("headers")
 
 
 def delivery(err: Any, msg: Any) -> Delivery:
