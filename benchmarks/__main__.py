@@ -42,8 +42,9 @@ AIO_SAMPLINGS = ("none", "1.0")
 # The flow metrics' cost is measured beside these (no SDK: the metrics alone).
 METRICS_SAMPLINGS = ("none", "1.0")
 # The SDK floor: where the span work dominates, and where the ratio targets are set; with
-# the OTLP exporter it runs the SDK's standard gRPC exporter.
-FLOOR_CONFIGS = (("1.0", "discard"), ("1.0", "otlp"))
+# the OTLP exporter it runs the SDK's standard gRPC exporter. Without an SDK, the floor of a
+# consumer that carries each message's context on (see benchmarks.worker.carry_floor_consumer).
+FLOOR_CONFIGS = (("1.0", "discard"), ("1.0", "otlp"), ("none", "none"))
 # The flow metrics recorded through the SDK's record() (KET_PREAGGREGATE=false) beside the
 # pre-aggregated ones configure() sets up: only where the targets are set.
 METRICS_SDK_CONFIG = ("1.0", "discard")
@@ -183,7 +184,8 @@ def plan(
                 for library in libraries:
                     item = {"library": library, "sampling": sampling, "exporter": exporter, "broker": broker}
                     if library == "floor":
-                        item["phases"] = ["produce", "poll"]  # it has no process(msg) to measure
+                        # it has no process(msg) to measure; without an SDK, a send has nothing to do
+                        item["phases"] = ["poll"] if sampling == "none" else ["produce", "poll"]
                     round_plan.append(item)
         if "async" in apis:
             round_plan.append(

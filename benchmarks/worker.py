@@ -231,6 +231,76 @@ def floor_consumer(raw: Consumer, conf: dict[str, Any]) -> Any:
     return SimpleNamespace(poll=poll, close=close)
 
 
+def carry_floor_consumer(raw: Consumer) -> Any:
+    """No SDK: a raw consumer whose ``poll()`` makes the context the polled message carries
+    current until the next poll, the least any wrapper must do for a service without an SDK.
+
+    It finds the ``traceparent`` header, checks it (version 00, lower-case hex digits, ids not
+    all zero: one byte-class translation and a few compares), and makes a context current that
+    holds the remote span, whose span context is built only when read. Nothing is checked
+    beyond that (no other propagator, no ``tracestate``, no baggage, no containment).
+    """
+    from opentelemetry import context as context_api
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    byte_class = bytes(
+        ord("h") if c in b"0123456789abcdef" else ord("-") if c == ord("-") else ord("!") for c in range(256)
+    )
+    shape = b"hh-" + b"h" * 32 + b"-" + b"h" * 16 + b"-hh"
+    zero_trace, zero_span = b"0" * 32, b"0" * 16
+
+    class RemoteSpan(NonRecordingSpan):
+        def __init__(self, traceparent: bytes) -> None:  # noqa: D107 - the span context waits
+            self._traceparent = traceparent
+            self._built: SpanContext | None = None
+
+        @property
+        def _context(self) -> SpanContext:  # type: ignore[override]
+            return self.get_span_context()
+
+        def get_span_context(self) -> SpanContext:
+            if self._built is None:
+                tp = self._traceparent
+                self._built = SpanContext(
+                    int(tp[3:35], 16), int(tp[36:52], 16), True, TraceFlags(int(tp[53:55], 16))
+                )
+            return self._built
+
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    attach = var.set if var is not None else context_api.attach
+    token: Any = None
+
+    def poll(timeout: float = -1) -> Any:
+        nonlocal token
+        if token is not None:
+            try:
+                token.var.reset(token) if var is not None else context_api.detach(token)
+            except ValueError:
+                pass
+            token = None
+        msg = raw.poll(timeout)
+        if msg is None or msg.error() is not None:
+            return msg
+        tp = None
+        for key, value in msg.headers() or ():
+            if key == "traceparent":
+                tp = value
+        if (
+            type(tp) is bytes
+            and len(tp) == 55
+            and tp.translate(byte_class) == shape
+            and tp[0] == 48 == tp[1]
+            and tp[3:35] != zero_trace
+            and tp[36:52] != zero_span
+        ):
+            token = attach(context_api.Context({_SPAN_KEY: RemoteSpan(tp)}))
+        return msg
+
+    return SimpleNamespace(poll=poll, close=raw.close)
+
+
 # ----------------------------------------------------------------------------- clients
 def make_producer(library: str, conf: dict[str, Any]) -> Any:
     if library == "raw":
@@ -246,7 +316,7 @@ def make_producer(library: str, conf: dict[str, Any]) -> Any:
     return ConfluentKafkaInstrumentor.instrument_producer(Producer(conf))
 
 
-def make_consumer(library: str, conf: dict[str, Any], topic: str) -> Any:
+def make_consumer(library: str, conf: dict[str, Any], topic: str, sdk: bool = True) -> Any:
     raw = Consumer(conf)
     # assign() before wrapping: the contrib proxy cannot assign (it never initialises
     # its Consumer base class); no group join, so every variant starts alike.
@@ -258,7 +328,7 @@ def make_consumer(library: str, conf: dict[str, Any], topic: str) -> Any:
 
         return TracedConsumer(raw, client_config=conf)
     if library == "floor":
-        return floor_consumer(raw, conf)
+        return floor_consumer(raw, conf) if sdk else carry_floor_consumer(raw)
     from opentelemetry.instrumentation.confluent_kafka import ConfluentKafkaInstrumentor
 
     return ConfluentKafkaInstrumentor.instrument_consumer(raw)
@@ -376,7 +446,7 @@ def phase_consume(
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
     }
-    consumer = make_consumer(library, conf, topic)
+    consumer = make_consumer(library, conf, topic, sdk=provider is not None)
     poll = consumer.poll
     first = _poll_one(poll)
     _handle(first)
