@@ -40,6 +40,7 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
         "ours-metrics/1.0/discard",
         "ours-metrics-sdk/1.0/discard",
         "floor/1.0/discard",
+        "floor/none",
         "aio-raw",
         "aio-ours/none",
         "aio-ours/1.0/discard",
@@ -48,6 +49,8 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
         assert set(phases) == {"produce", "poll", "process"}, variant
         if variant.startswith("floor/"):  # it has no process(msg): that phase is not run
             assert phases.pop("process") is None
+        if variant == "floor/none":  # without an SDK a send has nothing to carry: not run
+            assert phases.pop("produce") is None
         assert all(v > 0 for v in phases.values()), (variant, phases)
     assert set(data["summary"]["mock"]["overhead_us_over_raw"]) == set(rates) - {"raw", "aio-raw"}
     # every consumed or produced message of a 100 % run left exactly one span, sync and asyncio
@@ -60,8 +63,10 @@ def test_a_quick_run_writes_results_with_positive_throughputs(tmp_path):
     assert all(0.99 <= v <= 1.01 for v in spans.values()), spans
     # without contrib there is no floor/contrib ratio, but this library / the floor is there
     assert data["summary"]["mock"]["floor_ratio_vs_contrib"] == {}
-    assert set(data["summary"]["mock"]["ours_vs_floor"]) == {"1.0/discard"}
-    assert "this library / SDK floor" in run.stdout
+    assert set(data["summary"]["mock"]["ours_vs_floor"]) == {"1.0/discard", "none"}
+    assert data["summary"]["mock"]["ours_vs_floor"]["none"]["poll"] > 0  # the no-SDK consumer's
+    assert "this library / its floor" in run.stdout
+    assert "floor: context carried only  no SDK" in run.stdout
     # the asyncio runs measured their event loop: a lag for every phase, none for sync runs
     lag = data["summary"]["mock"]["loop_lag_ms"]
     assert set(lag) == {"aio-raw", "aio-ours/none", "aio-ours/1.0/discard"}
@@ -127,6 +132,7 @@ def test_every_target_of_the_issue_is_checked_and_printed_with_its_measured_valu
         runs += [
             _run(rnd, "raw", "none", 1e6),
             _run(rnd, "ours", "none", 5e5),  # 1 µs over raw
+            _run(rnd, "floor", "none", 8e5),  # the context carried only: 0.25 µs over raw
             _run(rnd, "ours-metrics-sdk", "1.0", 10e3),
             _run(rnd, "ours-metrics", "1.0", (40e3, 50e3, 50e3)),
             _run(rnd, "ours", "1.0", (50e3, 62.5e3, 62.5e3)),  # metrics: 5 µs produce, 4 µs poll
@@ -169,6 +175,11 @@ def test_every_target_of_the_issue_is_checked_and_printed_with_its_measured_valu
     for name in expect:
         assert name in text, name
     assert "(contrib 50.0 µs, SDK floor 60.0 µs)" in text
+    # the no-SDK consumer's floor beside the no-SDK consume targets, not the produce one
+    assert checked["no SDK consume (poll loop): µs/msg over raw"]["note"] == (
+        "(floor, the context carried only: 0.25 µs)"
+    )
+    assert "note" not in checked["no SDK produce: µs/msg over raw"]
     assert "(through the SDK's record(): 80.00 µs)" in text  # 100 µs - 20 µs per produced message
     assert "exporter CPU per exported span" in text
 
