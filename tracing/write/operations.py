@@ -338,8 +338,14 @@ class ProcessOperation:
         self._given = tracer_provider is not None or meter_provider is not None
         self._switched = switched_by_environment()
         # Nothing given, nothing switched, every topic trusted: then, while no global provider
-        # is set, a message only carries its context on (open()'s first check).
-        self.carry_only = not self._given and self._switched is None and self._link_only is False
+        # is set, a message only carries its context on (open()'s first check; OpenProcessing
+        # reads the global providers itself, so only where otel reads them plainly).
+        self.carry_only = (
+            not self._given
+            and self._switched is None
+            and self._link_only is False
+            and otel.PROVIDERS_READ_PLAINLY
+        )
         self.headers = provider.headers
 
     def open(self, msg: Any, owner: Any, polled: bool) -> Processing | None:

@@ -79,11 +79,13 @@ GENERIC = (tracer_provider_may_be_set, meter_provider_may_be_set, any_provider_m
 
 # The same answers with plain attribute reads, when the release has the variables and no
 # provider is named in the environment: these run for every message of a service without an SDK.
-if (
+# True when those reads answer (then a hot path may make them itself, without the call).
+PROVIDERS_READ_PLAINLY = (
     FOUND["trace._TRACER_PROVIDER"]
     and FOUND["metrics._METER_PROVIDER"]
     and not (TRACER_PROVIDER_FROM_ENV or METER_PROVIDER_FROM_ENV)
-):
+)
+if PROVIDERS_READ_PLAINLY:
 
     def tracer_provider_may_be_set() -> bool:  # noqa: F811
         return _trace_api._TRACER_PROVIDER is not None

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import opentelemetry.metrics._internal as _metrics_internal
+import opentelemetry.trace as _trace_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
@@ -39,7 +41,6 @@ _get_ident = threading.get_ident
 _NO_CONTEXT = Context()
 _Token = contextvars.Token
 _attach = otel.attach
-_any_provider_may_be_set = otel.any_provider_may_be_set
 
 
 def in_flight() -> BaseException | None:
@@ -132,9 +133,10 @@ class OpenProcessing:
         """The client handed ``msg`` to the caller: open its processing there."""
         op = self.operation
         if (
-            op.carry_only
-            and not self._per_task
-            and not (op.telemetry.resolved or op.flow.resolved or _any_provider_may_be_set())
+            op.carry_only  # only where otel.any_provider_may_be_set() is these two reads
+            and _trace_api._TRACER_PROVIDER is None
+            and _metrics_internal._METER_PROVIDER is None
+            and not (self._per_task or op.telemetry.resolved or op.flow.resolved)
         ):
             # ProcessOperation.open()'s first branch, the common no-SDK case: the context the
             # message carries is made current, on a Processing reused from an earlier message.
