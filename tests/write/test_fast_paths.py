@@ -394,10 +394,12 @@ def test_a_no_sdk_poll_makes_current_what_the_general_path_makes_current(headers
                         nested.append(bool(blocks))
                         last = consumer.poll(0) or last
                     elif step == "enter" and last is not None:
+                        nested.append(bool(blocks))
                         block = ExitStack()
                         block.enter_context(consumer.process(last))
                         blocks.append(block)
                     elif step == "enter-unpolled":
+                        nested.append(bool(blocks))
                         block = ExitStack()
                         block.enter_context(consumer.process(_message(99, headers_per_message[0] or None)))
                         blocks.append(block)
@@ -411,9 +413,10 @@ def test_a_no_sdk_poll_makes_current_what_the_general_path_makes_current(headers
             seen.append(trace.get_current_span().get_span_context())
             return seen
 
-        # Each from an empty context: a poll inside a block resets the poll's context under the
-        # block's, whose end then brings the polled message's back (contextvars' own order).
-        nested: list[bool] = []  # per poll: made inside a block
+        # Each from an empty context. A poll or a block inside a block undoes a context out of
+        # order (one made current before the block's), and the block's end then brings that one
+        # back: contextvars' own order. Only without those is nothing left current at the end.
+        nested: list[bool] = []  # per poll or block: made inside a block
         general = contextvars.Context().run(run, False)
         assert contextvars.Context().run(run, True) == general
         if not any(nested):

@@ -288,7 +288,14 @@ class ProcessBlock:
         try:
             spans = self._spans
             msg = self._msg
-            processing = spans.claim(msg)
+            if spans._per_task:
+                processing = spans.claim(msg)
+            else:  # claim(), inlined for the synchronous clients' one open processing
+                processing = spans.open.get(None)
+                if processing is not None and processing.msg is msg and not processing.claimed:
+                    processing.claimed = True
+                else:
+                    processing = None
             if processing is not None:  # a poll opened this message's processing: the block takes it over
                 if processing.owner != spans.owner():
                     # Handed to another thread or task: current here too, for the block.
@@ -320,7 +327,13 @@ class ProcessBlock:
             token = processing.token
             if token is not None and processing.owner == self._spans.owner():
                 processing.token = None
-                otel.detach(token)
+                if type(token) is _Token:  # otel.detach(), inlined as in end_own()
+                    try:
+                        token.var.reset(token)
+                    except (ValueError, RuntimeError):
+                        pass
+                else:
+                    otel.detach(token)
         if processing.span is not None or processing.instruments is not None:
             processing.end(exc)
         else:  # it only carried a context: free again, for the next poll to reuse

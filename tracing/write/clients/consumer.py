@@ -169,7 +169,7 @@ class TracedConsumer(_ConsumerBase):
         ``msg`` may be what ``poll()`` returned on a timeout (None) or an error event:
         then nothing is recorded.
         """
-        return self._spans.block(msg)
+        return ProcessBlock(self._spans, msg)
 
     def close(self) -> None:
         """End the open process span (failed, if an exception is in flight), then close."""
