@@ -393,16 +393,18 @@ def test_a_no_sdk_poll_makes_current_what_the_general_path_makes_current(headers
                     if step == "poll":
                         nested.append(bool(blocks))
                         last = consumer.poll(0) or last
-                    elif step == "enter" and last is not None:
+                    elif step in ("enter", "enter-unpolled") and (last is not None or step != "enter"):
                         nested.append(bool(blocks))
+                        msg = last if step == "enter" else _message(99, headers_per_message[0] or None)
                         block = ExitStack()
-                        block.enter_context(consumer.process(last))
+                        block.enter_context(consumer.process(msg))
                         blocks.append(block)
-                    elif step == "enter-unpolled":
-                        nested.append(bool(blocks))
-                        block = ExitStack()
-                        block.enter_context(consumer.process(_message(99, headers_per_message[0] or None)))
-                        blocks.append(block)
+                        # Inside any block, again or not: the context its message carries.
+                        carried = Propagation().context_of(msg.headers())
+                        if carried is not None:
+                            assert trace.get_current_span().get_span_context() == (
+                                trace.get_current_span(carried).get_span_context()
+                            )
                     elif step == "exit" and blocks:
                         blocks.pop().close()
                     seen.append(trace.get_current_span().get_span_context())
@@ -448,6 +450,46 @@ def test_a_no_sdk_consumer_reuses_one_processing_for_the_messages_it_polls():
                 assert not trace.get_current_span().get_span_context().is_valid  # the block restored it
         assert len(held) == 1  # one Processing, reused for every message
         consumer.poll(0)  # None: the last message's context is no longer current
+        assert not trace.get_current_span().get_span_context().is_valid
+    finally:
+        trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved
+
+
+def test_a_block_in_another_thread_keeps_its_message_context_while_the_poller_moves_on():
+    import threading
+
+    from tracing.write.clients.consumer import TracedConsumer
+
+    value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-%016x-01"
+    messages = [_message(i, [("traceparent", value % (i + 1))]) for i in range(4)]
+    saved = (trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER)
+    trace_api._TRACER_PROVIDER = metrics_internal._METER_PROVIDER = None
+    try:
+        consumer = TracedConsumer(_ListConsumer(messages), client_config={"group.id": "g"})
+        first = consumer.poll(0)
+        entered, polled_on, seen = threading.Event(), threading.Event(), {}
+
+        def handle() -> None:  # the message handed to a worker thread
+            with consumer.process(first) as span:
+                seen["entered"] = trace.get_current_span().get_span_context().span_id
+                seen["span"] = span.get_span_context().span_id
+                entered.set()
+                assert polled_on.wait(30)
+                seen["after the poller moved on"] = trace.get_current_span().get_span_context().span_id
+            seen["after"] = trace.get_current_span().get_span_context().span_id
+
+        worker = threading.Thread(target=handle)
+        worker.start()
+        assert entered.wait(30)
+        for expected in (2, 3, 4):  # the poller goes on while the worker's block is open
+            consumer.poll(0)
+            assert trace.get_current_span().get_span_context().span_id == expected
+        polled_on.set()
+        worker.join(30)
+        assert seen == {"entered": 1, "span": 1, "after the poller moved on": 1, "after": 0}
+        consumer.poll(0)
+        with consumer.process(messages[3]):  # not the polled one: its own context all the same
+            assert trace.get_current_span().get_span_context().span_id == 4
         assert not trace.get_current_span().get_span_context().is_valid
     finally:
         trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved

@@ -115,14 +115,16 @@ class OpenProcessing:
                     pass
             else:
                 otel.detach(token)
-        if not processing.claimed:
-            if processing.span is None and processing.instruments is None:
-                # It only carried a context, and nothing else holds it: kept for the next message.
+        if processing.span is None and processing.instruments is None:
+            # It only carried a context: kept for the next message unless a block holds it (a
+            # block claiming it meanwhile from another thread attaches the context it read first).
+            if not processing.claimed or processing.msg is None:  # None: its block has ended
                 processing.msg = None
+                processing.claimed = False
                 processing.ctx = _NO_CONTEXT
                 self._spare.append(processing)
-            else:
-                processing.end(None, end_time)
+        elif not processing.claimed:
+            processing.end(None, end_time)
 
     def _end_task_own(self, end_time: int | None) -> None:
         processing = self.open.pop(_current_task(), None)
@@ -288,18 +290,25 @@ class ProcessBlock:
         try:
             spans = self._spans
             msg = self._msg
+            ctx = _NO_CONTEXT
             if spans._per_task:
                 processing = spans.claim(msg)
+                if processing is not None:
+                    ctx = processing.ctx
             else:  # claim(), inlined for the synchronous clients' one open processing
                 processing = spans.open.get(None)
-                if processing is not None and processing.msg is msg and not processing.claimed:
-                    processing.claimed = True
-                else:
-                    processing = None
+                if processing is not None:
+                    # Its context read before its message: a poll may reuse a span-less processing
+                    # for the next message meanwhile, and this block must never get that one's.
+                    ctx = processing.ctx
+                    if processing.msg is msg and not processing.claimed:
+                        processing.claimed = True
+                    else:
+                        processing = None
             if processing is not None:  # a poll opened this message's processing: the block takes it over
                 if processing.owner != spans.owner():
                     # Handed to another thread or task: current here too, for the block.
-                    self._token = otel.attach(processing.ctx)
+                    self._token = otel.attach(ctx)
             elif not spans.operation.provider.is_message(msg):
                 return trace.get_current_span()  # a timeout's None, an error event: nothing to record
             else:
@@ -307,8 +316,13 @@ class ProcessBlock:
                 if processing is None:
                     return trace.get_current_span()
                 processing.claimed = True
+                ctx = processing.ctx
             self._processing = processing
-            return processing.current_span
+            span = processing.span
+            if span is not None:
+                return span
+            found: Span | None = ctx.get(SPAN_KEY)  # type: ignore[assignment]  # only spans go there
+            return found if found is not None else trace.get_current_span()
         except Exception:
             report_internal_error("could not start a process span")
             return trace.get_current_span()
@@ -336,8 +350,8 @@ class ProcessBlock:
                     otel.detach(token)
         if processing.span is not None or processing.instruments is not None:
             processing.end(exc)
-        else:  # it only carried a context: free again, for the next poll to reuse
-            processing.claimed = False
+        else:  # it only carried a context: done (no later block takes it), the next poll reuses it
+            processing.msg = None
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
