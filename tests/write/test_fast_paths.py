@@ -493,3 +493,21 @@ def test_a_block_in_another_thread_keeps_its_message_context_while_the_poller_mo
         assert not trace.get_current_span().get_span_context().is_valid
     finally:
         trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved
+
+
+def test_unsampled_processings_under_an_sdk_are_not_kept_one_per_message():
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from tracing.write.clients.consumer import TracedConsumer
+
+    value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-%016x-00"
+    messages = [_message(i, [("traceparent", value % (i + 1))]) for i in range(200)]
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    consumer = TracedConsumer(
+        _ListConsumer(messages), client_config={"group.id": "g"}, tracer_provider=provider
+    )
+    for i in range(200):
+        assert consumer.poll(0) is messages[i]
+        assert trace.get_current_span().get_span_context().trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    consumer.close()
+    assert len(consumer._spans._spare) <= 2

@@ -83,8 +83,10 @@ class OpenProcessing:
         self.handing_over: list[Processing] = []  # ended by a poll unless claimed meanwhile
         self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
         # Sync: ended processings that only carried a context, for the next messages (a deque:
-        # append and pop are atomic, for consumers polled from several threads).
-        self._spare: collections.deque[Processing] = collections.deque()
+        # append and pop are atomic, for consumers polled from several threads). Bounded: with
+        # an SDK, unsampled processings are span-less too but never reused (polled() reuses
+        # only without one), and the oldest simply falls out.
+        self._spare: collections.deque[Processing] = collections.deque(maxlen=2)
         # What is open when the consumer is collected is ended then (at exit: _at_exit).
         finalizer = weakref.finalize(self, _end_all, self.open, self.handing_over, None)
         finalizer.atexit = False
@@ -301,7 +303,7 @@ class ProcessBlock:
                     # Its context read before its message: a poll may reuse a span-less processing
                     # for the next message meanwhile, and this block must never get that one's.
                     ctx = processing.ctx
-                    if processing.msg is msg and not processing.claimed:
+                    if processing.msg is msg is not None and not processing.claimed:
                         processing.claimed = True
                     else:
                         processing = None
