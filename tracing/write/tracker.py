@@ -118,13 +118,17 @@ class OpenProcessing:
             else:
                 otel.detach(token)
         if processing.span is None and processing.instruments is None:
-            # It only carried a context: kept for the next message unless a block holds it (a
-            # block claiming it meanwhile from another thread attaches the context it read first).
-            if not processing.claimed or processing.msg is None:  # None: its block has ended
-                processing.msg = None
+            # It only carried a context: kept for the next message unless a block holds it. A
+            # block claiming it meanwhile from another thread attaches the context it read first,
+            # and its claim stays: then no block claims the reused one (they open their own).
+            # Unclaimed only once its block has ended (msg None), which no block claims again.
+            if processing.msg is None:
                 processing.claimed = False
-                processing.ctx = _NO_CONTEXT
-                self._spare.append(processing)
+            elif processing.claimed:
+                return
+            processing.msg = None
+            processing.ctx = _NO_CONTEXT
+            self._spare.append(processing)
         elif not processing.claimed:
             processing.end(None, end_time)
 
