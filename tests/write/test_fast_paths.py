@@ -7,6 +7,7 @@ each is checked here against the path it shortcuts.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import random
@@ -352,6 +353,17 @@ class _ListConsumer:
         pass
 
 
+@contextlib.contextmanager
+def _no_sdk():
+    """No global TracerProvider and no MeterProvider for the block (the ones set are put back)."""
+    saved = (trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER)
+    trace_api._TRACER_PROVIDER = metrics_internal._METER_PROVIDER = None
+    try:
+        yield
+    finally:
+        trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved
+
+
 def _message(offset: int, headers):
     from confluent_kafka import Message
 
@@ -378,9 +390,7 @@ def test_a_no_sdk_poll_makes_current_what_the_general_path_makes_current(headers
 
     from tracing.write.clients.consumer import TracedConsumer
 
-    saved = (trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER)
-    trace_api._TRACER_PROVIDER = metrics_internal._METER_PROVIDER = None  # no SDK, no meters
-    try:
+    with _no_sdk():
 
         def run(fast: bool) -> list:
             messages = [_message(i, h or None) for i, h in enumerate(headers_per_message)]
@@ -423,8 +433,6 @@ def test_a_no_sdk_poll_makes_current_what_the_general_path_makes_current(headers
         assert contextvars.Context().run(run, True) == general
         if not any(nested):
             assert general[-1] == trace.INVALID_SPAN_CONTEXT  # nothing left current
-    finally:
-        trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved
 
 
 def test_a_no_sdk_consumer_reuses_one_processing_for_the_messages_it_polls():
@@ -433,9 +441,7 @@ def test_a_no_sdk_consumer_reuses_one_processing_for_the_messages_it_polls():
 
     value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-%016x-01"
     messages = [_message(i, [("traceparent", value % (i + 1))]) for i in range(5)]
-    saved = (trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER)
-    trace_api._TRACER_PROVIDER = metrics_internal._METER_PROVIDER = None
-    try:
+    with _no_sdk():
         consumer = TracedConsumer(_ListConsumer(messages), client_config={"group.id": "g"})
         held = set()
         for i in range(5):
@@ -451,8 +457,6 @@ def test_a_no_sdk_consumer_reuses_one_processing_for_the_messages_it_polls():
         assert len(held) == 1  # one Processing, reused for every message
         consumer.poll(0)  # None: the last message's context is no longer current
         assert not trace.get_current_span().get_span_context().is_valid
-    finally:
-        trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved
 
 
 def test_a_block_in_another_thread_keeps_its_message_context_while_the_poller_moves_on():
@@ -462,9 +466,7 @@ def test_a_block_in_another_thread_keeps_its_message_context_while_the_poller_mo
 
     value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-%016x-01"
     messages = [_message(i, [("traceparent", value % (i + 1))]) for i in range(4)]
-    saved = (trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER)
-    trace_api._TRACER_PROVIDER = metrics_internal._METER_PROVIDER = None
-    try:
+    with _no_sdk():
         consumer = TracedConsumer(_ListConsumer(messages), client_config={"group.id": "g"})
         first = consumer.poll(0)
         entered, polled_on, seen = threading.Event(), threading.Event(), {}
@@ -491,8 +493,6 @@ def test_a_block_in_another_thread_keeps_its_message_context_while_the_poller_mo
         with consumer.process(messages[3]):  # not the polled one: its own context all the same
             assert trace.get_current_span().get_span_context().span_id == 4
         assert not trace.get_current_span().get_span_context().is_valid
-    finally:
-        trace_api._TRACER_PROVIDER, metrics_internal._METER_PROVIDER = saved
 
 
 def test_unsampled_processings_under_an_sdk_are_not_kept_one_per_message():
