@@ -521,14 +521,6 @@ class Processing:
         self.started = 0
         self.failure: tuple[BaseException, dict[str, Any]] | None = None
 
-    @property
-    def current_span(self) -> Span:
-        """The span a block sees: ours, or without an SDK the carried context's."""
-        if self.span is not None:
-            return self.span
-        found: Span | None = self.ctx.get(SPAN_KEY)  # type: ignore[assignment]  # only spans go there
-        return found if found is not None else _get_current_span()
-
     def detach(self) -> None:
         """Restore the owner's context (once; a no-op from any other context)."""
         token, self.token = self.token, None
