@@ -511,3 +511,70 @@ def test_unsampled_processings_under_an_sdk_are_not_kept_one_per_message():
         assert trace.get_current_span().get_span_context().trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
     consumer.close()
     assert len(consumer._spans._spare) <= 2
+
+
+def test_a_block_that_loses_the_race_with_the_next_poll_records_on_a_live_span_of_its_own():
+    """A worker's block checks the poll-opened processing is unclaimed; before it sets the claim,
+    the poller's next poll ends that processing. The block must not take over the ended span
+    (its events and outcome would be dropped): it opens its own. Driven step by step: the claim's
+    first read of ``claimed`` in the worker waits until the poller has polled on."""
+    import threading
+
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tracing.write.clients.consumer import TracedConsumer
+    from tracing.write.operations import Processing
+
+    claimed_slot = Processing.__dict__["claimed"]
+    checking, polled_on, worker_ids = threading.Event(), threading.Event(), set()
+
+    class _Racing(Processing):
+        __slots__ = ()
+
+        @property
+        def claimed(self):
+            if threading.get_ident() in worker_ids and not checking.is_set():
+                checking.set()  # the worker read "unclaimed" and is about to claim it
+                assert polled_on.wait(30)
+            return claimed_slot.__get__(self, Processing)
+
+        @claimed.setter
+        def claimed(self, value):
+            claimed_slot.__set__(self, value)
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-%016x-01"
+    messages = [_message(i, [("traceparent", value % (i + 1))]) for i in range(3)]
+    consumer = TracedConsumer(
+        _ListConsumer(messages), client_config={"group.id": "g"}, tracer_provider=provider
+    )
+    first = consumer.poll(0)
+    consumer._spans.open[None].__class__ = _Racing
+    seen = {}
+
+    def handle() -> None:
+        worker_ids.add(threading.get_ident())
+        with consumer.process(first) as span:
+            seen["recording"] = span.is_recording()
+            span.add_event("handled")
+            seen["span_id"] = span.get_span_context().span_id
+
+    worker = threading.Thread(target=handle)
+    worker.start()
+    assert checking.wait(30)
+    assert consumer.poll(0) is messages[1]  # ends the first message's poll-opened processing
+    polled_on.set()
+    worker.join(30)
+    assert not worker.is_alive()
+    consumer.close()
+
+    assert seen["recording"] is True
+    spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    handled = spans[seen["span_id"]]
+    assert [e.name for e in handled.events] == ["handled"]
+    assert handled.parent is not None and handled.parent.span_id == 1  # the first message's sender
+    polled = [s for s in spans.values() if s.parent is not None and s.parent.span_id == 1]
+    assert len(polled) == 2  # the poll's span, ended at the next poll, and the block's own

@@ -87,6 +87,10 @@ class OpenProcessing:
         # an SDK, unsampled processings are span-less too but never reused (polled() reuses
         # only without one), and the oldest simply falls out.
         self._spare: collections.deque[Processing] = collections.deque(maxlen=2)
+        # Sync: a block claiming the open processing from another thread and a poll (or close)
+        # ending it test and set ``claimed`` under this lock, so exactly one of them wins: the
+        # block keeps a span the poll has not ended, or opens its own.
+        self._claims = threading.Lock()
         # What is open when the consumer is collected is ended then (at exit: _at_exit).
         finalizer = weakref.finalize(self, _end_all, self.open, self.handing_over, None)
         finalizer.atexit = False
@@ -129,8 +133,27 @@ class OpenProcessing:
             processing.msg = None
             processing.ctx = _NO_CONTEXT
             self._spare.append(processing)
-        elif not processing.claimed:
+        elif self._unclaimed(processing):
             processing.end(None, end_time)
+
+    def _unclaimed(self, processing: Processing) -> bool:
+        """Sync: True when no block claimed ``processing``, and none can any more (the caller
+        ends it); False when a block holds it (the block ends it)."""
+        with self._claims:
+            if processing.claimed:
+                return False
+            processing.claimed = True
+            return True
+
+    def _claimed(self, processing: Processing, msg: Any) -> bool:
+        """Sync: ``processing`` was opened for ``msg`` and is now this block's."""
+        if processing.msg is not msg or msg is None or processing.claimed:
+            return False
+        with self._claims:
+            if processing.claimed or processing.msg is not msg:
+                return False
+            processing.claimed = True
+            return True
 
     def _end_task_own(self, end_time: int | None) -> None:
         processing = self.open.pop(_current_task(), None)
@@ -222,7 +245,10 @@ class OpenProcessing:
     def _release(self, processing: Processing, exc: BaseException | None, end_time: int | None) -> None:
         if processing.token is not None and processing.owner == self.owner():
             processing.detach()
-        if not processing.claimed:
+        if self._per_task:
+            if not processing.claimed:
+                processing.end(exc, end_time)
+        elif self._unclaimed(processing):
             processing.end(exc, end_time)
 
     def end_all(self, exc: BaseException | None = None) -> None:
@@ -236,10 +262,7 @@ class OpenProcessing:
         """The processing a poll opened for ``msg``, for a block to take over."""
         if not self._per_task:  # one open processing at most: no search
             processing = self.open.get(None)
-            if processing is not None and processing.msg is msg and not processing.claimed:
-                processing.claimed = True
-                return processing
-            return None
+            return processing if processing is not None and self._claimed(processing, msg) else None
         for processing in (*self.open.values(), *self.handing_over):
             if processing.msg is msg and not processing.claimed:
                 processing.claimed = True
@@ -307,9 +330,7 @@ class ProcessBlock:
                     # Its context read before its message: a poll may reuse a span-less processing
                     # for the next message meanwhile, and this block must never get that one's.
                     ctx = processing.ctx
-                    if processing.msg is msg is not None and not processing.claimed:
-                        processing.claimed = True
-                    else:
+                    if not spans._claimed(processing, msg):
                         processing = None
             if processing is not None:  # a poll opened this message's processing: the block takes it over
                 if processing.owner != spans.owner():
