@@ -101,7 +101,10 @@ class TracedBlockingChannel:
         baggage_keys: Iterable[str] | None = None,
         meter_provider: Any = None,
     ) -> None:
+        from pika import BasicProperties  # here, not per publish: a wrapped channel means pika is there
+
         self._channel = channel
+        self._new_properties = BasicProperties
         info = provider.PIKA.client_info(_server(channel))
         kwargs: dict[str, Any] = {
             "tracer_provider": tracer_provider,
@@ -142,9 +145,7 @@ class TracedBlockingChannel:
                 ctx,
                 extra,
             )
-            from pika import BasicProperties
-
-            sent_properties = with_headers(properties, headers, BasicProperties)
+            sent_properties = with_headers(properties, headers, self._new_properties)
         except Exception:
             report_internal_error("could not prepare a publish")
         try:

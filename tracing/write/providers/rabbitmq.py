@@ -17,6 +17,13 @@ from tracing.write.records import ClientInfo, Delivery, Extra, Headers, Received
 SYSTEM = "rabbitmq"
 DEFAULT_EXCHANGE = "amq.default"
 ACK = ((sc.RABBITMQ_CONFIRM, "ack"),)
+# What every publish to one (exchange, routing key) carries, and the same for deliveries below:
+# built once (bounded: a service uses few of them; past the bound they are built each time).
+_SEND_STATIC: dict[tuple[Any, Any], Extra] = {}
+_STATIC_MAX = 1024
+# A publish's two outcomes short of a refusal: built once (a Delivery per publish otherwise).
+_CONFIRMED = Delivery(None, None, None, None, True, ACK)
+_SENT = Delivery(None, None, None, None, True, ())
 
 
 def client_info(host: Any = None, port: Any = None) -> ClientInfo:
@@ -33,13 +40,26 @@ def destination_of(exchange: Any) -> str:
 
 
 def send_extra(exchange: Any, routing_key: Any, message_id: Any, body: Any) -> Extra:
+    try:
+        extra = _SEND_STATIC[(exchange, routing_key)]
+    except (KeyError, TypeError):  # new, or an unhashable value
+        extra = _send_static(exchange, routing_key)
+        if len(_SEND_STATIC) < _STATIC_MAX:
+            try:
+                _SEND_STATIC[(exchange, routing_key)] = extra
+            except TypeError:
+                pass
+    if message_id and isinstance(message_id, str):
+        extra += ((sc.MESSAGE_ID, message_id),)
+    if type(body) is bytes or isinstance(body, bytes | bytearray):
+        extra += ((sc.BODY_SIZE, len(body)),)
+    return extra
+
+
+def _send_static(exchange: Any, routing_key: Any) -> Extra:
     extra: list[tuple[str, Any]] = [(sc.RABBITMQ_ROUTING_KEY, str(routing_key))] if routing_key else []
     if not exchange:
         extra.append((sc.DESTINATION_NAME, ""))
-    if isinstance(message_id, str) and message_id:
-        extra.append((sc.MESSAGE_ID, message_id))
-    if isinstance(body, bytes | bytearray):
-        extra.append((sc.BODY_SIZE, len(body)))
     return tuple(extra)
 
 
@@ -55,7 +75,6 @@ class PikaDelivery(NamedTuple):
 # What every delivery of one (exchange, routing key, queue) carries: built once, not per
 # delivery (bounded: a consumer reads few of them; past the bound they are built each time).
 _STATIC: dict[tuple[Any, Any, Any], tuple[str, Extra]] = {}
-_STATIC_MAX = 1024
 
 
 def _static(exchange: Any, routing_key: Any, queue: Any) -> tuple[str, Extra]:
@@ -107,7 +126,7 @@ class _Common:
 
     def delivery(self, *report: Any) -> Delivery:
         """A publish's outcome: ``(confirmed,)``; a refusal comes as an exception instead."""
-        return Delivery(None, None, None, None, True, ACK if report and report[0] else ())
+        return _CONFIRMED if report and report[0] else _SENT
 
     def error_type(self, error: Any) -> str:
         return type(error).__qualname__  # NackError, UnroutableError, DeliveryError, ...
