@@ -385,6 +385,10 @@ def _message(offset: int, headers):
     ),
     st.lists(st.sampled_from(["poll", "poll", "enter", "exit", "enter-unpolled"]), max_size=14),
 )
+@example(  # a poll inside a block that ends before the polled message's own block begins
+    headers_per_message=[[("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]],
+    steps=["enter-unpolled", "poll", "exit", "enter"],
+)
 def test_a_no_sdk_poll_makes_current_what_the_general_path_makes_current(headers_per_message, steps):
     from contextlib import ExitStack
 

@@ -41,6 +41,7 @@ _get_ident = threading.get_ident
 _NO_CONTEXT = Context()
 _Token = contextvars.Token
 _attach = otel.attach
+_current_context = otel.current_context
 
 
 def in_flight() -> BaseException | None:
@@ -333,8 +334,9 @@ class ProcessBlock:
                     if not spans._claimed(processing, msg):
                         processing = None
             if processing is not None:  # a poll opened this message's processing: the block takes it over
-                if processing.owner != spans.owner():
-                    # Handed to another thread or task: current here too, for the block.
+                if processing.owner != spans.owner() or _current_context() is not ctx:
+                    # Handed to another thread or task, or undone since its poll (a block around
+                    # that poll has ended): current here, for the block.
                     self._token = otel.attach(ctx)
             elif not spans.operation.provider.is_message(msg):
                 return trace.get_current_span()  # a timeout's None, an error event: nothing to record
