@@ -450,3 +450,36 @@ def test_instrument_gives_consumers_built_from_a_config_their_lag(meters, mock_c
     )
     assert lag_points(meters)["0"].attributes[GROUP] == "instrumented"
     consumer.close()
+
+
+def test_root_sends_carry_the_chain_begun_in_their_own_millisecond_per_topic(monkeypatch):
+    """The header of a chain begun by a send is built once per millisecond and topic: each send
+    still carries its own millisecond and topic, whatever the order of sends."""
+    import tracing.write.operations as operations
+
+    sent = []
+
+    class Recording:
+        def produce(self, topic, value=None, key=None, **kwargs):
+            sent.append((topic, dict(kwargs.get("headers") or [])))
+            kwargs["on_delivery"](None, None)
+
+        def poll(self, timeout=-1):
+            return 0
+
+    clock = iter([1_000_000_100, 1_000_000_900, 1_000_000_950])
+    clock = iter([*clock, 1_001_000_000, 1_001_000_001, 1_001_999_999, 1_002_000_000])
+    monkeypatch.setattr(operations, "_time_ns", lambda: next(clock, 1_002_000_000))
+    producer = TracedProducer(Recording(), client_config={}, meter_provider=Metrics().provider)
+    for topic in ("orders", "orders", "stock", "orders", "orders", "stock", "stock"):
+        producer.produce(topic, b"v")
+    headers = [(topic, h[CHAIN_HEADER]) for topic, h in sent]
+    assert headers == [
+        ("orders", "1;1000;orders"),
+        ("orders", "1;1000;orders"),
+        ("stock", "1;1000;stock"),
+        ("orders", "1;1001;orders"),
+        ("orders", "1;1001;orders"),
+        ("stock", "1;1001;stock"),
+        ("stock", "1;1002;stock"),
+    ]

@@ -28,6 +28,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from functools import reduce
 from operator import add as _add
 from typing import Any, NamedTuple
@@ -83,6 +84,11 @@ _tuple_new = tuple.__new__
 
 def _chain(start_ms: int, path: str) -> Chain:
     return _tuple_new(Chain, (start_ms, path))
+
+
+chain_begun: Callable[[int, str], str] = "1;{};{}".format
+"""The ``eventchain`` header of a chain begun by a send (ms since the epoch, topic): a C-level
+call, for the sends made with no chain in their context (most)."""
 
 
 def extend_path(path: str, topic: str) -> str:
@@ -572,7 +578,7 @@ class FlowMetrics:
         """The ``eventchain`` header of a message produced at ``now_ns`` to ``topic``."""
         chain = ctx.get(CHAIN_KEY) if ctx is not None else None
         if not isinstance(chain, Chain):
-            return f"1;{now_ns // 1_000_000};{topic}"
+            return chain_begun(now_ns // 1_000_000, topic)
         path = chain.path
         onward = self._onward.get((path, topic))
         if onward is None:
