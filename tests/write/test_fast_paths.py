@@ -582,3 +582,40 @@ def test_a_block_that_loses_the_race_with_the_next_poll_records_on_a_live_span_o
     assert handled.parent is not None and handled.parent.span_id == 1  # the first message's sender
     polled = [s for s in spans.values() if s.parent is not None and s.parent.span_id == 1]
     assert len(polled) == 2  # the poll's span, ended at the next poll, and the block's own
+
+
+def test_a_block_in_an_asyncio_task_leaves_the_poller_its_context_to_restore():
+    """A synchronous consumer polled in a thread, the message handled in an asyncio task of that
+    thread (its own copy of the context): the block cannot undo the poll's context there, and
+    the poller's next poll must still do it, or the message's context stays current."""
+    import asyncio
+
+    from tracing.write.clients.consumer import TracedConsumer
+
+    value = b"00-4bf92f3577b34da6a3ce929d0e0e4736-%016x-01"
+
+    def scenario(sdk: bool) -> list[int]:
+        messages = [_message(i, [("traceparent", value % (i + 1))]) for i in range(2)]
+        consumer = TracedConsumer(
+            _ListConsumer(messages),
+            client_config={"group.id": "g"},
+            tracer_provider=TracerProvider() if sdk else None,
+        )
+        seen = []
+        for _ in messages:
+            msg = consumer.poll(0)
+
+            async def handle(msg=msg) -> None:
+                with consumer.process(msg):
+                    seen.append(trace.get_current_span().get_span_context().trace_id != 0)
+
+            asyncio.run(handle())
+            seen.append(trace.get_current_span().get_span_context().trace_id != 0)  # until the next poll
+        consumer.poll(0)  # None: nothing of the messages is current any more
+        seen.append(trace.get_current_span().get_span_context().trace_id != 0)
+        consumer.close()
+        return seen
+
+    with _no_sdk():
+        assert contextvars.Context().run(scenario, False) == [True, True, True, True, False]
+    assert contextvars.Context().run(scenario, True) == [True, True, True, True, False]

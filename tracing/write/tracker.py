@@ -369,13 +369,16 @@ class ProcessBlock:
         else:
             token = processing.token
             if token is not None and processing.owner == self._spans.owner():
-                processing.token = None
                 if type(token) is _Token:  # otel.detach(), inlined as in end_own()
                     try:
                         token.var.reset(token)
+                        processing.token = None
                     except (ValueError, RuntimeError):
+                        # Made in another context (an asyncio task of the polling thread, say):
+                        # kept, so the poller's next poll or close restores its own context.
                         pass
                 else:
+                    processing.token = None
                     otel.detach(token)
         if processing.span is not None or processing.instruments is not None:
             processing.end(exc)
