@@ -274,26 +274,15 @@ def targets(summary: dict[str, Any], outage: dict[str, Any] | None) -> list[dict
             found.append(target)
         for phase, maximum in METRICS_COST_MAX_US.items():
             value = s.get("metrics_cost_us", {}).get("1.0/discard", {}).get(phase)
-            target = {
-                "target": f"100% flow metrics' own cost: µs per {_message_name(phase)}",
-                "broker": broker,
-                "value": value,
-                "want": f"<= {maximum:g} µs",
-                "met": value is not None and value <= maximum,
-            }
+            name = f"100% flow metrics' own cost: µs per {_message_name(phase)}"
+            target = _at_most(name, broker, value, maximum)
             sdk = s.get("metrics_sdk_cost_us", {}).get("1.0/discard", {}).get(phase)
             if sdk is not None:
                 target["note"] = f"(through the SDK's record(): {sdk:.2f} µs)"
             found.append(target)
         for phase, maximum in NO_SDK_MAX_US.items():
             value = s["overhead_us_over_raw"].get("ours/none", {}).get(phase)
-            target = {
-                "target": f"no SDK {_phase_name(phase)}: µs/msg over raw",
-                "broker": broker,
-                "value": value,
-                "want": f"<= {maximum:g} µs",
-                "met": value is not None and value <= maximum,
-            }
+            target = _at_most(f"no SDK {_phase_name(phase)}: µs/msg over raw", broker, value, maximum)
             # The least any wrapper must do to carry the context on, in the same rounds.
             floor = s["overhead_us_over_raw"].get("floor/none", {}).get("poll")
             if floor is not None and phase != "produce":
@@ -340,6 +329,17 @@ def targets(summary: dict[str, Any], outage: dict[str, Any] | None) -> list[dict
                 }
             )
     return found
+
+
+def _at_most(name: str, broker: str, value: float | None, maximum: float) -> dict[str, Any]:
+    """A target met by a figure of at most ``maximum`` µs."""
+    return {
+        "target": name,
+        "broker": broker,
+        "value": value,
+        "want": f"<= {maximum:g} µs",
+        "met": value is not None and value <= maximum,
+    }
 
 
 def _message_name(phase: str) -> str:

@@ -28,7 +28,6 @@ import threading
 import time
 import weakref
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
 from functools import reduce
 from operator import add as _add
 from typing import Any, NamedTuple
@@ -84,11 +83,6 @@ _tuple_new = tuple.__new__
 
 def _chain(start_ms: int, path: str) -> Chain:
     return _tuple_new(Chain, (start_ms, path))
-
-
-chain_begun: Callable[[int, str], str] = "1;{};{}".format
-"""The ``eventchain`` header of a chain begun by a send (ms since the epoch, topic): a C-level
-call, for the sends made with no chain in their context (most)."""
 
 
 def extend_path(path: str, topic: str) -> str:
@@ -524,6 +518,9 @@ class FlowMetrics:
         self._batched: dict[tuple[str, int | None, str], Any] = {}
         self._header_paths: dict[bytes, str] = {}  # a header's path as text; "" when not valid
         self._onward: dict[tuple[str, str], str] = {}  # (path, topic) -> the path sent on
+        # The last chain begun by a send: (ms, topic, header), one immutable tuple read and
+        # replaced whole (sends within one millisecond to one topic carry the same header).
+        self._begun: tuple[int, str, str] = (-1, "", "")
         self._unfolded = 0  # messages since this client last folded the pending values
 
     def instruments(self) -> Instruments | None:
@@ -577,8 +574,14 @@ class FlowMetrics:
     def chain_to_send(self, ctx: context_api.Context | None, topic: str, now_ns: int) -> str:
         """The ``eventchain`` header of a message produced at ``now_ns`` to ``topic``."""
         chain = ctx.get(CHAIN_KEY) if ctx is not None else None
-        if not isinstance(chain, Chain):
-            return chain_begun(now_ns // 1_000_000, topic)
+        if not isinstance(chain, Chain):  # a chain begins here: once per millisecond and topic
+            ms = now_ns // 1_000_000
+            begun = self._begun
+            if begun[0] == ms and begun[1] == topic:
+                return begun[2]
+            header = f"1;{ms};{topic}"
+            self._begun = (ms, topic, header)
+            return header
         path = chain.path
         onward = self._onward.get((path, topic))
         if onward is None:

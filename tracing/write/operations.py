@@ -39,7 +39,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, Tracer, TracerProvider
 
 from tracing.write import otel
-from tracing.write.metrics import CHAIN_HEADER, FlowMetrics, Instruments, chain_begun
+from tracing.write.metrics import CHAIN_HEADER, FlowMetrics, Instruments
 from tracing.write.propagation import (
     SPAN_KEY,
     Extracted,
@@ -88,7 +88,6 @@ class SendOperation:
         "_str_headers",
         "_switched",
         "_quiet",
-        "_begun",
     )
 
     def __init__(
@@ -110,9 +109,6 @@ class SendOperation:
         # Nothing given and nothing switched: only a global provider or a current span can
         # make a send do anything (prepare()'s first check; False: the general path alone).
         self._quiet = tracer_provider is None and meter_provider is None and self._switched is None
-        # The last chain begun here: (ms, destination, header). Sends within one millisecond to
-        # one topic carry the same header; one immutable tuple, read and replaced whole.
-        self._begun: tuple[int, str, str] = (-1, "", "")
 
     def prepare(self, ctx: Context) -> Plan | None:
         """What a send made now records and carries; None in mode off (nothing to record,
@@ -168,16 +164,7 @@ class SendOperation:
         chain = None
         try:
             if instruments is not None:
-                if CHAIN_KEY in ctx:
-                    value = self.flow.chain_to_send(ctx, destination, started)
-                else:  # FlowMetrics.chain_to_send()'s first case, once per millisecond and topic
-                    ms = started // 1_000_000
-                    begun = self._begun
-                    if begun[0] == ms and begun[1] == destination:
-                        value = begun[2]
-                    else:
-                        value = chain_begun(ms, destination)
-                        self._begun = (ms, destination, value)
+                value = self.flow.chain_to_send(ctx, destination, started)
                 chain = (CHAIN_HEADER, value if self._str_headers else self.provider.header_value(value))
             if tracer is not None:
                 telemetry = self.telemetry
