@@ -171,3 +171,59 @@ def test_published_properties_are_the_callers_copied_with_only_the_headers_chang
     assert type(sent) is type(original) and sent is not original
     assert sent.__dict__ == expected.__dict__
     assert original.__dict__ == kept and original.headers is before  # the caller's are untouched
+
+
+_AIO_TEXT = st.one_of(st.none(), st.text(max_size=6))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fields=st.fixed_dictionaries(
+        {
+            "content_type": _AIO_TEXT,
+            "content_encoding": _AIO_TEXT,
+            "correlation_id": _AIO_TEXT,
+            "reply_to": _AIO_TEXT,
+            "message_id": _AIO_TEXT,
+            "type": _AIO_TEXT,
+            "user_id": _AIO_TEXT,
+            "app_id": _AIO_TEXT,
+            "priority": st.one_of(st.none(), st.integers(0, 9)),
+            "delivery_mode": st.one_of(st.none(), st.sampled_from([1, 2])),
+            "expiration": st.one_of(st.none(), st.integers(1, 10_000)),
+            "timestamp": st.one_of(st.none(), st.integers(0, 2**31)),
+        }
+    ),
+    body=st.binary(max_size=20),
+    before=st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3)),
+    after=st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3)),
+    locked=st.booleans(),
+    subclass=st.booleans(),
+)
+def test_an_aio_pika_message_is_published_as_copy_copy_makes_it_with_only_the_headers_changed(
+    fields, body, before, after, locked, subclass
+):
+    import aio_pika
+
+    from tracing.write.clients.rabbitmq_aio import message_with_headers
+
+    class Mine(aio_pika.Message):
+        pass
+
+    original = (Mine if subclass else aio_pika.Message)(body, headers=before, **fields)
+    if locked:
+        original.lock()
+    kept = (original.properties, dict(original.headers), original.body)
+    sent = message_with_headers(original, after)
+    expected = copy.copy(original)
+    expected.headers = dict(after or {})
+    # What Exchange.publish reads of a message, and what the app may read of it afterwards.
+    assert type(sent) is type(expected) and sent is not original
+    assert sent.body == expected.body and sent.body_size == expected.body_size
+    assert sent.properties == expected.properties
+    assert sent.properties.marshal() == expected.properties.marshal()  # the same bytes on the wire
+    assert sent.headers == (after or {}) and sent.headers is not after
+    assert not sent.locked
+    # The caller's message is untouched.
+    assert (original.properties, original.headers, original.body) == kept
+    assert original.locked == locked
