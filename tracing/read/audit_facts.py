@@ -154,22 +154,22 @@ class AuditFactsReader(_SpanReader):
         slots = _SLOTS
         for item in raw.attributes or ():
             value = item.value
+            slot = slots.get(item.key)
             # Every value is checked as the typed reading of a whole span checks it (a value it
             # would not read sends the line the general way), kept only if the audit reads it.
-            if value is not None and value.boolValue is _UNSET and value.doubleValue is _UNSET:
-                # Text and whole numbers (most values) without the call.
-                read: Any = value.stringValue
-                number = value.intValue
-                if number is _UNSET:
-                    if read is _UNSET:
-                        read = None
-                elif read is _UNSET:
-                    read = int(number)  # type: ignore[arg-type]
-                else:
-                    read = _typed_value(value)
+            if value is None:
+                read: Any = None
             else:
-                read = _typed_value(value)
-            slot = slots.get(item.key)
+                # Text and whole numbers (most values) without the call.
+                read = value.stringValue
+                if read is _UNSET:
+                    read = value.intValue
+                    if read is _UNSET or value.boolValue is not _UNSET or value.doubleValue is not _UNSET:
+                        read = _typed_value(value)
+                    else:
+                        read = int(read)
+                elif value.intValue is not _UNSET or value.boolValue is not _UNSET or value.doubleValue is not _UNSET:
+                    read = _typed_value(value)
             if slot is not None:
                 if slot < 0:
                     return self._by_model(raw, service)
