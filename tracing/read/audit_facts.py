@@ -168,7 +168,11 @@ class AuditFactsReader(_SpanReader):
                         read = _typed_value(value)
                     else:
                         read = int(read)
-                elif value.intValue is not _UNSET or value.boolValue is not _UNSET or value.doubleValue is not _UNSET:
+                elif (
+                    value.intValue is not _UNSET
+                    or value.boolValue is not _UNSET
+                    or value.doubleValue is not _UNSET
+                ):
                     read = _typed_value(value)
             if slot is not None:
                 if slot < 0:
