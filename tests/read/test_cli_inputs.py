@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import random
 import re
 import socket
 import threading
@@ -54,6 +55,41 @@ def test_a_corrupt_line_in_the_middle_is_an_error_naming_it(cli: Cli, tmp_path: 
     assert_error(cli("tree", MAIN, "--file", path), 2, "line 2: not JSON")
 
 
+def test_a_file_of_one_line_cut_short_is_that_line_skipped_not_a_broken_document(
+    cli: Cli, tmp_path: Path
+) -> None:
+    first = fixture("links.otlp.jsonl").read_text().splitlines()[0]
+    path = tmp_path / "first-batch.jsonl"
+    path.write_text(first[: len(first) // 2])
+    result = cli("list", "--file", path)
+    assert result.code == 2 and "Traceback" not in result.err
+    warning, error = result.err.splitlines()
+    assert warning.startswith("eventchain: warning: skipped the last line (line 1): it is not complete JSON")
+    assert "holds no spans" in error and "not JSON" not in error
+
+
+def test_a_broken_first_line_before_good_ones_is_an_error_naming_line_1(cli: Cli, tmp_path: Path) -> None:
+    lines = fixture("links.otlp.jsonl").read_text().splitlines()
+    lines[0] = lines[0][:300]
+    path = tmp_path / "corrupt-first.jsonl"
+    path.write_text("\n".join(lines))
+    result = cli("tree", MAIN, "--file", path)
+    assert_error(result, 2, "line 1: not JSON", "only a broken last line is skipped")
+
+
+def test_a_gzip_file_cut_short_shows_the_spans_before_the_cut(cli: Cli, tmp_path: Path) -> None:
+    # A file compressed while it was being written: whole lines, then one the cut goes through.
+    text = fixture("links.otlp.jsonl").read_text().rstrip("\n")
+    tail = json.dumps({"resourceSpans": [], "padding": random.Random(7).randbytes(30_000).hex()})
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(gzip.compress(f"{text}\n{tail}\n".encode())[:-200])
+    result = cli("tree", MAIN, "--file", path, "--json")
+    assert result.code == 0, result.err
+    assert result.json()["trace_id"] == MAIN
+    assert "skipped the last line" in result.err
+    assert "the compressed data ends early" in result.err and "Traceback" not in result.err
+
+
 def test_file_dash_reads_stdin(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     data = fixture("fanout.jaeger.json").read_bytes()
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
@@ -86,8 +122,9 @@ def test_an_ambiguous_prefix_lists_the_candidates(cli: Cli, tmp_path: Path) -> N
 
 
 def test_a_short_id_that_matches_nothing_says_how_many_digits_to_give(cli: Cli) -> None:
-    assert_error(cli("tree", "4bf92f", "--file", fixture("fanout.jaeger.json")), 2, "not found",
-                 "at least 8 digits")
+    # The digits typed, not the zero-padded id they stand for as a 64-bit id.
+    assert_error(cli("tree", "4bf92f", "--file", fixture("fanout.jaeger.json")), 2,
+                 "trace 4bf92f not found", "at least 8 hex digits")
 
 
 def test_a_traceparent_names_the_trace_and_marks_its_span(cli: Cli) -> None:

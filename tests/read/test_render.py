@@ -160,3 +160,11 @@ def test_render_chain_follows_links_among_the_spans_it_is_given() -> None:
 )
 def test_durations_read_naturally(ms: float, text: str) -> None:
     assert format_ms(ms) == text
+
+
+def test_an_error_message_wraps_between_words_and_keeps_every_character() -> None:
+    text = rendered("fanout.jaeger.json", FANOUT, width=34)
+    lines = [line.lstrip("│ ") for line in text.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("✗ ValueError"))
+    # "✗ ValueError: address missing" is wider than the label's column here: it breaks at a space.
+    assert lines[start : start + 2] == ["✗ ValueError: address", "missing"]

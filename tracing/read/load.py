@@ -160,10 +160,14 @@ def resolve(ref: TraceRef, trace_ids: Iterable[str], where: str) -> str:
         raise LoadError(
             f"{ref.prefix} is the start of {len(found)} trace ids in {where} ({shown}): try more digits"
         )
-    typed = ref.prefix or ref.trace_id
-    hint = "" if ref.prefix or len(typed.lstrip("0")) > 16 else f" (give at least {MIN_PREFIX} digits)"
+    if ref.prefix or len(ref.trace_id.lstrip("0")) > 16:
+        typed, hint = ref.prefix or ref.trace_id, ""
+    else:  # a short id is read as a 64-bit one with leading zeros, and is not a prefix
+        typed = ref.trace_id.lstrip("0") or "0"
+        hint = f" (a prefix needs at least {MIN_PREFIX} hex digits)"
     raise TraceNotFound(
-        f"trace {typed} not found in {where}{hint}: try `eventchain list` for the chains there"
+        f"trace {typed} not found in {where}{hint}: try `eventchain list` with the same "
+        "--file, --store or --jaeger for the chains there"
     )
 
 
@@ -238,6 +242,9 @@ def _read(path: str | Path, warn: Warn, convert: _SpanReader) -> Iterator[list[A
                 raise LoadError("the file is empty")
             yield from _parse_stream(first, stream, convert, warn)
         except LoadError as exc:
+            if _cut_short(stream):
+                hint = f"the compressed data ends early: try gzip -t {name}"
+                raise LoadError(f"{name}: {exc} ({hint})") from None
             raise LoadError(f"{name}: {exc} ({FORMAT_HINT})") from None
         except UnicodeDecodeError as exc:
             raise LoadError(
@@ -249,8 +256,17 @@ def _read(path: str | Path, warn: Warn, convert: _SpanReader) -> Iterator[list[A
             raise LoadError(
                 f"{name}: the compressed data ends early (a truncated .gz file? try gzip -t {name})"
             ) from None
+        if _cut_short(stream):
+            warn(
+                f"{name}: the compressed data ends early (a file compressed while being written? "
+                f"try gzip -t {name}); the spans before the cut are shown"
+            )
     if not convert.count:
         raise LoadError(f"{name}: holds no spans ({FORMAT_HINT})")
+
+
+def _cut_short(stream: io.TextIOBase) -> bool:
+    return bool(getattr(getattr(stream, "buffer", None), "cut_short", False))
 
 
 @contextlib.contextmanager
@@ -279,11 +295,32 @@ def _open_text(path: str | Path) -> Iterator[io.TextIOBase]:
             raise LoadError(f"{name}: is a directory, not a file (try a file in it)") from None
         except OSError as exc:
             raise LoadError(f"{name}: cannot read it ({exc.strerror or exc}; try another file)") from None
-        binary: Any = gzip.GzipFile(fileobj=buffered) if magic == b"\x1f\x8b" else buffered
+        binary: Any = _GzipCutShort(fileobj=buffered) if magic == b"\x1f\x8b" else buffered
         yield io.TextIOWrapper(binary, encoding="utf-8-sig", newline=None)
     finally:
         if close:
             raw.close()
+
+
+class _GzipCutShort(gzip.GzipFile):
+    """A gzip stream that ends where its data is cut (a file copied or compressed while being
+    written): reading stops there, ``cut_short`` says so, and what came before is read as usual."""
+
+    cut_short = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return super().read(size)
+        except EOFError:
+            self.cut_short = True
+            return b""
+
+    def read1(self, size: int = -1) -> bytes:
+        try:
+            return super().read1(size)
+        except EOFError:
+            self.cut_short = True
+            return b""
 
 
 def _first_line(stream: io.TextIOBase) -> str:
@@ -324,7 +361,47 @@ def _parse_stream(
         raise LoadError(f"neither Jaeger JSON nor OTLP JSON ({_describe(doc)})")
     if doc is not _NOT_PARSED:
         raise LoadError(f"line 1: not an OTLP JSON object ({_describe(doc)})")
+    if '"resourceSpans"' in first[:64]:
+        yield from _broken_first_line(first, rest, convert, warn)
+        return
     yield from _parse_document(first + rest, convert)
+
+
+def _broken_first_line(first: str, rest: str, convert: _SpanReader, warn: Warn) -> Iterator[list[Span]]:
+    """A first line that opens OTLP JSON but does not parse: one document spread over lines (read
+    whole), else OTLP JSON lines whose first line is broken: skipped when it is the only line (a
+    file still being written), an error naming it when lines follow."""
+    try:
+        yield from _parse_document(first + rest, convert)
+        return
+    except LoadError:
+        if rest.strip() and not first.rstrip().endswith("}") and not _parses(_first_line(io.StringIO(rest))):
+            raise  # a document over several lines, broken somewhere: its own error says where
+    try:
+        json.loads(first)
+    except json.JSONDecodeError as exc:
+        if rest.strip():
+            raise LoadError(
+                f"line 1: not JSON ({_json_error(exc)}); only a broken last line is skipped"
+            ) from None
+        warn(
+            f"skipped the last line (line 1): it is not complete JSON ({_json_error(exc)}); a file "
+            "still being written? Its spans are not shown"
+        )
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    """``Expecting ',' delimiter at column 3001``, ``Unterminated string starting at column 12``."""
+    where = "" if exc.msg.endswith(" at") else " at"
+    return f"{exc.msg}{where} column {exc.colno}"
 
 
 _NOT_PARSED = object()
@@ -403,8 +480,8 @@ def _otlp_lines(
         doc = json.loads(pending)
     except json.JSONDecodeError as exc:
         warn(
-            f"skipped the last line (line {number}): it is not complete JSON ({exc.msg}, column "
-            f"{exc.colno}); a file still being written? Its spans are not shown"
+            f"skipped the last line (line {number}): it is not complete JSON ({_json_error(exc)}); "
+            "a file still being written? Its spans are not shown"
         )
         return
     if not isinstance(doc, dict):
@@ -417,7 +494,7 @@ def _line_doc(line: str, number: int, last: bool) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as exc:
         raise LoadError(
-            f"line {number}: not JSON ({exc.msg}, column {exc.colno}); only a broken last line is skipped"
+            f"line {number}: not JSON ({_json_error(exc)}); only a broken last line is skipped"
         ) from None
 
 

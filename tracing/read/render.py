@@ -332,6 +332,8 @@ def _flow(items: Sequence[Sequence[Segment]], after: Sequence[Segment], width: i
             while True:
                 room = max(width - len(indent), 1)
                 piece = _cells_prefix(part, room)
+                if len(piece) < len(part) and " " in piece[1:]:
+                    piece = piece[: piece.rindex(" ") + 1]  # between words, as the items above
                 lines.append([(indent, ""), (piece, style)])
                 part = part[len(piece) :]
                 if not part:
