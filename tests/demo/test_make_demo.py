@@ -59,3 +59,18 @@ def test_make_demo_ends_with_the_audit_of_its_own_run(demo):
     saga = "saga order.created:stock.reserved:order.cancelled: stuck"
     for kind in ("ordering violations", "unconsumed", saga):
         assert re.search(rf"^{re.escape(kind)}: 0\b", audit, re.MULTILINE), kind
+
+
+def test_make_demo_leaves_its_spans_for_eventchain_and_the_commands_it_prints_work(demo):
+    proc, _ = demo
+    commands = re.findall(r"^  (\S*eventchain (?:list|tree) .*--file \S+)$", proc.stdout, re.MULTILINE)
+    assert len(commands) == 2, proc.stdout[-600:]
+    listed, tree = (
+        subprocess.run(command.split(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        for command in commands
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "3 of 3 chains shown" in listed.stdout + listed.stderr
+    assert tree.returncode == 0, tree.stderr
+    first = re.search(r"^trace ([0-9a-f]{32})\s+POST /orders", proc.stdout, re.MULTILINE)
+    assert first is not None and tree.stdout.startswith(f"trace {first.group(1)}  POST /orders")

@@ -8,13 +8,18 @@ one poll each in turn, until no message is left in flight — so every run tells
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rich.console import Console
 
@@ -28,6 +33,7 @@ from tracing.demo.services.order import OrderService
 from tracing.demo.services.points import PointsService
 from tracing.demo.services.recommendation import RecommendationService
 from tracing.demo.services.user import UserService
+from tracing.exporters import OtlpJsonSpanExporter
 from tracing.read import from_readable_spans, render_chain
 from tracing.read.audit import AuditOptions, audit, parse_saga
 from tracing.read.audit_render import render_audit
@@ -201,6 +207,14 @@ def run(console: Console | None = None) -> int:
             f"{len(spans)} spans in {len({s.context.trace_id for s in spans})} traces from "
             f"{len(services)} services:\n  {', '.join(services)}"
         )
+        saved = _save(spans)
+        if saved is not None:
+            command = _eventchain_command()
+            console.print(
+                f"The spans are in {saved} (OTLP JSON lines), for eventchain to read:\n"
+                f"  [bold]{command} list --file {saved}[/]\n"
+                f"  [bold]{command} tree {chains[0].trace_id[:12]} --file {saved}[/]"
+            )
         console.print(
             f"Done in {time.monotonic() - started:.1f} s. Against a real broker and Jaeger: "
             "[bold]make stack-up[/], then [bold]make demo-live[/]."
@@ -208,6 +222,35 @@ def run(console: Console | None = None) -> int:
     finally:
         demo.close()
     return 0
+
+
+def _save(spans: list[Any]) -> str | None:
+    """The run's spans written as the collector's file exporter writes them, for eventchain to
+    read; the path, or None when it cannot be written (the demo does not need it)."""
+    folder = os.path.join(tempfile.gettempdir(), "eventchain-demo")
+    path = os.path.join(folder, "spans.jsonl")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # this run's spans only
+        exporter = OtlpJsonSpanExporter(path)
+        result = exporter.export(spans)
+        exporter.shutdown()
+    except OSError:
+        return None
+    return path if result is SpanExportResult.SUCCESS else None
+
+
+def _eventchain_command() -> str:
+    """``eventchain`` when it is on the PATH, else the script beside this interpreter (a venv that
+    is not activated, as ``make demo`` runs it), as a path from here when it is under here."""
+    if shutil.which("eventchain"):
+        return "eventchain"
+    script = os.path.join(os.path.dirname(sys.executable), "eventchain")
+    if not os.path.exists(script):
+        return "python -m tracing"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else script
 
 
 def _console() -> Console:
