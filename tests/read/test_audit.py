@@ -410,3 +410,20 @@ def test_a_topic_named_send_is_audited_as_any_other():
     assert [(d.group, d.topic, d.offset, d.times) for d in report.duplicates] == [("mailer", "send", 1, 2)]
     assert report.processings == 4
     assert not report.notes
+
+
+def test_cli_text_wraps_narrow_cells_inside_their_column_and_keeps_every_character(cli, tmp_path):
+    t = Traffic()
+    group, error = "notification-service-eu", "ProviderTimeout"
+    for i in range(3):
+        t.process(t.send("orders.created.v2", f"k{i}", 0, i, at_ms=i), group, at_ms=100, error=error)
+    result = cli("audit", "--file", _otlp_file(tmp_path, t.spans), "--width", "44", "--ascii")
+    assert result.code == 0, result.err
+    section = result.out[result.out.index("failures: 3") :].split("\n\n")[0]
+    header, *rows = section.splitlines()[1:]
+    assert len(rows) > 1  # the row wrapped
+    starts = [header.index(name) for name in ("GROUP", "TOPIC", "ERROR", "COUNT")]
+    # The group's column read top to bottom gives the whole name back, nothing cut or elided.
+    column = "".join(row[starts[0] : starts[1]].strip() for row in rows)
+    assert column == group and "..." not in section
+    assert "".join(row[starts[2] : starts[3]].strip() for row in rows) == error

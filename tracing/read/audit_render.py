@@ -2,8 +2,9 @@
 
 The text view is one section per kind of finding, each a small table. A section shows its first
 :data:`ROWS_SHOWN` rows and says how many more it holds (``--json`` lists every one); trace ids
-are never shortened, other cells are cut with an ellipsis when the width runs out. Glyphs fall
-back to ASCII where the output cannot carry them, as in the tree.
+are never shortened; other cells wrap inside their column when the width runs out (between
+words, after a ``,`` or a ``>`` where they can), so no cell loses a character. Glyphs fall back
+to ASCII where the output cannot carry them, as in the tree.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def audit_lines(report: Audit, width: int, glyphs: Glyphs) -> list[Line]:
         style = "bold red" if count else "bold green"
         lines.extend(_titled(f"{title}: {count:,}", style, detail, width))
         if rows:
-            lines.extend(_table(columns, rows[:ROWS_SHOWN], width, g, set(right)))
+            lines.extend(_table(columns, rows[:ROWS_SHOWN], width, set(right)))
             if len(rows) > ROWS_SHOWN:
                 rest = len(rows) - ROWS_SHOWN
                 lines.append([(f"  {g.more} {rest:,} more (--json lists every one)", "bright_black")])
@@ -214,7 +215,7 @@ def audit_lines(report: Audit, width: int, glyphs: Glyphs) -> list[Line]:
             for p in r.paths
         ]
         columns = ("PATH", "GROUP", "COUNT", "P50", "P95", "P99", "WAIT PER HOP")
-        lines.extend(_table(columns, rows[:ROWS_SHOWN], width, g, {"COUNT", "P50", "P95", "P99"}))
+        lines.extend(_table(columns, rows[:ROWS_SHOWN], width, {"COUNT", "P50", "P95", "P99"}))
         if len(rows) > ROWS_SHOWN:
             lines.append(
                 [(f"  {g.more} {len(rows) - ROWS_SHOWN:,} more (--json lists every one)", "bright_black")]
@@ -250,44 +251,59 @@ def _heading(report: Audit) -> Line:
 
 
 def _table(
-    columns: Sequence[str], rows: list[list[str]], width: int, g: Glyphs, right: set[str]
+    columns: Sequence[str], rows: list[list[str]], width: int, right: set[str]
 ) -> list[Line]:
     sizes = [max(cell_len(c), *(cell_len(row[i]) for row in rows)) for i, c in enumerate(columns)]
     indent, gap = 2, 2
     total = indent + sum(sizes) + gap * (len(sizes) - 1)
-    # Cut the widest cells that are not trace ids until the table fits (never below 8 columns).
+    # Narrow the widest columns that are not trace ids or numbers until the table fits; their
+    # cells wrap (never below 6 columns).
     while total > width:
         candidates = [
-            i for i, c in enumerate(columns) if not c.endswith(_TRACE) and c not in right and sizes[i] > 8
+            i for i, c in enumerate(columns) if not c.endswith(_TRACE) and c not in right and sizes[i] > 6
         ]
         if not candidates:
             break
         widest = max(candidates, key=lambda i: sizes[i])
-        cut = min(total - width, sizes[widest] - 8)
+        cut = min(total - width, sizes[widest] - 6)
         sizes[widest] -= cut
         total -= cut
     lines: list[Line] = []
     for index, row in enumerate([list(columns), *rows]):
-        line: Line = [(" " * indent, "")]
-        for i, text in enumerate(row):
-            if i:
-                line.append((" " * gap, ""))
-            line.append((_cell(text, sizes[i], columns[i] in right, g), "bold" if index == 0 else ""))
-        lines.append(line)
+        style = "bold" if index == 0 else ""
+        parts = [_wrapped(text, sizes[i]) for i, text in enumerate(row)]
+        for depth in range(max(len(p) for p in parts)):
+            line: Line = [(" " * indent, "")]
+            for i, cell in enumerate(parts):
+                if i:
+                    line.append((" " * gap, ""))
+                text = cell[depth] if depth < len(cell) else ""
+                pad = " " * max(sizes[i] - cell_len(text), 0)
+                line.append((pad + text if columns[i] in right else text + pad, style))
+            lines.append(line)
     return lines
 
 
-def _cell(text: str, size: int, right: bool, g: Glyphs) -> str:
-    if cell_len(text) > size:
-        keep = max(size - cell_len(g.more), 1)
-        out = ""
-        for char in text:
-            if cell_len(out + char) > keep:
+def _wrapped(text: str, size: int) -> list[str]:
+    """``text`` in pieces of at most ``size`` columns, broken after a space, ``,`` or ``>`` where
+    one falls inside the piece, else where the column ends: every character kept."""
+    pieces: list[str] = []
+    while cell_len(text) > size:
+        cut, used = 0, 0
+        for index, char in enumerate(text):
+            used += cell_len(char)
+            if used > size:
                 break
-            out += char
-        text = out + g.more
-    pad = " " * max(size - cell_len(text), 0)
-    return pad + text if right else text + pad
+            cut = index + 1
+        cut = max(cut, 1)
+        breaks = [text.rfind(mark, 1, cut) for mark in (" ", ",", ">")]
+        best = max(breaks)
+        if best > 0:
+            cut = best + 1
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip(" ")
+    pieces.append(text)
+    return pieces
 
 
 def _num(value: int | None) -> str:
