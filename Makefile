@@ -35,6 +35,7 @@ venv: $(STAMP)
 # constraints.txt holds the versions the suite was last run with.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing the project and its pinned dependencies into $(VENV) (about 30 s the first time)"
 	$(PY) -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev,b3,jaeger]'
 	@touch $@
 

@@ -289,6 +289,15 @@ def test_timeout_bounds_the_wait_for_jaeger(cli: Cli, silent_server: str) -> Non
     assert_error(result, 3, silent_server, "timed out", "--timeout")
 
 
+def test_a_refused_connection_does_not_suggest_waiting_longer(cli: Cli) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: refused
+        result = cli("tree", FANOUT, "--jaeger", url, "--timeout", "2")
+    assert_error(result, 3, url, "--jaeger URL")
+    assert "--timeout" not in result.err
+
+
 def test_a_bad_timeout_is_a_usage_error(cli: Cli) -> None:
     assert cli("tree", FANOUT, "--timeout", "0").code == 2
 

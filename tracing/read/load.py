@@ -1358,9 +1358,12 @@ class JaegerClient:
             status, body = exc.code, exc.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            # Only a wait that ran out is helped by waiting longer; a refused or unknown address is not.
+            timed_out = isinstance(reason, TimeoutError) or "timed out" in str(reason)
+            longer = f", a longer --timeout than {self.timeout:g} s" if timed_out else ""
             raise JaegerUnavailable(
                 f"cannot reach Jaeger at {self.url} ({reason}): try --jaeger URL "
-                f"(or $EVENTCHAIN_JAEGER_URL), a longer --timeout than {self.timeout:g} s, or --file PATH"
+                f"(or $EVENTCHAIN_JAEGER_URL){longer}, or --file PATH"
             ) from None
         try:
             doc = json.loads(body)
