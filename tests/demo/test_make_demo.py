@@ -21,10 +21,11 @@ def demo() -> tuple[subprocess.CompletedProcess[str], float]:
     return proc, time.monotonic() - started
 
 
-def test_make_demo_exits_0_in_under_60_seconds(demo):
-    proc, seconds = demo
+def test_make_demo_exits_0_and_says_how_long_it_took(demo):
+    # How fast it runs is for `make bench`; here only that it finishes and reports its time.
+    proc, _ = demo
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert seconds < 60
+    assert re.search(r"^Done in \d+\.\d s\.", proc.stdout, re.MULTILINE)
 
 
 def test_make_demo_names_every_service(demo):

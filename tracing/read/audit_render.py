@@ -18,7 +18,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from tracing.read.audit import Audit
-from tracing.read.render import Glyphs, Line, format_ms, glyphs_for, write_lines
+from tracing.read.render import Glyphs, Line, cells_prefix, format_ms, glyphs_for, write_lines
 
 __all__ = ["ROWS_SHOWN", "audit_json", "audit_lines", "render_audit"]
 
@@ -289,13 +289,7 @@ def _wrapped(text: str, size: int) -> list[str]:
     one falls inside the piece, else where the column ends: every character kept."""
     pieces: list[str] = []
     while cell_len(text) > size:
-        cut, used = 0, 0
-        for index, char in enumerate(text):
-            used += cell_len(char)
-            if used > size:
-                break
-            cut = index + 1
-        cut = max(cut, 1)
+        cut = len(cells_prefix(text, size))
         breaks = [text.rfind(mark, 1, cut) for mark in (" ", ",", ">")]
         best = max(breaks)
         if best > 0:

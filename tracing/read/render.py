@@ -316,7 +316,7 @@ def _flow(items: Sequence[Sequence[Segment]], after: Sequence[Segment], width: i
         for text, style in item:  # wider than the column: split it
             while text:
                 room = max(width - used, 1)
-                piece = _cells_prefix(text, room)
+                piece = cells_prefix(text, room)
                 if len(piece) < len(text) and " " in piece[1:]:
                     piece = piece[: piece.rindex(" ") + 1]  # break between words where one fits
                 line.append((piece, style))
@@ -331,7 +331,7 @@ def _flow(items: Sequence[Sequence[Segment]], after: Sequence[Segment], width: i
             indent = WRAP_INDENT
             while True:
                 room = max(width - len(indent), 1)
-                piece = _cells_prefix(part, room)
+                piece = cells_prefix(part, room)
                 if len(piece) < len(part) and " " in piece[1:]:
                     piece = piece[: piece.rindex(" ") + 1]  # between words, as the items above
                 lines.append([(indent, ""), (piece, style)])
@@ -342,7 +342,7 @@ def _flow(items: Sequence[Sequence[Segment]], after: Sequence[Segment], width: i
     return lines
 
 
-def _cells_prefix(text: str, cells: int) -> str:
+def cells_prefix(text: str, cells: int) -> str:
     """The longest prefix of ``text`` that fits in ``cells`` columns (at least one character)."""
     if text.isascii():
         return text[: max(cells, 1)]
@@ -602,7 +602,7 @@ def list_lines(summaries: Sequence[ChainSummary], width: int, glyphs: Glyphs = U
 
 def _cell(text: str, size: int, right: bool, g: Glyphs) -> str:
     if cell_len(text) > size:
-        text = _cells_prefix(text, max(size - cell_len(g.more), 1)) + g.more
+        text = cells_prefix(text, max(size - cell_len(g.more), 1)) + g.more
     pad = " " * max(size - cell_len(text), 0)
     return pad + text if right else text + pad
 
